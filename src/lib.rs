@@ -1,1 +1,26 @@
+//! Manifold: an MCP aggregating proxy gateway.
+//!
+//! The modules in the order a request flows through them:
+//!
+//! - [`config`]: `gateway.toml` → a validated [`config::Config`] (every error at once, with
+//!   `file:line:col`).
+//! - [`front`]: the client side. [`front::http`] serves MCP streamable HTTP (hyper + rmcp's
+//!   `StreamableHttpService`, with our edge fixes for bad input); [`front::stdio`] serves one
+//!   client over stdio. Each client session is a [`front::FrontSession`].
+//! - [`gateway`]: the [`gateway::Gateway`] and its swappable [`gateway::Snapshot`] of mounted
+//!   backends; routing of exposed names (`{prefix}{sep}{name}`, `{prefix}+{uri}`) to a backend.
+//! - [`backend`]: one supervised rmcp client per backend over stdio, streamable HTTP or legacy
+//!   SSE, with per-backend list caches ([`backend::Catalog`]).
+//! - [`hub`]: what sessions and backend handlers share (the session registry); owns no backend.
+//! - [`check`]: `manifold check`, validation and the `--connect` name report.
+//!
+//! Events flow back the other way: a backend's `list_changed` refreshes its catalog and the hub
+//! tells every live session.
 
+pub mod backend;
+pub mod check;
+pub mod config;
+pub mod front;
+pub mod gateway;
+pub mod hub;
+pub mod serve;

@@ -1,1 +1,176 @@
-fn main() {}
+//! The `manifold` command line: serve | stdio | check.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use manifold::config::{self, Config};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "manifold",
+    version,
+    about = "One MCP endpoint in front of many MCP servers"
+)]
+struct Cli {
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve MCP streamable HTTP (default http://127.0.0.1:8123/mcp).
+    Serve {
+        /// The config file.
+        #[arg(long, short, default_value = "gateway.toml")]
+        config: PathBuf,
+        /// Listen on this address instead of the config's `[server] listen`.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Serve one client over stdin/stdout (for clients that only spawn servers).
+    Stdio {
+        #[arg(long, short, default_value = "gateway.toml")]
+        config: PathBuf,
+    },
+    /// Validate a config: every error as FILE:LINE:COL, or a summary.
+    Check {
+        /// The config file.
+        #[arg(default_value = "gateway.toml")]
+        file: PathBuf,
+        /// Also start every backend and report the names it would expose.
+        #[arg(long)]
+        connect: bool,
+    },
+}
+
+fn init_tracing(json: bool) {
+    // rmcp logs every notification at info (rmcp notes, P20): keep it at warn unless asked.
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rmcp=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    config::load_file(path).map_err(|errors| {
+        eprintln!("{errors}");
+        ExitCode::FAILURE
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("manifold: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("manifold: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve { config, listen } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let path = config.server.path.clone();
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            manifold::serve::serve_http(config, listen, shutdown, |addr| {
+                tracing::info!(%addr, "manifold ready");
+                // One line on stdout so scripts and tests learn the bound port.
+                let mut out = std::io::stdout();
+                let _ = writeln!(out, "listening http://{addr}{path}");
+                let _ = out.flush();
+            })
+            .await
+            .context("serve")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Stdio { config } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            manifold::serve::serve_stdio(config)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { file, connect } => {
+            let config = match load(&file) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            print!(
+                "{}",
+                manifold::check::summary(&config, &file.display().to_string())
+            );
+            if connect {
+                let result = manifold::check::connect(config).await;
+                print!("{}", result.report);
+                for e in &result.errors {
+                    eprintln!("{e}");
+                }
+                if !result.errors.is_empty() {
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Cancels `shutdown` on Ctrl-C or SIGTERM.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    shutdown.cancel();
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}

@@ -1,0 +1,141 @@
+//! A backend's lists as clients see them: filtered, prefixed, and indexed for routing.
+//!
+//! A [`Catalog`] is built once per fill (connect or `list_changed`) and then
+//! only read, so lookups on the call path are a hash probe with no lock.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rmcp::model::{Prompt, Resource, ResourceTemplate, Tool};
+
+use crate::config::{BackendConfig, MAX_EXPOSED_NAME, exposed_name};
+
+/// The raw lists a backend returned, before naming rules are applied.
+#[derive(Clone, Debug, Default)]
+pub struct RawLists {
+    pub tools: Vec<Tool>,
+    pub prompts: Vec<Prompt>,
+    pub resources: Vec<Resource>,
+    pub templates: Vec<ResourceTemplate>,
+}
+
+/// One backend's exposed lists and the exposed → original name maps.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    pub tools: Vec<Tool>,
+    pub prompts: Vec<Prompt>,
+    pub resources: Vec<Resource>,
+    pub templates: Vec<ResourceTemplate>,
+    /// exposed tool name → the backend's own name
+    tool_names: HashMap<Arc<str>, Arc<str>>,
+    prompt_names: HashMap<Arc<str>, Arc<str>>,
+    /// Names dropped because they would exceed the length limit, for `check --connect` and logs.
+    pub too_long: Vec<String>,
+}
+
+impl Catalog {
+    pub fn build(config: &BackendConfig, separator: &str, raw: RawLists) -> Self {
+        let mut c = Catalog::default();
+        for mut tool in raw.tools {
+            if !config.tools.allows(&tool.name) {
+                continue;
+            }
+            let exposed = exposed_name(&config.prefix, separator, &tool.name);
+            if exposed.chars().count() > MAX_EXPOSED_NAME {
+                c.too_long.push(exposed);
+                continue;
+            }
+            let original: Arc<str> = Arc::from(tool.name.as_ref());
+            let exposed: Arc<str> = Arc::from(exposed);
+            tool.name = exposed.to_string().into();
+            if c.tool_names.insert(exposed, original).is_none() {
+                c.tools.push(tool);
+            }
+        }
+        for mut prompt in raw.prompts {
+            if !config.prompts.allows(&prompt.name) {
+                continue;
+            }
+            let exposed = exposed_name(&config.prefix, separator, &prompt.name);
+            if exposed.chars().count() > MAX_EXPOSED_NAME {
+                c.too_long.push(exposed);
+                continue;
+            }
+            let original: Arc<str> = Arc::from(prompt.name.as_str());
+            prompt.name = exposed.clone();
+            if c.prompt_names
+                .insert(Arc::from(exposed), original)
+                .is_none()
+            {
+                c.prompts.push(prompt);
+            }
+        }
+        c.resources = raw
+            .resources
+            .into_iter()
+            .map(|mut r| {
+                r.uri = prefix_uri(&config.prefix, &r.uri);
+                r
+            })
+            .collect();
+        c.templates = raw
+            .templates
+            .into_iter()
+            .map(|mut t| {
+                t.uri_template = prefix_uri(&config.prefix, &t.uri_template);
+                t
+            })
+            .collect();
+        c
+    }
+
+    /// The backend's own name of an exposed tool, if this backend exposes it.
+    pub fn tool(&self, exposed: &str) -> Option<&Arc<str>> {
+        self.tool_names.get(exposed)
+    }
+
+    pub fn prompt(&self, exposed: &str) -> Option<&Arc<str>> {
+        self.prompt_names.get(exposed)
+    }
+}
+
+/// `{prefix}+{uri}`, or the URI itself for an empty prefix.
+pub fn prefix_uri(prefix: &str, uri: &str) -> String {
+    if prefix.is_empty() {
+        uri.to_string()
+    } else {
+        format!("{prefix}+{uri}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_str;
+
+    fn tool(name: &str) -> Tool {
+        Tool::new(name.to_string(), "d", Arc::new(Default::default()))
+    }
+
+    #[test]
+    fn prefixes_filters_and_indexes() {
+        let cfg = parse_str(
+            "[backends.fs]\ntransport = \"stdio\"\ncommand = \"x\"\ntools = { exclude = [\"secret*\"] }\n",
+            "g",
+            None,
+        )
+        .unwrap();
+        let b = &cfg.backends["fs"];
+        let raw = RawLists {
+            tools: vec![tool("read"), tool("secretKey"), tool(&"y".repeat(70))],
+            resources: vec![Resource::new("file:///a", "a")],
+            ..Default::default()
+        };
+        let c = Catalog::build(b, "__", raw);
+        let names: Vec<_> = c.tools.iter().map(|t| t.name.to_string()).collect();
+        assert_eq!(names, vec!["fs__read"]);
+        assert_eq!(c.tool("fs__read").map(|s| s.as_ref()), Some("read"));
+        assert_eq!(c.too_long.len(), 1);
+        assert_eq!(c.resources[0].uri, "fs+file:///a");
+    }
+}

@@ -1,0 +1,353 @@
+//! `manifold-fixture`: a small, fast MCP server of our own, for tests and
+//! benchmarks. It speaks stdio, streamable HTTP or legacy SSE, and has tools
+//! that succeed, fail, hang, crash or answer with a JSON-RPC error on demand.
+//!
+//! ```text
+//! manifold-fixture --transport stdio
+//! manifold-fixture --transport http --listen 127.0.0.1:0   # prints "listening http://ADDR/mcp"
+//! manifold-fixture --transport sse  --listen 127.0.0.1:0   # prints "listening http://ADDR/sse"
+//! ```
+
+mod sse_server;
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use rmcp::model::*;
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser, Clone)]
+struct Args {
+    #[arg(long, default_value = "stdio")]
+    transport: String,
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: String,
+    /// Shown in instructions and resource text.
+    #[arg(long, default_value = "fixture")]
+    name: String,
+    /// Add this many extra tools `tool_0` … (to exercise pagination).
+    #[arg(long, default_value_t = 0)]
+    extra_tools: usize,
+    /// Serve `tools/list` in pages of this size (0: one page).
+    #[arg(long, default_value_t = 0)]
+    page_size: usize,
+    /// Add a tool whose name is 70 characters long.
+    #[arg(long)]
+    long_tool: bool,
+}
+
+#[derive(Clone)]
+struct Fixture {
+    args: Arc<Args>,
+    tools: Arc<Vec<Tool>>,
+}
+
+fn schema(v: Value) -> Arc<JsonObject> {
+    Arc::new(v.as_object().cloned().unwrap_or_default())
+}
+
+fn text_arg<'a>(args: &'a Option<JsonObject>, key: &str) -> Option<&'a str> {
+    args.as_ref()?.get(key)?.as_str()
+}
+
+impl Fixture {
+    fn new(args: Args) -> Self {
+        let message = schema(
+            json!({"type": "object", "properties": {"message": {"type": "string"}}, "required": ["message"]}),
+        );
+        let empty = schema(json!({"type": "object", "properties": {}}));
+        let mut tools = vec![
+            Tool::new("echo", "Returns its `message` argument", message),
+            Tool::new(
+                "add",
+                "Adds two numbers",
+                schema(
+                    json!({"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}, "required": ["a", "b"]}),
+                ),
+            ),
+            Tool::new("fail", "Always returns a tool error", empty.clone()),
+            Tool::new(
+                "rpc_error",
+                "Answers with JSON-RPC error -32042",
+                empty.clone(),
+            ),
+            Tool::new(
+                "sleep",
+                "Sleeps `ms` milliseconds",
+                schema(json!({"type": "object", "properties": {"ms": {"type": "integer"}}})),
+            ),
+            Tool::new("hang", "Never answers", empty.clone()),
+            Tool::new("crash", "Exits the process mid-call", empty.clone()),
+            Tool::new(
+                "resource_link",
+                "Returns a link to fixture://info",
+                empty.clone(),
+            ),
+        ];
+        for i in 0..args.extra_tools {
+            tools.push(Tool::new(
+                format!("tool_{i}"),
+                "An extra tool",
+                empty.clone(),
+            ));
+        }
+        if args.long_tool {
+            tools.push(Tool::new(
+                "l".repeat(70),
+                "A tool with a very long name",
+                empty,
+            ));
+        }
+        Self {
+            args: Arc::new(args),
+            tools: Arc::new(tools),
+        }
+    }
+}
+
+impl ServerHandler for Fixture {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_prompts()
+                .enable_resources()
+                .enable_completions()
+                .build(),
+        )
+        .with_server_info(Implementation::new(self.args.name.clone(), "0.1.0"))
+        .with_instructions(format!("Fixture server {}.", self.args.name))
+    }
+
+    async fn list_tools(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let size = if self.args.page_size == 0 {
+            usize::MAX
+        } else {
+            self.args.page_size
+        };
+        let start: usize = request
+            .and_then(|r| r.cursor)
+            .map(|c| {
+                c.parse()
+                    .map_err(|_| ErrorData::invalid_params("bad cursor", None))
+            })
+            .transpose()?
+            .unwrap_or(0);
+        let end = start.saturating_add(size).min(self.tools.len());
+        let mut result = ListToolsResult::with_all_items(self.tools[start.min(end)..end].to_vec());
+        if end < self.tools.len() {
+            result.next_cursor = Some(end.to_string());
+        }
+        Ok(result)
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let text = |s: String| Ok(CallToolResult::success(vec![ContentBlock::text(s)]).into());
+        match request.name.as_ref() {
+            "echo" => match text_arg(&request.arguments, "message") {
+                Some(m) => text(m.to_string()),
+                None => Err(ErrorData::invalid_params("missing `message`", None)),
+            },
+            "add" => {
+                let get = |k: &str| {
+                    request
+                        .arguments
+                        .as_ref()
+                        .and_then(|a| a.get(k))
+                        .and_then(Value::as_f64)
+                };
+                match (get("a"), get("b")) {
+                    (Some(a), Some(b)) => text(format!("{}", a + b)),
+                    _ => Err(ErrorData::invalid_params(
+                        "`a` and `b` must be numbers",
+                        None,
+                    )),
+                }
+            }
+            "fail" => Ok(CallToolResult::error(vec![ContentBlock::text("fixture failure")]).into()),
+            "rpc_error" => Err(ErrorData::new(
+                ErrorCode(-32042),
+                "fixture rpc error",
+                Some(json!({"detail": 42})),
+            )),
+            "sleep" => {
+                let ms = request
+                    .arguments
+                    .as_ref()
+                    .and_then(|a| a.get("ms"))
+                    .and_then(Value::as_u64)
+                    .unwrap_or(100);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                text(format!("slept {ms} ms"))
+            }
+            "hang" => std::future::pending().await,
+            "crash" => std::process::exit(3),
+            "resource_link" => Ok(CallToolResult::success(vec![ContentBlock::ResourceLink(
+                Resource::new("fixture://info", "info"),
+            )])
+            .into()),
+            name if self.tools.iter().any(|t| t.name == name) => text(format!("called {name}")),
+            name => Err(ErrorData::invalid_params(format!("no tool `{name}`"), None)),
+        }
+    }
+
+    async fn list_prompts(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        Ok(ListPromptsResult::with_all_items(vec![Prompt::new(
+            "greet",
+            Some("Greets someone"),
+            Some(vec![PromptArgument::new("name").with_required(true)]),
+        )]))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        if request.name != "greet" {
+            return Err(ErrorData::invalid_params(
+                format!("no prompt `{}`", request.name),
+                None,
+            ));
+        }
+        let name = text_arg(&request.arguments, "name").unwrap_or("world");
+        Ok(GetPromptResult::new(vec![PromptMessage::new_text(
+            Role::User,
+            format!("Hello, {name}!"),
+        )])
+        .into())
+    }
+
+    async fn list_resources(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        Ok(ListResourcesResult::with_all_items(vec![Resource::new(
+            "fixture://info",
+            "info",
+        )]))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(ListResourceTemplatesResult::with_all_items(vec![
+            ResourceTemplate::new("fixture://items/{id}", "item"),
+        ]))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let text = if request.uri == "fixture://info" {
+            format!("fixture {}", self.args.name)
+        } else if let Some(id) = request.uri.strip_prefix("fixture://items/") {
+            format!("item {id}")
+        } else {
+            return Err(ErrorData::resource_not_found(
+                format!("no resource {}", request.uri),
+                None,
+            ));
+        };
+        Ok(ReadResourceResult::new(vec![ResourceContents::text(text, request.uri)]).into())
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        let values: Vec<String> = match &request.r#ref {
+            Reference::Prompt(p) if p.name == "greet" => ["alice", "albert", "bob"]
+                .into_iter()
+                .filter(|v| v.starts_with(&request.argument.value))
+                .map(String::from)
+                .collect(),
+            Reference::Resource(r) if r.uri == "fixture://items/{id}" => {
+                vec![format!("{}1", request.argument.value)]
+            }
+            _ => vec![],
+        };
+        Ok(CompleteResult::new(
+            CompletionInfo::new(values).map_err(|e| ErrorData::internal_error(e, None))?,
+        ))
+    }
+}
+
+fn announce(url: String) {
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "listening {url}");
+    let _ = out.flush();
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let args = Args::parse();
+    let fixture = Fixture::new(args.clone());
+    match args.transport.as_str() {
+        "stdio" => {
+            let running = fixture.serve(rmcp::transport::stdio()).await?;
+            running.waiting().await?;
+        }
+        "http" => {
+            use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+            use rmcp::transport::streamable_http_server::{
+                StreamableHttpServerConfig, StreamableHttpService,
+            };
+            let listener = tokio::net::TcpListener::bind(&args.listen).await?;
+            let addr = listener.local_addr()?;
+            let service = StreamableHttpService::new(
+                move || Ok(fixture.clone()),
+                Arc::new(LocalSessionManager::default()),
+                StreamableHttpServerConfig::default(),
+            );
+            announce(format!("http://{addr}/mcp"));
+            loop {
+                let (stream, _) = listener.accept().await?;
+                let _ = stream.set_nodelay(true);
+                let service = service.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        let service = service.clone();
+                        async move { Ok::<_, std::convert::Infallible>(service.handle(req).await) }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+                });
+            }
+        }
+        "sse" => {
+            let listener = tokio::net::TcpListener::bind(&args.listen).await?;
+            let addr = listener.local_addr()?;
+            announce(format!("http://{addr}/sse"));
+            sse_server::serve(listener, move || fixture.clone(), CancellationToken::new()).await?;
+        }
+        other => return Err(format!("unknown transport `{other}` (stdio, http, sse)").into()),
+    }
+    Ok(())
+}

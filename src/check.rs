@@ -1,0 +1,136 @@
+//! `manifold check`: validate a config, and with `--connect` start each
+//! backend and report the names it would expose.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::time::Duration;
+
+use crate::backend::BackendState;
+use crate::config::{Config, MAX_EXPOSED_NAME};
+use crate::gateway::Gateway;
+
+/// A human summary of a valid config.
+pub fn summary(config: &Config, label: &str) -> String {
+    let enabled = config.enabled_backends().count();
+    let mut out = format!(
+        "{label}: ok: {} backend(s), {enabled} enabled; serving http://{}{}\n",
+        config.backends.len(),
+        config.server.listen,
+        config.server.path
+    );
+    for b in config.backends.values() {
+        let prefix = if b.prefix.is_empty() {
+            "(no prefix)".to_string()
+        } else {
+            format!("{}{}", b.prefix, config.server.separator)
+        };
+        let _ = writeln!(
+            out,
+            "  {:<16} {:<5} {:<9} {}  {}",
+            b.name,
+            b.transport.kind(),
+            if b.enabled { "enabled" } else { "disabled" },
+            prefix,
+            b.transport.describe()
+        );
+    }
+    out
+}
+
+/// The result of `check --connect`: a report, and the problems found.
+pub struct ConnectReport {
+    pub report: String,
+    pub errors: Vec<String>,
+}
+
+/// Starts every enabled backend, lists what each would expose, and reports
+/// backends that are down, names over the length limit, and names that two
+/// backends would both expose.
+pub async fn connect(config: Config) -> ConnectReport {
+    let locations = config.locations.clone();
+    let timeout = config.server.connect_timeout;
+    let gateway = Gateway::start(config);
+    let _ = tokio::time::timeout(timeout + Duration::from_millis(500), gateway.settled()).await;
+    let snapshot = gateway.snapshot_full();
+    let mut report = String::new();
+    let mut errors = Vec::new();
+    let mut owners: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let at = |name: &str| {
+        locations
+            .get(name)
+            .map(|l| format!("{l}: "))
+            .unwrap_or_default()
+    };
+    for b in snapshot.backends.values() {
+        let c = b.catalog();
+        match b.state() {
+            BackendState::Up => {
+                let _ = writeln!(
+                    report,
+                    "{}: up: {} tools, {} prompts, {} resources, {} templates",
+                    b.name(),
+                    c.tools.len(),
+                    c.prompts.len(),
+                    c.resources.len(),
+                    c.templates.len()
+                );
+            }
+            state => {
+                let reason = match state {
+                    BackendState::Down(r) => r,
+                    other => other.label().to_string(),
+                };
+                errors.push(format!(
+                    "{}backend `{}` is down: {reason}",
+                    at(b.name()),
+                    b.name()
+                ));
+                continue;
+            }
+        }
+        for t in &c.tools {
+            let _ = writeln!(report, "  tool      {}", t.name);
+            owners
+                .entry(format!("tool {}", t.name))
+                .or_default()
+                .push(b.name().to_string());
+        }
+        for p in &c.prompts {
+            let _ = writeln!(report, "  prompt    {}", p.name);
+            owners
+                .entry(format!("prompt {}", p.name))
+                .or_default()
+                .push(b.name().to_string());
+        }
+        for r in &c.resources {
+            let _ = writeln!(report, "  resource  {}", r.uri);
+            owners
+                .entry(format!("resource {}", r.uri))
+                .or_default()
+                .push(b.name().to_string());
+        }
+        for t in &c.templates {
+            let _ = writeln!(report, "  template  {}", t.uri_template);
+        }
+        for name in &c.too_long {
+            errors.push(format!(
+                "{}backend `{}`: exposed name \"{name}\" is {} characters, over the limit of {MAX_EXPOSED_NAME}",
+                at(b.name()),
+                b.name(),
+                name.chars().count()
+            ));
+        }
+    }
+    for (what, backends) in owners {
+        if backends.len() > 1 {
+            errors.push(format!(
+                "{}{what} is exposed by backends {}; only `{}` will receive calls (set `prefix` or a filter)",
+                at(&backends[1]),
+                backends.iter().map(|b| format!("`{b}`")).collect::<Vec<_>>().join(" and "),
+                backends[0]
+            ));
+        }
+    }
+    gateway.shutdown().await;
+    ConnectReport { report, errors }
+}

@@ -1,0 +1,252 @@
+//! The validated configuration: plain values, no spans, comparable with `==`.
+//!
+//! These types are what the rest of the gateway sees. They are built only by
+//! [`super::load`], which checks every invariant documented here, so code that
+//! holds a [`Config`] never re-validates it. `PartialEq` is what a reload uses
+//! to decide whether a backend changed.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
+/// The default listen address of `manifold serve`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8123";
+/// MCP names longer than this are rejected by several LLM function-calling APIs.
+pub const MAX_EXPOSED_NAME: usize = 64;
+
+/// A whole `gateway.toml`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub server: ServerConfig,
+    /// Every declared backend, enabled or not, by name.
+    pub backends: BTreeMap<String, BackendConfig>,
+    /// Where each backend's table starts (`file:line:col`), for messages found
+    /// after loading (name collisions seen once backends are connected).
+    pub locations: BTreeMap<String, Location>,
+}
+
+impl Config {
+    /// The backends that should run.
+    pub fn enabled_backends(&self) -> impl Iterator<Item = &BackendConfig> {
+        self.backends.values().filter(|b| b.enabled)
+    }
+}
+
+/// A position in a config file, printed as `file:line:col`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Location {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+/// `[server]`: how clients reach the gateway.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// The HTTP path of the MCP endpoint, e.g. `/mcp`.
+    pub path: String,
+    /// Joins a backend's prefix and a tool or prompt name.
+    pub separator: String,
+    /// A client session with no traffic for this long is closed.
+    pub session_idle_timeout: Duration,
+    /// How long a backend may take to start and answer `initialize`.
+    pub connect_timeout: Duration,
+    /// The default per-call timeout of backends that set none.
+    pub call_timeout: Duration,
+    /// The largest request body accepted on the MCP endpoint.
+    pub max_request_bytes: usize,
+    /// Host names accepted in the `Host` header (DNS-rebinding protection).
+    pub allowed_hosts: Vec<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.parse().unwrap_or_else(|_| unreachable!()),
+            path: "/mcp".into(),
+            separator: "__".into(),
+            session_idle_timeout: Duration::from_secs(30 * 60),
+            connect_timeout: Duration::from_secs(30),
+            call_timeout: Duration::from_secs(60),
+            max_request_bytes: 4 * 1024 * 1024,
+            allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+        }
+    }
+}
+
+/// `[backends.NAME]`: one mounted MCP server.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackendConfig {
+    pub name: String,
+    /// Put before every tool and prompt name (with the separator) and every
+    /// resource URI (with `+`). Empty exposes names bare.
+    pub prefix: String,
+    pub enabled: bool,
+    /// Per-call timeout for requests forwarded to this backend.
+    pub timeout: Duration,
+    pub transport: TransportConfig,
+    pub tools: NameFilter,
+    pub prompts: NameFilter,
+}
+
+/// How to reach a backend.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TransportConfig {
+    Stdio {
+        command: String,
+        args: Vec<String>,
+        env: BTreeMap<String, String>,
+        cwd: Option<PathBuf>,
+    },
+    /// Streamable HTTP.
+    Http {
+        url: String,
+        headers: BTreeMap<String, Secret>,
+    },
+    /// The legacy HTTP+SSE transport (protocol 2024-11-05).
+    Sse {
+        url: String,
+        headers: BTreeMap<String, Secret>,
+    },
+}
+
+impl TransportConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Stdio { .. } => "stdio",
+            Self::Http { .. } => "http",
+            Self::Sse { .. } => "sse",
+        }
+    }
+
+    /// A one-line description for summaries and logs; never includes header values.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Stdio { command, args, .. } => {
+                let mut s = command.clone();
+                for a in args {
+                    s.push(' ');
+                    s.push_str(a);
+                }
+                s
+            }
+            Self::Http { url, .. } | Self::Sse { url, .. } => url.clone(),
+        }
+    }
+}
+
+/// A string that may hold a credential (header values): never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+/// `include` / `exclude` glob patterns over a backend's own (unprefixed) names.
+///
+/// A name is kept when it matches some `include` pattern (or `include` is
+/// empty) and matches no `exclude` pattern.
+#[derive(Clone, Default)]
+pub struct NameFilter {
+    include: Vec<String>,
+    exclude: Vec<String>,
+    include_set: Option<GlobSet>,
+    exclude_set: Option<GlobSet>,
+}
+
+impl NameFilter {
+    /// Builds the filter; the error names the first invalid pattern.
+    pub fn new(
+        include: Vec<String>,
+        exclude: Vec<String>,
+    ) -> Result<Self, (String, globset::Error)> {
+        fn build(patterns: &[String]) -> Result<Option<GlobSet>, (String, globset::Error)> {
+            if patterns.is_empty() {
+                return Ok(None);
+            }
+            let mut b = GlobSetBuilder::new();
+            for p in patterns {
+                b.add(Glob::new(p).map_err(|e| (p.clone(), e))?);
+            }
+            b.build().map(Some).map_err(|e| (patterns.join(", "), e))
+        }
+        Ok(Self {
+            include_set: build(&include)?,
+            exclude_set: build(&exclude)?,
+            include,
+            exclude,
+        })
+    }
+
+    pub fn allows(&self, name: &str) -> bool {
+        let included = self.include_set.as_ref().is_none_or(|s| s.is_match(name));
+        included && !self.exclude_set.as_ref().is_some_and(|s| s.is_match(name))
+    }
+
+    pub fn include(&self) -> &[String] {
+        &self.include
+    }
+    pub fn exclude(&self) -> &[String] {
+        &self.exclude
+    }
+}
+
+impl PartialEq for NameFilter {
+    fn eq(&self, other: &Self) -> bool {
+        self.include == other.include && self.exclude == other.exclude
+    }
+}
+
+impl fmt::Debug for NameFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NameFilter")
+            .field("include", &self.include)
+            .field("exclude", &self.exclude)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_include_then_exclude() {
+        let f =
+            NameFilter::new(vec!["get*".into(), "echo".into()], vec!["getSecret".into()]).unwrap();
+        assert!(f.allows("echo"));
+        assert!(f.allows("getTime"));
+        assert!(!f.allows("getSecret"));
+        assert!(!f.allows("add"));
+        assert!(NameFilter::default().allows("anything"));
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::new("hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}

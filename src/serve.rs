@@ -1,0 +1,82 @@
+//! Running the gateway: `manifold serve` and `manifold stdio`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::gateway::Gateway;
+
+/// Binds, starts the backends, serves until `shutdown`, then stops every backend.
+///
+/// `on_ready` is called with the bound address once every backend has made
+/// its first connect attempt (or the connect timeout passed): the gateway
+/// accepts connections before that, but this is when lists are complete.
+pub async fn serve_http(
+    config: Config,
+    listen: Option<SocketAddr>,
+    shutdown: CancellationToken,
+    on_ready: impl FnOnce(SocketAddr),
+) -> std::io::Result<()> {
+    let addr = listen.unwrap_or(config.server.listen);
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    let local = listener.local_addr()?;
+    let connect_timeout = config.server.connect_timeout;
+    let gateway = Gateway::start(config);
+    let server = tokio::spawn(crate::front::http::serve(
+        gateway.clone(),
+        listener,
+        shutdown.clone(),
+    ));
+    wait_settled(&gateway, connect_timeout).await;
+    log_backends(&gateway);
+    on_ready(local);
+    let result = server
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    gateway.shutdown().await;
+    result
+}
+
+/// Serves one client on stdin/stdout.
+pub async fn serve_stdio(config: Config) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let connect_timeout = config.server.connect_timeout;
+    let gateway = Gateway::start(config);
+    wait_settled(&gateway, connect_timeout).await;
+    log_backends(&gateway);
+    let result = crate::front::stdio::serve(gateway.clone()).await;
+    gateway.shutdown().await;
+    result
+}
+
+async fn wait_settled(gateway: &Arc<Gateway>, connect_timeout: Duration) {
+    let _ = tokio::time::timeout(
+        connect_timeout + Duration::from_millis(500),
+        gateway.settled(),
+    )
+    .await;
+}
+
+fn log_backends(gateway: &Gateway) {
+    for b in gateway.snapshot().backends.values() {
+        let c = b.catalog();
+        match b.state() {
+            crate::backend::BackendState::Down(reason) => {
+                tracing::warn!(backend = %b.name(), %reason, "backend is down; serving the others")
+            }
+            state => tracing::info!(
+                backend = %b.name(),
+                state = state.label(),
+                tools = c.tools.len(),
+                prompts = c.prompts.len(),
+                resources = c.resources.len(),
+                "backend mounted"
+            ),
+        }
+    }
+}
