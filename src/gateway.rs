@@ -189,6 +189,40 @@ impl Gateway {
         futures::future::join_all(snapshot.backends.values().map(|b| b.settled())).await;
     }
 
+    /// Whether every backend has finished its first connect attempt.
+    pub fn is_settled(&self) -> bool {
+        self.snapshot
+            .load()
+            .backends
+            .values()
+            .all(|b| b.state() != BackendState::Connecting)
+    }
+
+    /// The state of every backend, as JSON for `/readyz` and status tools.
+    pub fn backends_json(&self) -> serde_json::Value {
+        let snapshot = self.snapshot.load();
+        let mut out = serde_json::Map::new();
+        for (name, b) in &snapshot.backends {
+            let c = b.catalog();
+            let state = b.state();
+            let mut entry = serde_json::json!({
+                "state": state.label(),
+                "transport": b.config.transport.kind(),
+                "tools": c.tools.len(),
+                "prompts": c.prompts.len(),
+                "resources": c.resources.len(),
+            });
+            if let BackendState::Down(reason) = state {
+                entry["reason"] = reason.into();
+            }
+            if let Some(pid) = b.pid() {
+                entry["pid"] = pid.into();
+            }
+            out.insert(name.clone(), entry);
+        }
+        serde_json::Value::Object(out)
+    }
+
     /// Stops every backend and waits for their connections (and children) to end.
     pub async fn shutdown(&self) {
         let snapshot = self.snapshot.load_full();

@@ -12,9 +12,10 @@ use crate::gateway::Gateway;
 
 /// Binds, starts the backends, serves until `shutdown`, then stops every backend.
 ///
-/// `on_ready` is called with the bound address once every backend has made
-/// its first connect attempt (or the connect timeout passed): the gateway
-/// accepts connections before that, but this is when lists are complete.
+/// `on_ready` is called with the bound address as soon as the listener is
+/// accepting. Backends connect concurrently in the background, so a slow one
+/// delays nobody; `GET /readyz` says when every backend has made its first
+/// connect attempt.
 pub async fn serve_http(
     config: Config,
     listen: Option<SocketAddr>,
@@ -33,9 +34,13 @@ pub async fn serve_http(
         listener,
         shutdown.clone(),
     ));
-    wait_settled(&gateway, connect_timeout).await;
-    log_backends(&gateway);
     on_ready(local);
+    // Logs the startup outcome once; ends after the first connect attempts.
+    let logger = gateway.clone();
+    tokio::spawn(async move {
+        wait_settled(&logger, connect_timeout).await;
+        log_backends(&logger);
+    });
     let result = server
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e)));

@@ -2,7 +2,8 @@
 //! what rmcp's streamable-HTTP service does on bad input.
 //!
 //! Routes: `POST|GET|DELETE {path}` is MCP streamable HTTP; `GET /healthz`
-//! answers `ok`. Before rmcp sees a POST we buffer its body (bounded: 413
+//! answers `ok`; `GET /readyz` is 200 once every backend has made its first
+//! connect attempt (503 before), with each backend's state as JSON. Before rmcp sees a POST we buffer its body (bounded: 413
 //! past `max_request_bytes`), answer malformed JSON with JSON-RPC -32700,
 //! and answer `server/discover` with -32601 so that clients that try the
 //! 2026 lifecycle first fall back to `initialize` (rmcp notes, P9).
@@ -116,6 +117,16 @@ impl Front {
         }
         match (req.method(), path) {
             (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+            (&Method::GET, "/readyz") => {
+                let ready = self.gateway.is_settled();
+                let body = json!({"ready": ready, "sessions": self.gateway.hub.session_count(), "backends": self.gateway.backends_json()});
+                let status = if ready {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                json_response(status, body)
+            }
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
     }
@@ -215,7 +226,13 @@ fn jsonrpc_error(
     code: i64,
     message: &str,
 ) -> Response<Body> {
-    let body = json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}});
+    json_response(
+        status,
+        json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}}),
+    )
+}
+
+fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Body> {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")

@@ -140,6 +140,21 @@ pub fn gateway(config: &str) -> (Proc, ConfigFile) {
 }
 
 pub fn gateway_at(path: &Path) -> Proc {
+    let gw = gateway_unready(path);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while http_get(&gw.url, "/readyz").0 != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gateway never became ready"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    gw
+}
+
+/// Starts the gateway and returns as soon as it accepts connections, before
+/// its backends have finished connecting.
+pub fn gateway_unready(path: &Path) -> Proc {
     let mut cmd = Command::new(MANIFOLD);
     cmd.arg("serve")
         .arg("--config")
@@ -150,6 +165,36 @@ pub fn gateway_at(path: &Path) -> Proc {
         std::env::var("RUST_LOG").unwrap_or_else(|_| "info,rmcp=warn".into()),
     );
     spawn_listening(cmd)
+}
+
+/// A plain HTTP/1.1 GET of `path` on the host of `url`: (status, body).
+pub fn http_get(url: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let host = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .expect("host");
+    let Ok(mut s) = std::net::TcpStream::connect(host) else {
+        return (0, String::new());
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    );
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    let status = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
 }
 
 /// A `[backends.NAME]` table for a fixture over stdio.

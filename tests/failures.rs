@@ -1,0 +1,337 @@
+//! Bad input and failing backends: every case gets a clear error, never a
+//! hang, and one broken backend never affects the others.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use rmcp::model::*;
+use rmcp::service::ServiceError;
+use serde_json::json;
+
+fn rpc_code(e: &ServiceError) -> i32 {
+    match e {
+        ServiceError::McpError(e) => e.code.0,
+        other => panic!("expected a JSON-RPC error, got {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_names_are_invalid_params_naming_them() {
+    let (gw, _cfg) = gateway(&stdio_backend("fx", ""));
+    let client = client(&gw.url).await;
+    let err = client
+        .call_tool(CallToolRequestParams::new("fx__nope"))
+        .await
+        .unwrap_err();
+    assert_eq!(rpc_code(&err), -32602);
+    assert!(err.to_string().contains("unknown tool `fx__nope`"), "{err}");
+    let err = client
+        .call_tool(CallToolRequestParams::new("nobody__echo"))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("unknown tool `nobody__echo`"),
+        "{err}"
+    );
+    let err = client
+        .get_prompt(GetPromptRequestParams::new("fx__nope"))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("unknown prompt `fx__nope`"),
+        "{err}"
+    );
+    let err = client
+        .read_resource(ReadResourceRequestParams::new("zz+fixture://info"))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("unknown resource `zz+fixture://info`"),
+        "{err}"
+    );
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backend_tool_errors_and_jsonrpc_errors_pass_through_unchanged() {
+    let http = fixture("http", &[]);
+    let config = format!(
+        "{}{}",
+        stdio_backend("fx", ""),
+        url_backend("web", "http", &http.url, "")
+    );
+    let (gw, _cfg) = gateway(&config);
+    let client = client(&gw.url).await;
+    for prefix in ["fx", "web"] {
+        let r = client
+            .call_tool(CallToolRequestParams::new(format!("{prefix}__fail")))
+            .await
+            .unwrap();
+        assert_eq!(r.is_error, Some(true));
+        assert_eq!(first_text(&r), "fixture failure");
+        let err = client
+            .call_tool(CallToolRequestParams::new(format!("{prefix}__rpc_error")))
+            .await
+            .unwrap_err();
+        assert_eq!(rpc_code(&err), -32042, "{err}");
+        assert!(err.to_string().contains("fixture rpc error"), "{err}");
+    }
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_that_never_answers_times_out_with_a_tool_error() {
+    let config = format!(
+        "{}{}",
+        stdio_backend("slow", "timeout = \"1s\""),
+        stdio_backend("ok", "")
+    );
+    let (gw, _cfg) = gateway(&config);
+    let client = client(&gw.url).await;
+    let started = Instant::now();
+    let r = client
+        .call_tool(CallToolRequestParams::new("slow__hang"))
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(r.is_error, Some(true));
+    assert_eq!(first_text(&r), "backend `slow` did not answer within 1s");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    // The same backend still serves other calls, and so do the others.
+    let r = client
+        .call_tool(
+            CallToolRequestParams::new("slow__echo")
+                .with_arguments(args(json!({"message": "still here"}))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(first_text(&r), "still here");
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_that_exits_mid_call_fails_that_call_and_spares_the_others() {
+    let config = format!(
+        "{}{}",
+        stdio_backend("doomed", ""),
+        stdio_backend("fine", "")
+    );
+    let (gw, _cfg) = gateway(&config);
+    let client = client(&gw.url).await;
+    let r = client
+        .call_tool(CallToolRequestParams::new("doomed__crash"))
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(true));
+    assert!(
+        first_text(&r).starts_with("backend `doomed`"),
+        "{}",
+        first_text(&r)
+    );
+    let r = client
+        .call_tool(
+            CallToolRequestParams::new("fine__echo")
+                .with_arguments(args(json!({"message": "unaffected"}))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(first_text(&r), "unaffected");
+    // The dead backend is reported down and its tools leave the list.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = http_get(&gw.url, "/readyz");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if v["backends"]["doomed"]["state"] == "down" {
+            assert_eq!(v["backends"]["fine"]["state"], "up");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "doomed never reported down: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let names: Vec<String> = client
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.starts_with("doomed__")),
+        "{names:?}"
+    );
+    assert!(names.contains(&"fine__echo".to_string()));
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_whose_command_is_missing_is_down_with_the_reason_and_the_rest_serve() {
+    let config = format!(
+        "[backends.ghost]\ntransport = \"stdio\"\ncommand = \"manifold-no-such-command\"\n\n{}",
+        stdio_backend("real", "")
+    );
+    let (mut gw, _cfg) = gateway(&config);
+    let (status, body) = http_get(&gw.url, "/readyz");
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["backends"]["ghost"]["state"], "down");
+    let reason = v["backends"]["ghost"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("failed to start `manifold-no-such-command`"),
+        "{reason}"
+    );
+    let client = client(&gw.url).await;
+    let r = client
+        .call_tool(
+            CallToolRequestParams::new("real__echo").with_arguments(args(json!({"message": "ok"}))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(first_text(&r), "ok");
+    client.cancel().await.unwrap();
+    let logs = gw.stderr_lines().join("\n");
+    assert!(
+        logs.contains("backend down") && logs.contains("manifold-no-such-command"),
+        "{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_slow_to_start_delays_nobody() {
+    // `sleep` never answers `initialize`: it stays connecting for the whole timeout.
+    let config = format!(
+        "[server]\nconnect_timeout = \"20s\"\n\n[backends.stuck]\ntransport = \"stdio\"\ncommand = \"sleep\"\nargs = [\"60\"]\n\n{}",
+        stdio_backend("quick", "")
+    );
+    let cfg = write_config(&config);
+    let started = Instant::now();
+    let gw = gateway_unready(&cfg.path);
+    let client = client(&gw.url).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let names: Vec<String> = client
+            .list_all_tools()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.name.to_string())
+            .collect();
+        if names.contains(&"quick__echo".to_string()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "quick never listed");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let r = client
+        .call_tool(
+            CallToolRequestParams::new("quick__echo")
+                .with_arguments(args(json!({"message": "fast"}))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(first_text(&r), "fast");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    let (status, body) = http_get(&gw.url, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("\"connecting\""), "{body}");
+    client.cancel().await.unwrap();
+}
+
+/// Raw HTTP against the MCP endpoint, for what a typed client cannot send.
+async fn post(
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<reqwest::Body>,
+) -> (u16, String) {
+    let mut req = reqwest::Client::new().post(url).body(body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap_or_default())
+}
+
+const JSON: (&str, &str) = ("content-type", "application/json");
+const ACCEPT: (&str, &str) = ("accept", "application/json, text/event-stream");
+const LIST: &str = r#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_edge_cases_follow_the_spec() {
+    let (gw, _cfg) = gateway(&format!(
+        "[server]\nmax_request_bytes = 2048\n\n{}",
+        stdio_backend("fx", "")
+    ));
+    let url = gw.url.clone();
+
+    let (status, body) = post(&url, &[JSON, ACCEPT], "{not json").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"]["code"],
+        -32700
+    );
+
+    let (status, body) = post(&url, &[JSON, ACCEPT], r#"{"hello":"world"}"#).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"]["code"],
+        -32600
+    );
+
+    let discover = r#"{"jsonrpc":"2.0","id":"d1","method":"server/discover","params":{}}"#;
+    let (status, body) = post(&url, &[JSON, ACCEPT], discover).await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"]["code"], -32601);
+    assert_eq!(v["id"], "d1");
+
+    let (status, _) = post(
+        &url,
+        &[JSON, ACCEPT, ("mcp-session-id", "no-such-session")],
+        LIST,
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    let (status, _) = post(&url, &[JSON, ("accept", "application/json")], LIST).await;
+    assert_eq!(status, 406);
+
+    let (status, _) = post(&url, &[("content-type", "text/plain"), ACCEPT], LIST).await;
+    assert_eq!(status, 415);
+
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"pad":"{}"}}}}"#,
+        "x".repeat(10_000)
+    );
+    let (status, _) = post(&url, &[JSON, ACCEPT], big).await;
+    assert_eq!(status, 413);
+
+    assert_eq!(http_get(&url, "/healthz").0, 200);
+    assert_eq!(http_get(&url, "/nowhere").0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_preferring_the_2026_lifecycle_fall_back_to_initialize() {
+    use rmcp::ClientServiceExt;
+    use rmcp::service::ClientLifecycleMode;
+    use rmcp::transport::StreamableHttpClientTransport;
+    let (gw, _cfg) = gateway(&stdio_backend("fx", ""));
+    let transport = StreamableHttpClientTransport::from_uri(gw.url.clone());
+    let mode = ClientLifecycleMode::Auto {
+        preferred_versions: vec![ProtocolVersion::LATEST],
+        legacy_version: None,
+    };
+    let client = ().serve_with_lifecycle(transport, mode).await.expect("auto client falls back");
+    let tools = client.list_all_tools().await.unwrap();
+    assert!(tools.iter().any(|t| t.name == "fx__echo"));
+    client.cancel().await.unwrap();
+}
