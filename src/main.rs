@@ -52,10 +52,9 @@ enum Command {
     },
 }
 
-fn init_tracing(json: bool) {
-    // rmcp logs every notification at info (rmcp notes, P20): keep it at warn unless asked.
+fn init_tracing(json: bool, default_filter: &str) {
     let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rmcp=warn"));
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -75,7 +74,13 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_json);
+    // rmcp logs every notification at info (rmcp notes, P20): keep it at warn unless asked.
+    // `check` prints its own report, so it logs only problems.
+    let default_filter = match cli.command {
+        Command::Check { .. } => "warn",
+        _ => "info,rmcp=warn",
+    };
+    init_tracing(cli.log_json, default_filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
