@@ -27,6 +27,41 @@ const CLOSE_GRACE: Duration = Duration::from_secs(3);
 /// backend is stopped. Holds only a weak reference between steps, so a
 /// dropped backend ends its supervisor.
 pub(super) async fn supervise(weak: BackendRef, env: BackendEnv) {
+    let pid = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    run(weak, env, pid.clone()).await;
+    // A stdio child leads its own process group: whatever it started (the
+    // server behind `npx`, a helper process) goes with it.
+    match pid.load(Ordering::Relaxed) {
+        0 => {}
+        pgid => reap_process_group(pgid).await,
+    }
+}
+
+/// SIGTERM to the group, a short grace, then SIGKILL to whatever is left.
+async fn reap_process_group(pgid: u32) {
+    #[cfg(unix)]
+    {
+        let Ok(pgid) = libc::pid_t::try_from(pgid) else {
+            return;
+        };
+        // SAFETY: killpg only sends a signal; the group is one we created.
+        let signal = |sig| unsafe { libc::killpg(pgid, sig) } == 0;
+        if !signal(libc::SIGTERM) {
+            return; // ESRCH: nothing left in the group.
+        }
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if !signal(0) {
+                return;
+            }
+        }
+        signal(libc::SIGKILL);
+    }
+    #[cfg(not(unix))]
+    let _ = pgid;
+}
+
+async fn run(weak: BackendRef, env: BackendEnv, pid: Arc<std::sync::atomic::AtomicU32>) {
     let Some(backend) = weak.upgrade() else {
         return;
     };
@@ -40,8 +75,9 @@ pub(super) async fn supervise(weak: BackendRef, env: BackendEnv) {
     drop(backend);
 
     let attempt = async {
-        let running = open(&config, &env, handler, |pid| {
-            pid_slot.pid.store(pid, Ordering::Relaxed)
+        let running = open(&config, &env, handler, |p| {
+            pid_slot.pid.store(p, Ordering::Relaxed);
+            pid.store(p, Ordering::Relaxed);
         })
         .await?;
         running
