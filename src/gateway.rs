@@ -72,10 +72,10 @@ impl Snapshot {
     /// URI template). Bare backends claim URIs that match one of their
     /// resources or templates' schemes.
     pub fn route_uri(&self, exposed: &str) -> Option<(Arc<Backend>, String)> {
-        if let Some((prefix, rest)) = exposed.split_once('+') {
-            if let Some(b) = self.by_prefix.get(prefix) {
-                return Some((b.clone(), rest.to_string()));
-            }
+        if let Some((prefix, rest)) = exposed.split_once('+')
+            && let Some(b) = self.by_prefix.get(prefix)
+        {
+            return Some((b.clone(), rest.to_string()));
         }
         let owns = |b: &&Arc<Backend>| {
             let c = b.catalog();
