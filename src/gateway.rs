@@ -5,15 +5,23 @@
 //! new one (hot reload) never blocks or drops a session; a call keeps the
 //! `Arc<Backend>` it resolved until it finishes.
 
+#![allow(deprecated)] // logging is deprecated by SEP-2577 but is the ≤2025-11-25 wire protocol
+
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use rmcp::model::{Prompt, Resource, ResourceTemplate, Tool};
+use rmcp::model::{LoggingLevel, Prompt, Resource, ResourceTemplate, Tool};
+use tokio::sync::mpsc;
 
-use crate::backend::{Backend, BackendEnv, BackendState};
+use crate::backend::{Backend, BackendEnv, BackendState, shared_capabilities};
 use crate::config::{Config, ServerConfig};
-use crate::hub::Hub;
+use crate::coordinator::{Fate, Hub, Kind, ListEvent, ListKinds};
+
+/// List changes arriving within this window are merged into one notification per session.
+const LIST_COALESCE_WINDOW: Duration = Duration::from_millis(50);
 
 /// The mounted backends at one point in time.
 pub struct Snapshot {
@@ -95,7 +103,7 @@ impl Snapshot {
     /// All exposed tools, in backend-name order. A name that two backends expose
     /// is listed once, for the backend calls are routed to.
     pub fn tools(&self) -> Vec<Tool> {
-        let mut out = Vec::new();
+        let mut out = crate::front::builtin::tools();
         for b in self.backends.values() {
             let c = b.catalog();
             for t in &c.tools {
@@ -146,13 +154,17 @@ pub struct Gateway {
     pub server: ServerConfig,
     snapshot: ArcSwap<Snapshot>,
     pub hub: Arc<Hub>,
+    /// Used to start per-session backend connections.
+    pub(crate) env: BackendEnv,
+    /// The log level last applied to the backends (the most verbose any session asked for).
+    applied_log_floor: Mutex<Option<LoggingLevel>>,
 }
 
 impl Gateway {
     /// Starts every enabled backend (each connects in its own task) and
     /// returns at once; see [`Gateway::settled`].
     pub fn start(config: Config) -> Arc<Self> {
-        let hub = Arc::new(Hub::default());
+        let (hub, list_events) = Hub::new();
         let env = BackendEnv {
             separator: config.server.separator.clone(),
             connect_timeout: config.server.connect_timeout,
@@ -161,17 +173,63 @@ impl Gateway {
                 .user_agent(concat!("manifold/", env!("CARGO_PKG_VERSION")))
                 .build()
                 .unwrap_or_default(),
+            relay_timeout: config.server.relay_timeout,
         };
         let backends = config
             .enabled_backends()
-            .map(|b| (b.name.clone(), Backend::start(b.clone(), &env)))
+            .map(|b| {
+                (
+                    b.name.clone(),
+                    Backend::start(b.clone(), &env, shared_capabilities()),
+                )
+            })
             .collect();
         let snapshot = Snapshot::new(1, backends, config.server.separator.clone());
-        Arc::new(Self {
+        let gateway = Arc::new(Self {
             server: config.server,
             snapshot: ArcSwap::from_pointee(snapshot),
             hub,
-        })
+            env,
+            applied_log_floor: Mutex::new(None),
+        });
+        // Ends when the gateway is dropped (the hub's sender goes with it).
+        tokio::spawn(list_task(Arc::downgrade(&gateway), list_events));
+        gateway
+    }
+
+    /// Hashes of the aggregated tools, prompts and resources (with templates).
+    pub fn list_hashes(&self) -> [u64; 3] {
+        fn hash<T: serde::Serialize>(items: &T) -> u64 {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            serde_json::to_vec(items).unwrap_or_default().hash(&mut h);
+            h.finish()
+        }
+        let s = self.snapshot.load();
+        [
+            hash(&s.tools()),
+            hash(&s.prompts()),
+            hash(&(s.resources(), s.templates())),
+        ]
+    }
+
+    /// Applies the most verbose level any session asked for to every backend, if it changed.
+    pub async fn apply_log_floor(&self) {
+        let floor = self.hub.log_floor();
+        {
+            let mut applied = self
+                .applied_log_floor
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if *applied == floor {
+                return;
+            }
+            *applied = floor;
+        }
+        if let Some(level) = floor {
+            let snapshot = self.snapshot.load_full();
+            futures::future::join_all(snapshot.backends.values().map(|b| b.set_log_level(level)))
+                .await;
+        }
     }
 
     pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
@@ -223,6 +281,31 @@ impl Gateway {
         serde_json::Value::Object(out)
     }
 
+    /// Everything `gateway_status` and `GET /status` report.
+    pub fn status_json(&self) -> serde_json::Value {
+        let sessions: Vec<serde_json::Value> = self
+            .hub
+            .sessions()
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "id": s.id,
+                    "client": s.client_name,
+                    "subscriptions": s.subscriptions.lock().unwrap_or_else(|p| p.into_inner()).len(),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "ready": self.is_settled(),
+            "backends": self.backends_json(),
+            "sessions": sessions,
+            "subscriptions": self.hub.subscription_count(),
+            "notifications": self.hub.counters.to_json(),
+            "unattributable_requests": self.hub.unattributable.load(std::sync::atomic::Ordering::Relaxed),
+        })
+    }
+
     /// Stops every backend and waits for their connections (and children) to end.
     pub async fn shutdown(&self) {
         let snapshot = self.snapshot.load_full();
@@ -255,5 +338,64 @@ impl Gateway {
             text.push_str(&format!("\n\n## {} ({naming})\n{}", b.name(), instr.trim()));
         }
         text
+    }
+}
+
+/// Refreshes backends' caches when they announce changes, and tells each
+/// session once per coalescing window, only if its view of a list changed.
+async fn list_task(gateway: Weak<Gateway>, mut events: mpsc::UnboundedReceiver<ListEvent>) {
+    while let Some(first) = events.recv().await {
+        tokio::time::sleep(LIST_COALESCE_WINDOW).await;
+        let mut batch = vec![first];
+        while let Ok(e) = events.try_recv() {
+            batch.push(e);
+        }
+        let Some(gateway) = gateway.upgrade() else {
+            return;
+        };
+        let mut refresh: Vec<(Arc<Backend>, ListKinds)> = Vec::new();
+        let mut announced = [0u64; 3];
+        for event in batch {
+            match event {
+                ListEvent::Changed { backend, kinds } => {
+                    for (i, flag) in [kinds.tools, kinds.prompts, kinds.resources]
+                        .into_iter()
+                        .enumerate()
+                    {
+                        announced[i] += flag as u64;
+                    }
+                    let Some(backend) = backend.upgrade() else {
+                        continue;
+                    };
+                    match refresh.iter_mut().find(|(b, _)| Arc::ptr_eq(b, &backend)) {
+                        Some((_, k)) => *k = k.union(kinds),
+                        None => refresh.push((backend, kinds)),
+                    }
+                }
+                ListEvent::Recompute(_) => {}
+            }
+        }
+        let refreshed = futures::future::join_all(refresh.iter().map(|(b, k)| b.refresh(*k))).await;
+        for ((backend, _), result) in refresh.iter().zip(refreshed) {
+            if let Err(e) = result {
+                tracing::warn!(backend = %backend.name(), error = %e, "list refresh failed");
+            }
+        }
+        // Announcements beyond the first of each kind in a window were merged.
+        for (i, kind) in [
+            Kind::ToolsListChanged,
+            Kind::PromptsListChanged,
+            Kind::ResourcesListChanged,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            gateway
+                .hub
+                .counters
+                .add(kind, Fate::Coalesced, announced[i].saturating_sub(1));
+        }
+        let flagged = gateway.hub.publish_lists(gateway.list_hashes());
+        tracing::debug!(sessions = flagged, "list changes published");
     }
 }

@@ -11,7 +11,9 @@
 //!   backends; routing of exposed names (`{prefix}{sep}{name}`, `{prefix}+{uri}`) to a backend.
 //! - [`backend`]: one supervised rmcp client per backend over stdio, streamable HTTP or legacy
 //!   SSE, with per-backend list caches ([`backend::Catalog`]).
-//! - [`hub`]: what sessions and backend handlers share (the session registry); owns no backend.
+//! - [`coordinator`]: what sessions and backend handlers share: the session registry, in-flight
+//!   calls, subscriptions and counters; routes what backends send back to the right sessions.
+//!   Owns no backend.
 //! - [`check`]: `manifold check`, validation and the `--connect` name report.
 //!
 //! Events flow back the other way: a backend's `list_changed` refreshes its catalog and the hub
@@ -20,7 +22,8 @@
 pub mod backend;
 pub mod check;
 pub mod config;
+pub mod coordinator;
 pub mod front;
 pub mod gateway;
-pub mod hub;
+
 pub mod serve;

@@ -60,8 +60,10 @@ async fn aggregates_stdio_http_and_sse_backends_under_prefixes() {
             "missing {expected} in {names:?}"
         );
     }
-    // 8 built-in fixture tools each, plus local's 7 extra ones served in pages of 3.
-    assert_eq!(names.len(), 8 * 3 + 7, "{names:?}");
+    // 8 fixture tools each, local's 7 extra ones (served in pages of 3), and
+    // the gateway's own `gateway_status`.
+    assert_eq!(names.len(), 8 * 3 + 7 + 1, "{names:?}");
+    assert_eq!(names[0], "gateway_status");
 
     for (tool, who) in [
         ("local__echo", "local"),
@@ -229,6 +231,7 @@ async fn filters_and_empty_prefix_shape_the_exposed_names() {
         vec![
             "add",
             "echo",
+            "gateway_status",
             "other__add",
             "other__echo",
             "other__fail",

@@ -171,6 +171,9 @@ async fn server_everything_over_stdio_through_the_gateway() {
         "get-env",
         "get-resource-links",
         "get-resource-reference",
+        // Registered because the gateway tells backends it relays roots,
+        // sampling and elicitation to clients.
+        "get-roots-list",
         "get-structured-content",
         "get-sum",
         "get-tiny-image",
@@ -178,10 +181,13 @@ async fn server_everything_over_stdio_through_the_gateway() {
         "simulate-research-query",
         "toggle-simulated-logging",
         "toggle-subscriber-updates",
+        "trigger-elicitation-request",
         "trigger-long-running-operation",
+        "trigger-sampling-request",
     ]
     .iter()
     .map(|n| format!("everything__{n}"))
+    .chain(["gateway_status".to_string()])
     .collect();
     assert_eq!(tools, expected);
 
@@ -349,7 +355,12 @@ fn python_sdk_client_drives_the_gateway() {
         .filter_map(Value::as_str)
         .collect();
     assert!(tools.contains(&"fx__echo"), "{ctx}");
-    assert!(tools.iter().all(|t| t.starts_with("fx__")), "{ctx}");
+    assert!(
+        tools
+            .iter()
+            .all(|t| t.starts_with("fx__") || *t == "gateway_status"),
+        "{ctx}"
+    );
     assert_eq!(
         legacy["echo"],
         json!({"is_error": false, "text": "from python"}),
@@ -421,7 +432,12 @@ fn inspector_cli_lists_and_calls_tools() {
         .filter_map(|t| t["name"].as_str())
         .collect();
     assert!(names.contains(&"fx__echo"), "{names:?}");
-    assert!(names.iter().all(|n| n.starts_with("fx__")), "{names:?}");
+    assert!(
+        names
+            .iter()
+            .all(|n| n.starts_with("fx__") || *n == "gateway_status"),
+        "{names:?}"
+    );
 
     let called = inspector(
         &cli,

@@ -1,64 +1,321 @@
-//! The gateway's rmcp client handler toward one backend: turns what the
-//! backend sends unprompted into cache refreshes and client notifications.
+//! The gateway's rmcp client handler toward one backend: what the backend
+//! sends unprompted goes to the coordinator, which routes it to the right
+//! client sessions.
+//!
+//! Server→client requests (sampling, elicitation, roots) are attributed to
+//! the in-flight call that caused them and relayed on that call's own task
+//! (rmcp notes, P1). When the wire cannot say which call it was and calls
+//! from several sessions are in flight, the request fails with an error
+//! naming `isolation = "per_session"`: a question from one client never
+//! reaches another.
+
+#![allow(deprecated)] // sampling, roots and logging are deprecated by SEP-2577 but are the ≤2025-11-25 wire protocol
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use rmcp::model::{ClientCapabilities, ClientConfig, Implementation, ProtocolVersion};
-use rmcp::service::NotificationContext;
-use rmcp::{ClientHandler, RoleClient};
+use rmcp::model::*;
+use rmcp::service::{InboundStreamOrigin, NotificationContext, RequestContext};
+use rmcp::{ClientHandler, ErrorData, RoleClient};
+use tokio::sync::oneshot;
 
-use super::BackendRef;
-use crate::hub::{Hub, ListKinds};
+use super::{BackendRef, prefix_uri};
+use crate::coordinator::{Attribution, CallEvent, Fate, Hub, Kind, ListEvent, ListKinds, RelayJob};
+
+/// How long a client may take to answer `roots/list` asked outside any call.
+const ROOTS_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct BackendClient {
     pub(super) backend: BackendRef,
     pub(super) hub: Arc<Hub>,
+    /// What we tell the backend we support: everything the gateway relays for
+    /// a shared connection, or the client's own capabilities for a
+    /// per-session one.
+    pub(super) capabilities: ClientCapabilities,
+}
+
+/// The capabilities a shared backend connection advertises: the gateway
+/// relays sampling, elicitation and roots to clients that support them.
+pub fn shared_capabilities() -> ClientCapabilities {
+    ClientCapabilities::builder()
+        .enable_roots()
+        .enable_roots_list_changed()
+        .enable_sampling()
+        .enable_elicitation()
+        .build()
+}
+
+fn capability_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Sampling => "sampling",
+        Kind::Elicitation => "elicitation",
+        _ => "roots",
+    }
 }
 
 impl BackendClient {
-    /// Refreshes the backend's catalog, then tells the sessions. Runs in the
-    /// task rmcp spawned for this notification.
-    async fn list_changed(&self, kinds: ListKinds) {
-        let Some(backend) = self.backend.upgrade() else {
-            return;
-        };
-        match backend.refresh(kinds).await {
-            Ok(()) => self.hub.broadcast_list_changed(kinds),
-            Err(e) => tracing::warn!(backend = %backend.name(), error = %e, "list refresh failed"),
+    fn list_changed(&self, kinds: ListKinds) {
+        for (flag, kind) in [
+            (kinds.tools, Kind::ToolsListChanged),
+            (kinds.prompts, Kind::PromptsListChanged),
+            (kinds.resources, Kind::ResourcesListChanged),
+        ] {
+            if flag {
+                self.hub.counters.add(kind, Fate::Received, 1);
+            }
         }
+        self.hub.list_changed(ListEvent::Changed {
+            backend: self.backend.clone(),
+            kinds,
+        });
     }
+
+    /// Relays a server→client request to the client whose call caused it.
+    async fn relay(
+        &self,
+        request: ServerRequest,
+        kind: Kind,
+        ctx: &RequestContext<RoleClient>,
+    ) -> Result<ClientResult, ErrorData> {
+        self.hub.counters.add(kind, Fate::Received, 1);
+        let backend = self
+            .backend
+            .upgrade()
+            .ok_or_else(|| ErrorData::internal_error("backend unmounted", None))?;
+        let origin = match ctx.extensions.get::<InboundStreamOrigin>() {
+            Some(InboundStreamOrigin::OutboundRequest(id)) => Some(id.clone()),
+            _ => None,
+        };
+        let attribution = {
+            // Wait until a call being sent right now is registered (rmcp notes, P4).
+            let _gate = backend.routing_gate.read().await;
+            self.hub.calls.attribute(backend.id, origin.as_ref())
+        };
+        let call = match attribution {
+            Attribution::Call(call) => call,
+            Attribution::Outside if kind == Kind::Roots => {
+                return Ok(ClientResult::ListRootsResult(
+                    self.roots_of_all_clients().await,
+                ));
+            }
+            Attribution::Outside => {
+                self.hub.counters.add(kind, Fate::Dropped, 1);
+                return Err(ErrorData::invalid_request(
+                    format!(
+                        "{} is only relayed while a client's request to backend `{}` is in flight",
+                        capability_name(kind),
+                        backend.name()
+                    ),
+                    None,
+                ));
+            }
+            Attribution::Ambiguous { sessions } => {
+                self.hub.counters.add(kind, Fate::Dropped, 1);
+                self.hub.unattributable.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(backend = %backend.name(), sessions, "server request not attributable to one client session; refused");
+                return Err(ErrorData::invalid_request(
+                    format!(
+                        "backend `{}` has calls from {sessions} client sessions in flight and its {} transport does not say which one this {} request belongs to; \
+                         set `isolation = \"per_session\"` on this backend so each client gets its own connection",
+                        backend.name(),
+                        backend.config.transport.kind(),
+                        capability_name(kind)
+                    ),
+                    None,
+                ));
+            }
+        };
+        let session = self.hub.session(call.session);
+        let supported = session.as_ref().is_some_and(|s| match kind {
+            Kind::Sampling => s.capabilities.sampling.is_some(),
+            Kind::Elicitation => s.capabilities.elicitation.is_some(),
+            _ => s.capabilities.roots.is_some(),
+        });
+        if !supported {
+            self.hub.counters.add(kind, Fate::Dropped, 1);
+            let client = session
+                .map(|s| s.client_name.clone())
+                .unwrap_or_else(|| "the calling client".into());
+            return Err(ErrorData::invalid_request(
+                format!(
+                    "client `{client}` does not support {}",
+                    capability_name(kind)
+                ),
+                None,
+            ));
+        }
+        let (reply, answer) = oneshot::channel();
+        let job = RelayJob {
+            request,
+            reply,
+            cancel: ctx.ct.clone(),
+        };
+        if call.events.send(CallEvent::Relay(job)).await.is_err() {
+            return Err(ErrorData::internal_error(
+                "the client's call ended before the request could be relayed",
+                None,
+            ));
+        }
+        let result = answer.await.map_err(|_| {
+            ErrorData::internal_error("the client's call ended before the client answered", None)
+        })?;
+        if result.is_ok() {
+            self.hub.counters.add(kind, Fate::Forwarded, 1);
+        }
+        result
+    }
+
+    /// `roots/list` outside any call: the union of the roots of every client that has any.
+    async fn roots_of_all_clients(&self) -> ListRootsResult {
+        let asks = self
+            .hub
+            .sessions()
+            .into_iter()
+            .filter(|s| s.capabilities.roots.is_some())
+            .map(|s| async move {
+                tokio::time::timeout(ROOTS_TIMEOUT, s.peer.list_roots())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            });
+        let mut roots: Vec<Root> = Vec::new();
+        for answer in futures::future::join_all(asks).await.into_iter().flatten() {
+            for root in answer.roots {
+                if !roots.iter().any(|r| r.uri == root.uri) {
+                    roots.push(root);
+                }
+            }
+        }
+        ListRootsResult::new(roots)
+    }
+}
+
+fn unexpected() -> ErrorData {
+    ErrorData::internal_error("the client answered with an unexpected result type", None)
 }
 
 impl ClientHandler for BackendClient {
     fn get_info(&self) -> ClientConfig {
         ClientConfig::new(
-            ClientCapabilities::default(),
+            self.capabilities.clone(),
             Implementation::new("manifold", env!("CARGO_PKG_VERSION")),
         )
         .with_protocol_version(ProtocolVersion::V_2025_11_25)
     }
 
     async fn on_tool_list_changed(&self, _: NotificationContext<RoleClient>) {
-        self.list_changed(ListKinds {
-            tools: true,
-            ..Default::default()
-        })
-        .await;
+        self.list_changed(ListKinds::TOOLS);
     }
 
     async fn on_prompt_list_changed(&self, _: NotificationContext<RoleClient>) {
-        self.list_changed(ListKinds {
-            prompts: true,
-            ..Default::default()
-        })
-        .await;
+        self.list_changed(ListKinds::PROMPTS);
     }
 
     async fn on_resource_list_changed(&self, _: NotificationContext<RoleClient>) {
-        self.list_changed(ListKinds {
-            resources: true,
-            ..Default::default()
-        })
-        .await;
+        self.list_changed(ListKinds::RESOURCES);
+    }
+
+    async fn on_progress(
+        &self,
+        param: ProgressNotificationParam,
+        _: NotificationContext<RoleClient>,
+    ) {
+        self.hub.counters.add(Kind::Progress, Fate::Received, 1);
+        let Some(backend) = self.backend.upgrade() else {
+            return;
+        };
+        let call = {
+            let _gate = backend.routing_gate.read().await;
+            self.hub.calls.by_token(backend.id, &param.progress_token)
+        };
+        let Some(call) = call else {
+            tracing::debug!(backend = %backend.name(), "progress for an unknown token ignored");
+            self.hub.counters.add(Kind::Progress, Fate::Dropped, 1);
+            return;
+        };
+        let Some(token) = call.client_token.clone() else {
+            // The client did not ask for progress.
+            self.hub.counters.add(Kind::Progress, Fate::Dropped, 1);
+            return;
+        };
+        if !call.advance(param.progress) {
+            self.hub.counters.add(Kind::Progress, Fate::Coalesced, 1);
+            return;
+        }
+        let mut forwarded = param;
+        forwarded.progress_token = token;
+        if call
+            .events
+            .try_send(CallEvent::Progress(forwarded))
+            .is_err()
+        {
+            self.hub.counters.add(Kind::Progress, Fate::Dropped, 1);
+        }
+    }
+
+    async fn on_logging_message(
+        &self,
+        param: LoggingMessageNotificationParam,
+        _: NotificationContext<RoleClient>,
+    ) {
+        if let Some(backend) = self.backend.upgrade() {
+            self.hub.log(backend.name(), param);
+        }
+    }
+
+    async fn on_resource_updated(
+        &self,
+        param: ResourceUpdatedNotificationParam,
+        _: NotificationContext<RoleClient>,
+    ) {
+        if let Some(backend) = self.backend.upgrade() {
+            self.hub
+                .resource_updated(prefix_uri(&backend.config.prefix, &param.uri));
+        }
+    }
+
+    async fn on_cancelled(
+        &self,
+        _: CancelledNotificationParam,
+        _: NotificationContext<RoleClient>,
+    ) {
+        // rmcp has already cancelled the matching handler's token; the relay sees it.
+        self.hub.counters.add(Kind::Cancelled, Fate::Received, 1);
+    }
+
+    async fn create_message(
+        &self,
+        params: CreateMessageRequestParams,
+        ctx: RequestContext<RoleClient>,
+    ) -> Result<CreateMessageResult, ErrorData> {
+        let request = ServerRequest::CreateMessageRequest(CreateMessageRequest::new(params));
+        match self.relay(request, Kind::Sampling, &ctx).await? {
+            ClientResult::CreateMessageResult(r) => Ok(*r),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn create_elicitation(
+        &self,
+        params: ElicitRequestParams,
+        ctx: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, ErrorData> {
+        let request = ServerRequest::ElicitRequest(ElicitRequest::new(params));
+        match self.relay(request, Kind::Elicitation, &ctx).await? {
+            ClientResult::ElicitResult(r) => Ok(r),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn list_roots(
+        &self,
+        ctx: RequestContext<RoleClient>,
+    ) -> Result<ListRootsResult, ErrorData> {
+        let request = ServerRequest::ListRootsRequest(ListRootsRequest::default());
+        match self.relay(request, Kind::Roots, &ctx).await? {
+            ClientResult::ListRootsResult(r) => Ok(r),
+            _ => Err(unexpected()),
+        }
     }
 }

@@ -16,7 +16,7 @@ use tokio::io::AsyncBufReadExt;
 use super::client::BackendClient;
 use super::{BackendEnv, BackendRef, BackendState, Catalog};
 use crate::config::{BackendConfig, Secret, TransportConfig};
-use crate::hub::ListKinds;
+use crate::coordinator::{ListEvent, ListKinds};
 
 type Running = RunningService<RoleClient, BackendClient>;
 
@@ -26,9 +26,13 @@ const CLOSE_GRACE: Duration = Duration::from_secs(3);
 /// Connects, fills the catalog, then waits until the connection ends or the
 /// backend is stopped. Holds only a weak reference between steps, so a
 /// dropped backend ends its supervisor.
-pub(super) async fn supervise(weak: BackendRef, env: BackendEnv) {
+pub(super) async fn supervise(
+    weak: BackendRef,
+    env: BackendEnv,
+    capabilities: rmcp::model::ClientCapabilities,
+) {
     let pid = Arc::new(std::sync::atomic::AtomicU32::new(0));
-    run(weak, env, pid.clone()).await;
+    run(weak, env, capabilities, pid.clone()).await;
     // A stdio child leads its own process group: whatever it started (the
     // server behind `npx`, a helper process) goes with it.
     match pid.load(Ordering::Relaxed) {
@@ -61,7 +65,12 @@ async fn reap_process_group(pgid: u32) {
     let _ = pgid;
 }
 
-async fn run(weak: BackendRef, env: BackendEnv, pid: Arc<std::sync::atomic::AtomicU32>) {
+async fn run(
+    weak: BackendRef,
+    env: BackendEnv,
+    capabilities: rmcp::model::ClientCapabilities,
+    pid: Arc<std::sync::atomic::AtomicU32>,
+) {
     let Some(backend) = weak.upgrade() else {
         return;
     };
@@ -70,6 +79,7 @@ async fn run(weak: BackendRef, env: BackendEnv, pid: Arc<std::sync::atomic::Atom
     let handler = BackendClient {
         backend: weak.clone(),
         hub: env.hub.clone(),
+        capabilities,
     };
     let pid_slot = backend.clone();
     drop(backend);
@@ -118,9 +128,12 @@ async fn run(weak: BackendRef, env: BackendEnv, pid: Arc<std::sync::atomic::Atom
             Ok(Err(e)) => backend.set_state(BackendState::Down(format!("listing failed: {e}"))),
             Err(_) => backend.set_state(BackendState::Down("listing timed out".into())),
         }
-        if backend.state() == BackendState::Up && env.hub.session_count() > 0 {
+        if backend.state() == BackendState::Up {
+            if let Some(level) = env.hub.log_floor() {
+                backend.set_log_level(level).await;
+            }
             // Sessions that started before this backend was ready learn about it now.
-            env.hub.broadcast_list_changed(ListKinds::ALL);
+            env.hub.list_changed(ListEvent::Recompute(ListKinds::ALL));
         }
     } else {
         return;
@@ -146,9 +159,7 @@ async fn run(weak: BackendRef, env: BackendEnv, pid: Arc<std::sync::atomic::Atom
             backend.set_state(BackendState::Down(
                 "connection closed by the backend".into(),
             ));
-            if env.hub.session_count() > 0 {
-                env.hub.broadcast_list_changed(ListKinds::ALL);
-            }
+            env.hub.list_changed(ListEvent::Recompute(ListKinds::ALL));
         }
     }
 }

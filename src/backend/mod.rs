@@ -7,27 +7,36 @@
 //! closes. Nothing here knows about client sessions except through the
 //! [`Hub`], which owns no backends.
 
+#![allow(deprecated)] // logging and subscriptions are deprecated by SEP-2577 but are the ≤2025-11-25 wire protocol
+
 mod catalog;
 mod client;
 mod connect;
 pub mod sse;
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use rmcp::model::{ClientRequest, ServerPeerInfo, ServerResult};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use rmcp::model::{
+    CancelledNotificationParam, ClientCapabilities, ClientRequest, LoggingLevel, ProgressToken,
+    ServerPeerInfo, ServerResult, SetLevelRequestParams, SubscribeRequestParams,
+    UnsubscribeRequestParams,
+};
 use rmcp::service::{PeerRequestOptions, ServiceError};
-use rmcp::{Peer, RoleClient};
+use rmcp::{Peer, RoleClient, RoleServer};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use catalog::{Catalog, RawLists, prefix_uri};
+pub use client::shared_capabilities;
 
 use crate::config::BackendConfig;
-use crate::hub::{Hub, ListKinds};
+use crate::coordinator::{CallEvent, Fate, Hub, Kind, ListKinds, RelayJob};
 
 /// Where a backend is in its life.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,11 +86,38 @@ pub struct BackendEnv {
     pub hub: Arc<Hub>,
     /// Shared by every HTTP and SSE backend (connection pool, TLS roots).
     pub http: reqwest::Client,
+    /// How long a client may take to answer a relayed sampling, elicitation
+    /// or roots request.
+    pub relay_timeout: Duration,
 }
+
+/// The client request a backend request is made for.
+pub struct Origin<'a> {
+    /// Our id of the client session.
+    pub session: u64,
+    /// The client session's handle, to relay progress and server→client requests.
+    pub peer: &'a Peer<RoleServer>,
+    /// The client's progress token, if it asked for progress.
+    pub progress_token: Option<ProgressToken>,
+    /// Cancelled when the client cancels its request.
+    pub cancel: &'a CancellationToken,
+}
+
+/// Unique per backend connection owner, so routes of a replaced or
+/// per-session backend never collide with another's.
+static NEXT_BACKEND_ID: AtomicU64 = AtomicU64::new(1);
 
 pub struct Backend {
     pub config: BackendConfig,
+    /// Unique among all backends this process ever started.
+    pub id: u64,
     separator: String,
+    hub: Arc<Hub>,
+    relay_timeout: Duration,
+    /// Held for writing while a request is sent and its route registered, and
+    /// for reading by notification handlers before they look a route up, so a
+    /// backend that answers instantly cannot outrun the registration (rmcp notes, P4).
+    pub(crate) routing_gate: tokio::sync::RwLock<()>,
     /// Current state; a watch so `check --connect` and startup can await the
     /// first connect attempt. Ends with the backend.
     state: watch::Sender<BackendState>,
@@ -104,11 +140,20 @@ pub struct Backend {
 
 impl Backend {
     /// Creates the backend and starts connecting in the background.
-    pub fn start(config: BackendConfig, env: &BackendEnv) -> Arc<Self> {
+    /// `capabilities` is what the gateway tells the backend it supports.
+    pub fn start(
+        config: BackendConfig,
+        env: &BackendEnv,
+        capabilities: ClientCapabilities,
+    ) -> Arc<Self> {
         let (state, _) = watch::channel(BackendState::Connecting);
         let backend = Arc::new(Self {
             config,
+            id: NEXT_BACKEND_ID.fetch_add(1, Ordering::Relaxed),
             separator: env.separator.clone(),
+            hub: env.hub.clone(),
+            relay_timeout: env.relay_timeout,
+            routing_gate: tokio::sync::RwLock::new(()),
             state,
             peer: ArcSwapOption::empty(),
             catalog: ArcSwap::from_pointee(Catalog::default()),
@@ -119,7 +164,11 @@ impl Backend {
             shutdown: CancellationToken::new(),
             task: Mutex::new(None),
         });
-        let task = tokio::spawn(connect::supervise(Arc::downgrade(&backend), env.clone()));
+        let task = tokio::spawn(connect::supervise(
+            Arc::downgrade(&backend),
+            env.clone(),
+            capabilities,
+        ));
         *backend.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         backend
     }
@@ -183,30 +232,116 @@ impl Backend {
         }
     }
 
-    /// Forwards one request and waits for its answer, the backend's timeout,
-    /// or `cancel` (the client gave up), whichever comes first.
+    /// Forwards one request for a client and waits for its answer, the
+    /// backend's timeout, or the client's cancellation, whichever comes first.
+    ///
+    /// While it waits, this task also delivers the call's progress (with the
+    /// client's own token) and relays the backend's sampling, elicitation and
+    /// roots requests to the client. They are sent from this task so that
+    /// rmcp puts them on the stream of the client's request (rmcp notes, P1).
     pub async fn request(
         &self,
         request: ClientRequest,
-        cancel: &CancellationToken,
+        origin: &Origin<'_>,
     ) -> Result<ServerResult, CallError> {
         let peer = self.peer()?;
-        let timeout = self.config.timeout;
-        let options = PeerRequestOptions::with_timeout(timeout).reset_timeout_on_progress();
-        let handle = peer
-            .send_request_with_option(request, options)
-            .await
-            .map_err(|e| self.map_error(e))?;
+        let options =
+            PeerRequestOptions::with_timeout(self.config.timeout).reset_timeout_on_progress();
+        // Bounded: progress beyond it is dropped (and counted), never queued without limit.
+        let (events_tx, mut events) = tokio::sync::mpsc::channel(64);
+        let (handle, _route) = {
+            let _gate = self.routing_gate.write().await;
+            let handle = peer
+                .send_request_with_option(request, options)
+                .await
+                .map_err(|e| self.map_error(e))?;
+            let route = self.hub.calls.register(
+                self.id,
+                handle.progress_token.clone(),
+                handle.id.clone(),
+                origin.session,
+                origin.progress_token.clone(),
+                events_tx,
+            );
+            (handle, route)
+        };
         let id = handle.id.clone();
-        tokio::select! {
-            result = handle.await_response() => result.map_err(|e| self.map_error(e)),
-            _ = cancel.cancelled() => {
-                let param = rmcp::model::CancelledNotificationParam::new(Some(id), Some("cancelled by the client".into()));
-                if let Err(e) = peer.notify_cancelled(param).await {
-                    tracing::debug!(backend = %self.name(), error = %e, "could not forward cancellation");
+        let response = handle.await_response();
+        tokio::pin!(response);
+        let mut relays = FuturesUnordered::new();
+        loop {
+            tokio::select! {
+                result = &mut response => {
+                    // Progress sent just before the response is handled by a
+                    // separate rmcp task: give it a moment to land, then flush it.
+                    tokio::task::yield_now().await;
+                    while let Ok(event) = events.try_recv() {
+                        if let CallEvent::Progress(p) = event {
+                            self.forward_progress(origin.peer, p).await;
+                        }
+                    }
+                    return result.map_err(|e| self.map_error(e));
                 }
-                Err(CallError::Cancelled)
+                Some(event) = events.recv() => match event {
+                    CallEvent::Progress(p) => self.forward_progress(origin.peer, p).await,
+                    CallEvent::Relay(job) => relays.push(relay(origin.peer.clone(), job, self.relay_timeout)),
+                },
+                Some(()) = relays.next(), if !relays.is_empty() => {}
+                _ = origin.cancel.cancelled() => {
+                    let param = CancelledNotificationParam::new(Some(id), Some("cancelled by the client".into()));
+                    if let Err(e) = peer.notify_cancelled(param).await {
+                        tracing::debug!(backend = %self.name(), error = %e, "could not forward cancellation");
+                    }
+                    return Err(CallError::Cancelled);
+                }
             }
+        }
+    }
+
+    async fn forward_progress(
+        &self,
+        client: &Peer<RoleServer>,
+        param: rmcp::model::ProgressNotificationParam,
+    ) {
+        let fate = match client.notify_progress(param).await {
+            Ok(()) => Fate::Forwarded,
+            Err(_) => Fate::Dropped,
+        };
+        self.hub.counters.add(Kind::Progress, fate, 1);
+    }
+
+    /// Subscribes at the backend to one of its own resource URIs.
+    pub async fn subscribe(&self, uri: String) -> Result<(), CallError> {
+        let peer = self.peer()?;
+        peer.subscribe(SubscribeRequestParams::new(uri))
+            .await
+            .map_err(|e| self.map_error(e))
+    }
+
+    pub async fn unsubscribe(&self, uri: String) -> Result<(), CallError> {
+        let peer = self.peer()?;
+        peer.unsubscribe(UnsubscribeRequestParams::new(uri))
+            .await
+            .map_err(|e| self.map_error(e))
+    }
+
+    /// Sets the backend's log level, if it does logging.
+    pub async fn set_log_level(&self, level: LoggingLevel) {
+        let supports = self
+            .server_info()
+            .is_some_and(|i| i.capabilities.logging.is_some());
+        let Ok(peer) = self.peer() else { return };
+        if supports && let Err(e) = peer.set_level(SetLevelRequestParams::new(level)).await {
+            tracing::debug!(backend = %self.name(), error = %e, "setting the log level failed");
+        }
+    }
+
+    /// Tells the backend the clients' roots changed.
+    pub async fn roots_changed(&self) {
+        if let Ok(peer) = self.peer()
+            && let Err(e) = peer.notify_roots_list_changed().await
+        {
+            tracing::debug!(backend = %self.name(), error = %e, "roots/list_changed not delivered");
         }
     }
 
@@ -260,6 +395,47 @@ impl Backend {
         let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(task) = task {
             let _ = task.await;
+        }
+    }
+}
+
+/// Sends one server→client request to the client and hands its answer back
+/// to the backend's handler. Runs inside the client's call task.
+async fn relay(client: Peer<RoleServer>, job: RelayJob, timeout: Duration) {
+    let RelayJob {
+        request,
+        reply,
+        cancel,
+    } = job;
+    let handle = match client
+        .send_request_with_option(request, PeerRequestOptions::with_timeout(timeout))
+        .await
+    {
+        Ok(h) => h,
+        Err(e) => {
+            let _ = reply.send(Err(rmcp::ErrorData::internal_error(
+                format!("could not reach the client: {e}"),
+                None,
+            )));
+            return;
+        }
+    };
+    let id = handle.id.clone();
+    tokio::select! {
+        answer = handle.await_response() => {
+            let answer = answer.map_err(|e| match e {
+                ServiceError::McpError(e) => e,
+                ServiceError::Timeout { timeout } => rmcp::ErrorData::internal_error(
+                    format!("the client did not answer within {}", humantime::format_duration(timeout)),
+                    None,
+                ),
+                other => rmcp::ErrorData::internal_error(format!("the client did not answer: {other}"), None),
+            });
+            let _ = reply.send(answer);
+        }
+        _ = cancel.cancelled() => {
+            let param = CancelledNotificationParam::new(Some(id), Some("cancelled by the server".into()));
+            let _ = client.notify_cancelled(param).await;
         }
     }
 }

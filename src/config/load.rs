@@ -198,6 +198,7 @@ struct RawServer {
     session_idle_timeout: Option<Spanned<String>>,
     connect_timeout: Option<Spanned<String>>,
     call_timeout: Option<Spanned<String>>,
+    relay_timeout: Option<Spanned<String>>,
     max_request_bytes: Option<Spanned<i64>>,
     allowed_hosts: Option<Vec<String>>,
 }
@@ -223,8 +224,16 @@ struct RawBackend {
     enabled: Option<bool>,
     prefix: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
+    isolation: Option<RawIsolation>,
     tools: Option<RawFilter>,
     prompts: Option<RawFilter>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum RawIsolation {
+    Shared,
+    PerSession,
 }
 
 #[derive(Deserialize, Default)]
@@ -361,6 +370,7 @@ fn build_server(raw: RawServer, cx: &mut Cx<'_>) -> ServerConfig {
     s.session_idle_timeout = duration(&raw.session_idle_timeout, s.session_idle_timeout, cx);
     s.connect_timeout = duration(&raw.connect_timeout, s.connect_timeout, cx);
     s.call_timeout = duration(&raw.call_timeout, s.call_timeout, cx);
+    s.relay_timeout = duration(&raw.relay_timeout, s.relay_timeout, cx);
     if let Some(max) = &raw.max_request_bytes {
         match usize::try_from(*max.get_ref()) {
             Ok(n) if n >= 1024 => s.max_request_bytes = n,
@@ -574,6 +584,10 @@ fn build_backend(
         enabled,
         timeout,
         transport,
+        isolation: match raw.isolation {
+            Some(RawIsolation::PerSession) => Isolation::PerSession,
+            _ => Isolation::Shared,
+        },
         tools,
         prompts,
     })

@@ -68,6 +68,9 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     /// Host names accepted in the `Host` header (DNS-rebinding protection).
     pub allowed_hosts: Vec<String>,
+    /// How long a client may take to answer a sampling, elicitation or roots
+    /// request relayed from a backend.
+    pub relay_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -81,6 +84,7 @@ impl Default for ServerConfig {
             call_timeout: Duration::from_secs(60),
             max_request_bytes: 4 * 1024 * 1024,
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            relay_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -96,8 +100,20 @@ pub struct BackendConfig {
     /// Per-call timeout for requests forwarded to this backend.
     pub timeout: Duration,
     pub transport: TransportConfig,
+    pub isolation: Isolation,
     pub tools: NameFilter,
     pub prompts: NameFilter,
+}
+
+/// Whether client sessions share one backend connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// One connection (one child process) for every client session.
+    #[default]
+    Shared,
+    /// A connection per client session, opened on its first use and closed
+    /// when the session ends.
+    PerSession,
 }
 
 /// How to reach a backend.

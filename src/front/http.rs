@@ -117,6 +117,7 @@ impl Front {
         }
         match (req.method(), path) {
             (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+            (&Method::GET, "/status") => json_response(StatusCode::OK, self.gateway.status_json()),
             (&Method::GET, "/readyz") => {
                 let ready = self.gateway.is_settled();
                 let body = json!({"ready": ready, "sessions": self.gateway.hub.session_count(), "backends": self.gateway.backends_json()});

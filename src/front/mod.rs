@@ -1,5 +1,6 @@
 //! The client-facing side: HTTP (and stdio) serving of one MCP session per client.
 
+pub mod builtin;
 pub mod http;
 mod session;
 pub mod stdio;

@@ -1,43 +1,145 @@
 //! One client session: the rmcp `ServerHandler` the front runs per client.
 //!
-//! A session holds only the shared gateway and its own id. Every request
-//! reads the gateway's current snapshot, so a config swap reaches live
-//! sessions on their next request. Errors are turned into wire errors here,
-//! in one place: unroutable requests are JSON-RPC errors; a backend that is
-//! down or slow is a tool error the model can read; a backend's own JSON-RPC
-//! error passes through unchanged.
+//! A session holds the shared gateway, its own id, its coordinator entry and
+//! the backend connections it owns (backends with `isolation =
+//! "per_session"`). Every request reads the gateway's current snapshot, so a
+//! config swap reaches live sessions on their next request. Errors become wire
+//! errors here, in one place: unroutable requests are JSON-RPC errors; a
+//! backend that is down or slow is a tool error the model can read; a
+//! backend's own JSON-RPC error passes through unchanged.
+
+#![allow(deprecated)] // logging and subscriptions are deprecated by SEP-2577 but are the ≤2025-11-25 wire protocol
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rmcp::model::*;
-use rmcp::service::RequestContext;
+use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 
-use crate::backend::{Backend, CallError, prefix_uri};
+use crate::backend::{Backend, CallError, Origin, prefix_uri};
+use crate::config::Isolation;
+use crate::coordinator::Session;
 use crate::gateway::Gateway;
 
 pub struct FrontSession {
     gateway: Arc<Gateway>,
     id: u64,
+    /// Set at `initialize`; absent for a handler that never initialized.
+    session: OnceLock<Arc<Session>>,
+    /// This session's own connections to `per_session` backends, by backend
+    /// name, opened on first use and stopped when the session ends.
+    private: Mutex<HashMap<String, Arc<Backend>>>,
 }
 
 impl FrontSession {
     pub fn new(gateway: Arc<Gateway>) -> Self {
         let id = gateway.hub.new_session_id();
-        Self { gateway, id }
+        Self {
+            gateway,
+            id,
+            session: OnceLock::new(),
+            private: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn session(&self) -> Result<&Arc<Session>, ErrorData> {
+        self.session
+            .get()
+            .ok_or_else(|| ErrorData::invalid_request("the session is not initialized", None))
+    }
+
+    /// The backend that serves this session for `shared`: itself, or this
+    /// session's own connection when the backend is isolated per session.
+    async fn resolve(&self, shared: Arc<Backend>, peer: &rmcp::Peer<RoleServer>) -> Arc<Backend> {
+        if shared.config.isolation != Isolation::PerSession {
+            return shared;
+        }
+        let name = shared.name().to_string();
+        let existing = self
+            .private
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&name)
+            .cloned();
+        let backend = match existing {
+            Some(b) if b.config == shared.config => b,
+            _ => {
+                // Toward the backend we mirror what this client can do.
+                let capabilities = peer
+                    .peer_info()
+                    .map(|i| i.capabilities.clone())
+                    .unwrap_or_default();
+                let b = Backend::start(shared.config.clone(), &self.gateway.env, capabilities);
+                let old = self
+                    .private
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(name, b.clone());
+                if let Some(old) = old {
+                    tokio::spawn(async move { old.stop().await });
+                }
+                b
+            }
+        };
+        let _ = tokio::time::timeout(self.gateway.server.connect_timeout, backend.settled()).await;
+        backend
+    }
+
+    async fn forward(
+        &self,
+        shared: Arc<Backend>,
+        request: ClientRequest,
+        context: &RequestContext<RoleServer>,
+    ) -> (Arc<Backend>, Result<ServerResult, CallError>) {
+        let backend = self.resolve(shared, &context.peer).await;
+        let origin = Origin {
+            session: self.id,
+            peer: &context.peer,
+            progress_token: context.meta.get_progress_token(),
+            cancel: &context.ct,
+        };
+        let result = backend.request(request, &origin).await;
+        (backend, result)
     }
 }
 
 impl Drop for FrontSession {
     fn drop(&mut self) {
-        self.gateway.hub.unregister(self.id);
+        let orphaned = self.gateway.hub.unregister(self.id);
+        let private: Vec<Arc<Backend>> = self
+            .private
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, b)| b)
+            .collect();
+        if orphaned.is_empty() && private.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let gateway = self.gateway.clone();
+        // Ends after the last unsubscribe and the private connections' shutdown.
+        runtime.spawn(async move {
+            for uri in orphaned {
+                let routed = gateway.snapshot().route_uri(&uri);
+                if let Some((backend, original)) = routed
+                    && let Err(e) = backend.unsubscribe(original).await
+                {
+                    tracing::debug!(backend = %backend.name(), error = %e, "unsubscribe failed");
+                }
+            }
+            futures::future::join_all(private.iter().map(|b| b.stop())).await;
+        });
     }
 }
 
 /// The `_meta` keys worth passing on: everything but protocol negotiation
 /// (which belongs to our own connection with the backend) and the progress
-/// token (rmcp assigns its own).
+/// token (rmcp assigns its own and we map it back).
 fn forwarded_meta(ctx: &RequestContext<RoleServer>) -> Option<RequestMetaObject> {
     let mut meta = RequestMetaObject::new();
     for (k, v) in ctx.meta.0.0.iter() {
@@ -84,30 +186,25 @@ fn prefix_contents(prefix: &str, contents: &mut [ResourceContents]) {
     }
 }
 
-fn prefix_blocks(prefix: &str, blocks: &mut [ContentBlock]) {
-    if prefix.is_empty() {
-        return;
-    }
-    for block in blocks {
-        match block {
-            ContentBlock::ResourceLink(r) => r.uri = prefix_uri(prefix, &r.uri),
-            ContentBlock::Resource(e) => {
-                prefix_contents(prefix, std::slice::from_mut(&mut e.resource))
-            }
-            _ => {}
-        }
+fn prefix_block(prefix: &str, block: &mut ContentBlock) {
+    match block {
+        ContentBlock::ResourceLink(r) => r.uri = prefix_uri(prefix, &r.uri),
+        ContentBlock::Resource(e) => prefix_contents(prefix, std::slice::from_mut(&mut e.resource)),
+        _ => {}
     }
 }
 
 impl ServerHandler for FrontSession {
     fn get_info(&self) -> ServerConfig {
         let capabilities = ServerCapabilities::builder()
+            .enable_logging()
             .enable_tools()
             .enable_tool_list_changed()
             .enable_prompts()
             .enable_prompts_list_changed()
             .enable_resources()
             .enable_resources_list_changed()
+            .enable_resources_subscribe()
             .enable_completions()
             .build();
         ServerConfig::new(capabilities)
@@ -125,7 +222,13 @@ impl ServerHandler for FrontSession {
         context: RequestContext<RoleServer>,
     ) -> Result<InitializeResult, ErrorData> {
         context.peer.set_peer_info(request.clone());
-        self.gateway.hub.register(self.id, context.peer.clone());
+        let session = self.gateway.hub.register(
+            self.id,
+            context.peer.clone(),
+            request.capabilities.clone(),
+            request.client_info.name.clone(),
+        );
+        let _ = self.session.set(session);
         tracing::debug!(session = self.id, client = %request.client_info.name, "session initialized");
         self.negotiate_initialize(&request)
     }
@@ -175,7 +278,10 @@ impl ServerHandler for FrontSession {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let Some((backend, original)) = self.gateway.snapshot().route_tool(&request.name) else {
+        if let Some(result) = crate::front::builtin::call(&self.gateway, &request) {
+            return Ok(result.into());
+        }
+        let Some((shared, original)) = self.gateway.snapshot().route_tool(&request.name) else {
             return Err(unknown("tool", &request.name));
         };
         let mut params = CallToolRequestParams::new(original.to_string());
@@ -183,15 +289,18 @@ impl ServerHandler for FrontSession {
         params.input_responses = request.input_responses;
         params.request_state = request.request_state;
         params.meta = forwarded_meta(&context);
-        let outcome = backend
-            .request(
+        let (backend, outcome) = self
+            .forward(
+                shared,
                 ClientRequest::CallToolRequest(CallToolRequest::new(params)),
-                &context.ct,
+                &context,
             )
             .await;
         match outcome {
             Ok(ServerResult::CallToolResult(mut result)) => {
-                prefix_blocks(&backend.config.prefix, &mut result.content);
+                for block in &mut result.content {
+                    prefix_block(&backend.config.prefix, block);
+                }
                 Ok(CallToolResponse::Complete(result))
             }
             Ok(ServerResult::InputRequiredResult(r)) => Ok(CallToolResponse::InputRequired(r)),
@@ -212,21 +321,26 @@ impl ServerHandler for FrontSession {
         request: GetPromptRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
-        let Some((backend, original)) = self.gateway.snapshot().route_prompt(&request.name) else {
+        let Some((shared, original)) = self.gateway.snapshot().route_prompt(&request.name) else {
             return Err(unknown("prompt", &request.name));
         };
         let mut params = request;
         params.name = original.to_string();
         params.meta = forwarded_meta(&context);
-        match backend
-            .request(
+        let (backend, outcome) = self
+            .forward(
+                shared,
                 ClientRequest::GetPromptRequest(GetPromptRequest::new(params)),
-                &context.ct,
+                &context,
             )
-            .await
-            .map_err(rpc_error)?
-        {
-            ServerResult::GetPromptResult(r) => Ok(GetPromptResponse::Complete(r)),
+            .await;
+        match outcome.map_err(rpc_error)? {
+            ServerResult::GetPromptResult(mut r) => {
+                for message in &mut r.messages {
+                    prefix_block(&backend.config.prefix, &mut message.content);
+                }
+                Ok(GetPromptResponse::Complete(r))
+            }
             ServerResult::InputRequiredResult(r) => Ok(GetPromptResponse::InputRequired(r)),
             _ => Err(unexpected(&backend)),
         }
@@ -237,7 +351,7 @@ impl ServerHandler for FrontSession {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
-        let Some((backend, uri)) = self.gateway.snapshot().route_uri(&request.uri) else {
+        let Some((shared, uri)) = self.gateway.snapshot().route_uri(&request.uri) else {
             return Err(ErrorData::resource_not_found(
                 format!("unknown resource `{}`", request.uri),
                 None,
@@ -246,14 +360,14 @@ impl ServerHandler for FrontSession {
         let mut params = request;
         params.uri = uri;
         params.meta = forwarded_meta(&context);
-        match backend
-            .request(
+        let (backend, outcome) = self
+            .forward(
+                shared,
                 ClientRequest::ReadResourceRequest(ReadResourceRequest::new(params)),
-                &context.ct,
+                &context,
             )
-            .await
-            .map_err(rpc_error)?
-        {
+            .await;
+        match outcome.map_err(rpc_error)? {
             ServerResult::ReadResourceResult(mut r) => {
                 prefix_contents(&backend.config.prefix, &mut r.contents);
                 Ok(ReadResourceResponse::Complete(r))
@@ -268,9 +382,9 @@ impl ServerHandler for FrontSession {
         request: CompleteRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, ErrorData> {
-        let snapshot = self.gateway.snapshot();
+        let snapshot = self.gateway.snapshot_full();
         let mut params = request;
-        let backend = match &mut params.r#ref {
+        let shared = match &mut params.r#ref {
             Reference::Prompt(p) => {
                 let (backend, original) = snapshot
                     .route_prompt(&p.name)
@@ -294,16 +408,103 @@ impl ServerHandler for FrontSession {
         };
         drop(snapshot);
         params.meta = forwarded_meta(&context);
-        match backend
-            .request(
+        let (backend, outcome) = self
+            .forward(
+                shared,
                 ClientRequest::CompleteRequest(CompleteRequest::new(params)),
-                &context.ct,
+                &context,
             )
-            .await
-            .map_err(rpc_error)?
-        {
+            .await;
+        match outcome.map_err(rpc_error)? {
             ServerResult::CompleteResult(r) => Ok(r),
             _ => Err(unexpected(&backend)),
         }
+    }
+
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.session()?.set_log_level(request.level);
+        self.gateway.apply_log_floor().await;
+        Ok(())
+    }
+
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let session = self.session()?.clone();
+        let Some((shared, original)) = self.gateway.snapshot().route_uri(&request.uri) else {
+            return Err(ErrorData::resource_not_found(
+                format!("unknown resource `{}`", request.uri),
+                None,
+            ));
+        };
+        let supports = shared.server_info().is_some_and(|i| {
+            i.capabilities
+                .resources
+                .as_ref()
+                .is_some_and(|r| r.subscribe == Some(true))
+        });
+        if !supports {
+            return Err(ErrorData::invalid_params(
+                format!(
+                    "backend `{}` does not support resource subscriptions (for `{}`)",
+                    shared.name(),
+                    request.uri
+                ),
+                None,
+            ));
+        }
+        let per_session = shared.config.isolation == Isolation::PerSession;
+        let first = self.gateway.hub.subscribe(&session, &request.uri);
+        if first || per_session {
+            let backend = self.resolve(shared, &context.peer).await;
+            if let Err(e) = backend.subscribe(original).await {
+                self.gateway.hub.unsubscribe(&session, &request.uri);
+                return Err(rpc_error(e));
+            }
+        }
+        Ok(())
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let session = self.session()?.clone();
+        let Some((shared, original)) = self.gateway.snapshot().route_uri(&request.uri) else {
+            return Err(ErrorData::resource_not_found(
+                format!("unknown resource `{}`", request.uri),
+                None,
+            ));
+        };
+        let per_session = shared.config.isolation == Isolation::PerSession;
+        let last = self.gateway.hub.unsubscribe(&session, &request.uri);
+        if last || per_session {
+            let backend = self.resolve(shared, &context.peer).await;
+            backend.unsubscribe(original).await.map_err(rpc_error)?;
+        }
+        Ok(())
+    }
+
+    async fn on_roots_list_changed(&self, _: NotificationContext<RoleServer>) {
+        let snapshot = self.gateway.snapshot_full();
+        let private: Vec<Arc<Backend>> = self
+            .private
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let shared = snapshot
+            .backends
+            .values()
+            .filter(|b| b.config.isolation == Isolation::Shared);
+        futures::future::join_all(shared.chain(private.iter()).map(|b| b.roots_changed())).await;
     }
 }

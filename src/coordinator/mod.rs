@@ -1,0 +1,333 @@
+//! The coordinator: everything backends send back reaches exactly the client
+//! sessions it belongs to.
+//!
+//! The [`Hub`] is shared by client sessions and backend client handlers. It
+//! holds the session registry, the in-flight call table, resource
+//! subscriptions and counters, and owns no backend: a backend's handler keeps
+//! an `Arc<Hub>`, so if the hub held backends the two would keep each other
+//! alive and an unmounted backend's child would never die (rmcp notes, P19).
+//! List changes go through a channel to the list task in [`crate::gateway`],
+//! which refreshes caches, coalesces and tells only the sessions whose view
+//! changed.
+
+#![allow(deprecated)] // logging types are deprecated by SEP-2577 but are the ≤2025-11-25 wire protocol
+
+pub mod calls;
+pub mod counters;
+mod registry;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+
+use rmcp::model::{
+    ClientCapabilities, LoggingLevel, LoggingMessageNotification, LoggingMessageNotificationParam,
+    ResourceUpdatedNotification, ResourceUpdatedNotificationParam, ServerNotification,
+};
+use rmcp::{Peer, RoleServer};
+use tokio::sync::mpsc;
+
+pub use calls::{Attribution, CallEvent, Calls, RelayJob};
+pub use counters::{Counters, Fate, Kind};
+pub use registry::Session;
+
+use crate::backend::Backend;
+
+/// Which aggregated lists changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListKinds {
+    pub tools: bool,
+    pub prompts: bool,
+    pub resources: bool,
+}
+
+impl ListKinds {
+    pub const ALL: Self = Self {
+        tools: true,
+        prompts: true,
+        resources: true,
+    };
+    pub const TOOLS: Self = Self {
+        tools: true,
+        prompts: false,
+        resources: false,
+    };
+    pub const PROMPTS: Self = Self {
+        tools: false,
+        prompts: true,
+        resources: false,
+    };
+    pub const RESOURCES: Self = Self {
+        tools: false,
+        prompts: false,
+        resources: true,
+    };
+
+    pub fn union(self, other: Self) -> Self {
+        Self {
+            tools: self.tools || other.tools,
+            prompts: self.prompts || other.prompts,
+            resources: self.resources || other.resources,
+        }
+    }
+}
+
+/// Sent to the list task.
+pub enum ListEvent {
+    /// A backend announced a change: refresh its cache, then publish.
+    Changed {
+        backend: Weak<Backend>,
+        kinds: ListKinds,
+    },
+    /// The set of backends or their state changed: publish without refreshing.
+    Recompute(ListKinds),
+}
+
+pub struct Hub {
+    /// Live sessions by our own id. Read on every broadcast; written at
+    /// session start and end. Never held across an await.
+    sessions: RwLock<HashMap<u64, Arc<Session>>>,
+    next_session: AtomicU64,
+    pub calls: Calls,
+    pub counters: Arc<Counters>,
+    /// Exposed resource URI → number of sessions subscribed to it.
+    subscriptions: Mutex<HashMap<String, usize>>,
+    /// To the list task. Unbounded because list events are tiny and the task
+    /// coalesces them; the task ends when the gateway is dropped.
+    list_events: mpsc::UnboundedSender<ListEvent>,
+    /// Hashes of the aggregated lists last published (tools, prompts, resources).
+    list_hashes: Mutex<[u64; 3]>,
+    /// Messages that could not be attributed to one session, for `gateway_status`.
+    pub unattributable: AtomicU64,
+}
+
+impl Hub {
+    pub fn new() -> (Arc<Self>, mpsc::UnboundedReceiver<ListEvent>) {
+        let (list_events, rx) = mpsc::unbounded_channel();
+        let hub = Arc::new(Self {
+            sessions: RwLock::new(HashMap::new()),
+            next_session: AtomicU64::new(0),
+            calls: Calls::default(),
+            counters: Arc::new(Counters::default()),
+            subscriptions: Mutex::new(HashMap::new()),
+            list_events,
+            list_hashes: Mutex::new([0; 3]),
+            unattributable: AtomicU64::new(0),
+        });
+        (hub, rx)
+    }
+
+    pub fn new_session_id(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn register(
+        &self,
+        id: u64,
+        peer: Peer<RoleServer>,
+        capabilities: ClientCapabilities,
+        client_name: String,
+    ) -> Arc<Session> {
+        let hashes = *self.list_hashes.lock().unwrap_or_else(|p| p.into_inner());
+        let session = Session::start(
+            id,
+            peer,
+            capabilities,
+            client_name,
+            hashes,
+            self.counters.clone(),
+        );
+        self.sessions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, session.clone());
+        session
+    }
+
+    /// Removes a session; returns the exposed URIs no session subscribes to any more.
+    pub fn unregister(&self, id: u64) -> Vec<String> {
+        let Some(session) = self
+            .sessions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id)
+        else {
+            return Vec::new();
+        };
+        session.close();
+        let uris: Vec<String> = session
+            .subscriptions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .collect();
+        uris.into_iter().filter(|uri| self.release(uri)).collect()
+    }
+
+    pub fn session(&self, id: u64) -> Option<Arc<Session>> {
+        self.sessions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    pub fn sessions(&self) -> Vec<Arc<Session>> {
+        self.sessions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    pub fn list_changed(&self, event: ListEvent) {
+        let _ = self.list_events.send(event);
+    }
+
+    /// Records freshly computed list hashes and flags every session whose last
+    /// known view differs. Returns how many sessions were flagged.
+    pub fn publish_lists(&self, hashes: [u64; 3]) -> usize {
+        *self.list_hashes.lock().unwrap_or_else(|p| p.into_inner()) = hashes;
+        let mut flagged = 0;
+        for session in self.sessions() {
+            let mut seen = session
+                .list_hashes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let kinds = ListKinds {
+                tools: seen[0] != hashes[0],
+                prompts: seen[1] != hashes[1],
+                resources: seen[2] != hashes[2],
+            };
+            *seen = hashes;
+            drop(seen);
+            if kinds != ListKinds::default() {
+                session.flag_lists(kinds);
+                flagged += 1;
+            }
+        }
+        flagged
+    }
+
+    /// The most verbose level any session asked for, if any did.
+    pub fn log_floor(&self) -> Option<LoggingLevel> {
+        self.sessions()
+            .iter()
+            .filter(|s| s.has_set_log_level())
+            .map(|s| s.log_level())
+            .min()
+            .map(level_from_u8)
+    }
+
+    /// Forwards a backend's log message to every session whose level admits it.
+    pub fn log(&self, backend: &str, mut param: LoggingMessageNotificationParam) {
+        self.counters.add(Kind::Log, Fate::Received, 1);
+        param.logger = Some(match param.logger.take() {
+            Some(l) if !l.is_empty() => format!("{backend}/{l}"),
+            _ => backend.to_string(),
+        });
+        let level = param.level as u8;
+        for session in self.sessions() {
+            if level < session.log_level() {
+                continue;
+            }
+            let n = ServerNotification::LoggingMessageNotification(
+                LoggingMessageNotification::new(param.clone()),
+            );
+            if !session.enqueue(n) {
+                self.counters.add(Kind::Log, Fate::Dropped, 1);
+            }
+        }
+    }
+
+    /// Counts a session's subscription to an exposed URI; true when it is the first.
+    pub fn subscribe(&self, session: &Session, uri: &str) -> bool {
+        if !session
+            .subscriptions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(uri.to_string())
+        {
+            return false;
+        }
+        let mut subs = self.subscriptions.lock().unwrap_or_else(|p| p.into_inner());
+        let n = subs.entry(uri.to_string()).or_default();
+        *n += 1;
+        *n == 1
+    }
+
+    /// Drops a session's subscription; true when no session is left on it.
+    pub fn unsubscribe(&self, session: &Session, uri: &str) -> bool {
+        if !session
+            .subscriptions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(uri)
+        {
+            return false;
+        }
+        self.release(uri)
+    }
+
+    fn release(&self, uri: &str) -> bool {
+        let mut subs = self.subscriptions.lock().unwrap_or_else(|p| p.into_inner());
+        match subs.get_mut(uri) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            Some(_) => {
+                subs.remove(uri);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// Sends `resources/updated` for an exposed URI to its subscribers only.
+    pub fn resource_updated(&self, exposed_uri: String) {
+        self.counters.add(Kind::ResourceUpdated, Fate::Received, 1);
+        let mut delivered = false;
+        for session in self.sessions() {
+            if !session.subscribed(&exposed_uri) {
+                continue;
+            }
+            delivered = true;
+            let param = ResourceUpdatedNotificationParam::new(exposed_uri.clone());
+            let n = ServerNotification::ResourceUpdatedNotification(
+                ResourceUpdatedNotification::new(param),
+            );
+            if !session.enqueue(n) {
+                self.counters.add(Kind::ResourceUpdated, Fate::Dropped, 1);
+            }
+        }
+        if !delivered {
+            self.counters.add(Kind::ResourceUpdated, Fate::Dropped, 1);
+        }
+    }
+}
+
+pub fn level_from_u8(n: u8) -> LoggingLevel {
+    use LoggingLevel::*;
+    [
+        Debug, Info, Notice, Warning, Error, Critical, Alert, Emergency,
+    ]
+    .get(n as usize)
+    .copied()
+    .unwrap_or(Emergency)
+}

@@ -1,0 +1,179 @@
+//! Live client sessions, each with a bounded outbound queue drained by its own
+//! task, so a slow or stuck client never holds up delivery to the others.
+
+#![allow(deprecated)] // logging types are deprecated by SEP-2577 but are the ≤2025-11-25 wire protocol
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rmcp::model::{ClientCapabilities, LoggingLevel, ServerNotification};
+use rmcp::{Peer, RoleServer};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::ListKinds;
+use super::counters::{Counters, Fate, Kind};
+
+/// Notifications waiting for one client beyond this are dropped (and counted).
+pub const QUEUE_CAPACITY: usize = 256;
+/// A client that takes longer than this to accept one notification loses it.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One client session as the coordinator sees it.
+pub struct Session {
+    pub id: u64,
+    pub peer: Peer<RoleServer>,
+    pub capabilities: ClientCapabilities,
+    pub client_name: String,
+    /// `logging/setLevel` as `level as u8 + 1`; 0 until the client sets one.
+    log_level: AtomicU8,
+    /// Exposed resource URIs this session subscribed to.
+    pub subscriptions: Mutex<HashSet<String>>,
+    /// Ordinary notifications, in order. Bounded: full means dropped.
+    queue: mpsc::Sender<ServerNotification>,
+    /// List-changed flags, set by the coordinator and sent by the pump. Kept
+    /// apart from the queue so they coalesce and are never lost to a full queue.
+    pending_lists: AtomicU8,
+    /// The list hashes this session was last told about (tools, prompts, resources).
+    pub list_hashes: Mutex<[u64; 3]>,
+    wake: Notify,
+    /// Cancelled when the session is unregistered: ends its pump task.
+    closed: CancellationToken,
+}
+
+const TOOLS: u8 = 1;
+const PROMPTS: u8 = 2;
+const RESOURCES: u8 = 4;
+
+impl Session {
+    /// Creates the session and starts its pump task.
+    pub fn start(
+        id: u64,
+        peer: Peer<RoleServer>,
+        capabilities: ClientCapabilities,
+        client_name: String,
+        list_hashes: [u64; 3],
+        counters: Arc<Counters>,
+    ) -> Arc<Self> {
+        let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let session = Arc::new(Self {
+            id,
+            peer,
+            capabilities,
+            client_name,
+            log_level: AtomicU8::new(0),
+            subscriptions: Mutex::new(HashSet::new()),
+            queue,
+            pending_lists: AtomicU8::new(0),
+            list_hashes: Mutex::new(list_hashes),
+            wake: Notify::new(),
+            closed: CancellationToken::new(),
+        });
+        // The pump ends when the session is unregistered or its transport closes.
+        tokio::spawn(pump(
+            Arc::downgrade(&session),
+            rx,
+            session.closed.clone(),
+            counters,
+        ));
+        session
+    }
+
+    pub fn close(&self) {
+        self.closed.cancel();
+    }
+
+    pub fn set_log_level(&self, level: LoggingLevel) {
+        self.log_level.store(level as u8 + 1, Ordering::Relaxed);
+    }
+
+    /// The level below which this session gets no log messages (info until it sets one).
+    pub fn log_level(&self) -> u8 {
+        match self.log_level.load(Ordering::Relaxed) {
+            0 => LoggingLevel::Info as u8,
+            n => n - 1,
+        }
+    }
+
+    pub fn has_set_log_level(&self) -> bool {
+        self.log_level.load(Ordering::Relaxed) != 0
+    }
+
+    /// Queues a notification without waiting; false when the queue is full.
+    pub fn enqueue(&self, notification: ServerNotification) -> bool {
+        self.queue.try_send(notification).is_ok()
+    }
+
+    /// Flags lists as changed; the pump sends one notification per kind.
+    pub fn flag_lists(&self, kinds: ListKinds) {
+        let bits = (kinds.tools as u8 * TOOLS)
+            | (kinds.prompts as u8 * PROMPTS)
+            | (kinds.resources as u8 * RESOURCES);
+        if bits != 0 {
+            self.pending_lists.fetch_or(bits, Ordering::AcqRel);
+            self.wake.notify_one();
+        }
+    }
+
+    pub fn subscribed(&self, uri: &str) -> bool {
+        self.subscriptions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(uri)
+    }
+}
+
+async fn pump(
+    session: std::sync::Weak<Session>,
+    mut rx: mpsc::Receiver<ServerNotification>,
+    closed: CancellationToken,
+    counters: Arc<Counters>,
+) {
+    loop {
+        let Some(s) = session.upgrade() else { return };
+        let peer = s.peer.clone();
+        tokio::select! {
+            biased;
+            _ = closed.cancelled() => return,
+            _ = s.wake.notified() => {
+                let bits = s.pending_lists.swap(0, Ordering::AcqRel);
+                drop(s);
+                for (bit, kind) in [(TOOLS, Kind::ToolsListChanged), (PROMPTS, Kind::PromptsListChanged), (RESOURCES, Kind::ResourcesListChanged)] {
+                    if bits & bit == 0 {
+                        continue;
+                    }
+                    let sent = match kind {
+                        Kind::ToolsListChanged => tokio::time::timeout(SEND_TIMEOUT, peer.notify_tool_list_changed()).await,
+                        Kind::PromptsListChanged => tokio::time::timeout(SEND_TIMEOUT, peer.notify_prompt_list_changed()).await,
+                        _ => tokio::time::timeout(SEND_TIMEOUT, peer.notify_resource_list_changed()).await,
+                    };
+                    let fate = if matches!(sent, Ok(Ok(()))) { Fate::Forwarded } else { Fate::Dropped };
+                    counters.add(kind, fate, 1);
+                }
+            }
+            next = rx.recv() => {
+                drop(s);
+                let Some(notification) = next else { return };
+                let kind = kind_of(&notification);
+                let sent = tokio::time::timeout(SEND_TIMEOUT, peer.send_notification(notification)).await;
+                let fate = if matches!(sent, Ok(Ok(()))) { Fate::Forwarded } else { Fate::Dropped };
+                counters.add(kind, fate, 1);
+            }
+        }
+        if peer.is_transport_closed() {
+            return;
+        }
+    }
+}
+
+fn kind_of(n: &ServerNotification) -> Kind {
+    match n {
+        ServerNotification::ProgressNotification(_) => Kind::Progress,
+        ServerNotification::LoggingMessageNotification(_) => Kind::Log,
+        ServerNotification::ResourceUpdatedNotification(_) => Kind::ResourceUpdated,
+        ServerNotification::CancelledNotification(_) => Kind::Cancelled,
+        _ => Kind::ToolsListChanged,
+    }
+}
