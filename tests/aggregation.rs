@@ -60,9 +60,9 @@ async fn aggregates_stdio_http_and_sse_backends_under_prefixes() {
             "missing {expected} in {names:?}"
         );
     }
-    // 8 fixture tools each, local's 7 extra ones (served in pages of 3), and
+    // 18 fixture tools each, local's 7 extra ones (served in pages of 3), and
     // the gateway's own `gateway_status`.
-    assert_eq!(names.len(), 8 * 3 + 7 + 1, "{names:?}");
+    assert_eq!(names.len(), 18 * 3 + 7 + 1, "{names:?}");
     assert_eq!(names[0], "gateway_status");
 
     for (tool, who) in [
@@ -209,11 +209,11 @@ async fn filters_and_empty_prefix_shape_the_exposed_names() {
         "{}{}",
         stdio_backend(
             "solo",
-            "prefix = \"\"\ntools = { include = [\"e*\", \"add\"] }\nprompts = { exclude = [\"*\"] }"
+            "prefix = \"\"\ntools = { include = [\"ec*\", \"add\"] }\nprompts = { exclude = [\"*\"] }"
         ),
         stdio_backend(
             "other",
-            "tools = { exclude = [\"hang\", \"crash\", \"tool_*\"] }"
+            "tools = { include = [\"a*\", \"e*\", \"f*\", \"r*\", \"s*\"], exclude = [\"elicit\", \"sample\", \"st*\", \"roots\"] }"
         ),
     );
     let (gw, _cfg) = gateway(&config);
@@ -233,6 +233,8 @@ async fn filters_and_empty_prefix_shape_the_exposed_names() {
             "echo",
             "gateway_status",
             "other__add",
+            "other__add_tool",
+            "other__announce",
             "other__echo",
             "other__fail",
             "other__resource_link",

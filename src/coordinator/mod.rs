@@ -95,8 +95,6 @@ pub struct Hub {
     /// To the list task. Unbounded because list events are tiny and the task
     /// coalesces them; the task ends when the gateway is dropped.
     list_events: mpsc::UnboundedSender<ListEvent>,
-    /// Hashes of the aggregated lists last published (tools, prompts, resources).
-    list_hashes: Mutex<[u64; 3]>,
     /// Messages that could not be attributed to one session, for `gateway_status`.
     pub unattributable: AtomicU64,
 }
@@ -111,7 +109,6 @@ impl Hub {
             counters: Arc::new(Counters::default()),
             subscriptions: Mutex::new(HashMap::new()),
             list_events,
-            list_hashes: Mutex::new([0; 3]),
             unattributable: AtomicU64::new(0),
         });
         (hub, rx)
@@ -121,14 +118,16 @@ impl Hub {
         self.next_session.fetch_add(1, Ordering::Relaxed) + 1
     }
 
+    /// Registers a session; `list_hashes` are the hashes of the lists as it
+    /// can see them now, so it is told only about later changes.
     pub fn register(
         &self,
         id: u64,
         peer: Peer<RoleServer>,
         capabilities: ClientCapabilities,
         client_name: String,
+        hashes: [u64; 3],
     ) -> Arc<Session> {
-        let hashes = *self.list_hashes.lock().unwrap_or_else(|p| p.into_inner());
         let session = Session::start(
             id,
             peer,
@@ -192,10 +191,9 @@ impl Hub {
         let _ = self.list_events.send(event);
     }
 
-    /// Records freshly computed list hashes and flags every session whose last
-    /// known view differs. Returns how many sessions were flagged.
+    /// Flags every session whose last known view of the lists differs from
+    /// these freshly computed hashes. Returns how many sessions were flagged.
     pub fn publish_lists(&self, hashes: [u64; 3]) -> usize {
-        *self.list_hashes.lock().unwrap_or_else(|p| p.into_inner()) = hashes;
         let mut flagged = 0;
         for session in self.sessions() {
             let mut seen = session

@@ -227,6 +227,7 @@ impl ServerHandler for FrontSession {
             context.peer.clone(),
             request.capabilities.clone(),
             request.client_info.name.clone(),
+            self.gateway.list_hashes(),
         );
         let _ = self.session.set(session);
         tracing::debug!(session = self.id, client = %request.client_info.name, "session initialized");

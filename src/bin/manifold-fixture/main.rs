@@ -1,6 +1,11 @@
 //! `manifold-fixture`: a small, fast MCP server of our own, for tests and
 //! benchmarks. It speaks stdio, streamable HTTP or legacy SSE, and has tools
-//! that succeed, fail, hang, crash or answer with a JSON-RPC error on demand.
+//! that succeed, fail, hang, crash or answer with a JSON-RPC error on demand,
+//! and tools that make it send what a backend may send unprompted: progress,
+//! sampling, elicitation and roots requests, log messages, list changes and
+//! resource updates.
+
+#![allow(deprecated)] // sampling, roots and logging are deprecated by SEP-2577 but are the ≤2025-11-25 wire protocol
 //!
 //! ```text
 //! manifold-fixture --transport stdio
@@ -10,8 +15,10 @@
 
 mod sse_server;
 
+use std::collections::BTreeSet;
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
@@ -44,7 +51,19 @@ struct Args {
 #[derive(Clone)]
 struct Fixture {
     args: Arc<Args>,
-    tools: Arc<Vec<Tool>>,
+    /// Shared by every session of this process; `add_tool` grows it.
+    tools: Arc<Mutex<Vec<Tool>>>,
+    state: Arc<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Calls of `wait_cancel` that ended because the client cancelled.
+    cancelled: AtomicU64,
+    /// URIs clients subscribed to.
+    subscriptions: Mutex<BTreeSet<String>>,
+    /// The last `logging/setLevel`.
+    log_level: Mutex<Option<String>>,
 }
 
 fn schema(v: Value) -> Arc<JsonObject> {
@@ -61,6 +80,7 @@ impl Fixture {
             json!({"type": "object", "properties": {"message": {"type": "string"}}, "required": ["message"]}),
         );
         let empty = schema(json!({"type": "object", "properties": {}}));
+        let obj = schema(json!({"type": "object"}));
         let mut tools = vec![
             Tool::new("echo", "Returns its `message` argument", message),
             Tool::new(
@@ -88,6 +108,48 @@ impl Fixture {
                 "Returns a link to fixture://info",
                 empty.clone(),
             ),
+            Tool::new(
+                "progress",
+                "Sends `steps` progress notifications, `delay_ms` apart",
+                obj.clone(),
+            ),
+            Tool::new(
+                "sample",
+                "Asks the client to sample (after `delay_ms`); returns its text",
+                obj.clone(),
+            ),
+            Tool::new(
+                "elicit",
+                "Asks the client for input; returns its answer",
+                obj.clone(),
+            ),
+            Tool::new(
+                "roots",
+                "Asks the client for its roots; returns their URIs",
+                obj.clone(),
+            ),
+            Tool::new("log", "Sends a log message at `level`", obj.clone()),
+            Tool::new(
+                "add_tool",
+                "Adds tool `name` (at epoch ms `at_ms`) and announces the change",
+                obj.clone(),
+            ),
+            Tool::new(
+                "announce",
+                "Announces a tool list change without changing anything",
+                empty.clone(),
+            ),
+            Tool::new("touch", "Sends resources/updated for `uri`", obj.clone()),
+            Tool::new(
+                "wait_cancel",
+                "Waits until the client cancels the call",
+                empty.clone(),
+            ),
+            Tool::new(
+                "stats",
+                "Returns pid, cancellations, subscriptions and log level",
+                empty.clone(),
+            ),
         ];
         for i in 0..args.extra_tools {
             tools.push(Tool::new(
@@ -105,7 +167,8 @@ impl Fixture {
         }
         Self {
             args: Arc::new(args),
-            tools: Arc::new(tools),
+            tools: Arc::new(Mutex::new(tools)),
+            state: Arc::new(State::default()),
         }
     }
 }
@@ -114,9 +177,12 @@ impl ServerHandler for Fixture {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(
             ServerCapabilities::builder()
+                .enable_logging()
                 .enable_tools()
+                .enable_tool_list_changed()
                 .enable_prompts()
                 .enable_resources()
+                .enable_resources_subscribe()
                 .enable_completions()
                 .build(),
         )
@@ -142,9 +208,10 @@ impl ServerHandler for Fixture {
             })
             .transpose()?
             .unwrap_or(0);
-        let end = start.saturating_add(size).min(self.tools.len());
-        let mut result = ListToolsResult::with_all_items(self.tools[start.min(end)..end].to_vec());
-        if end < self.tools.len() {
+        let tools = self.tools.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let end = start.saturating_add(size).min(tools.len());
+        let mut result = ListToolsResult::with_all_items(tools[start.min(end)..end].to_vec());
+        if end < tools.len() {
             result.next_cursor = Some(end.to_string());
         }
         Ok(result)
@@ -153,9 +220,22 @@ impl ServerHandler for Fixture {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _: RequestContext<RoleServer>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let text = |s: String| Ok(CallToolResult::success(vec![ContentBlock::text(s)]).into());
+        let num = |k: &str| {
+            request
+                .arguments
+                .as_ref()
+                .and_then(|a| a.get(k))
+                .and_then(Value::as_u64)
+        };
+        let failed = |e: rmcp::service::ServiceError| {
+            Ok(
+                CallToolResult::error(vec![ContentBlock::text(format!("request failed: {e}"))])
+                    .into(),
+            )
+        };
         match request.name.as_ref() {
             "echo" => match text_arg(&request.arguments, "message") {
                 Some(m) => text(m.to_string()),
@@ -199,7 +279,88 @@ impl ServerHandler for Fixture {
                 Resource::new("fixture://info", "info"),
             )])
             .into()),
-            name if self.tools.iter().any(|t| t.name == name) => text(format!("called {name}")),
+            "progress" => {
+                let steps = num("steps").unwrap_or(3);
+                let delay = Duration::from_millis(num("delay_ms").unwrap_or(10));
+                if let Some(token) = ctx.meta.get_progress_token() {
+                    for i in 1..=steps {
+                        let p = ProgressNotificationParam::new(token.clone(), i as f64).with_total(steps as f64);
+                        let _ = ctx.peer.notify_progress(p).await;
+                        tokio::time::sleep(delay).await;
+                    }
+                }
+                text(format!("{steps} steps done"))
+            }
+            "sample" => {
+                tokio::time::sleep(Duration::from_millis(num("delay_ms").unwrap_or(0))).await;
+                let prompt = text_arg(&request.arguments, "prompt").unwrap_or("hello");
+                let params = CreateMessageRequestParams::new(vec![SamplingMessage::user_text(prompt)], 100);
+                match ctx.peer.create_message(params).await {
+                    Ok(r) => text(serde_json::to_value(&r).ok().and_then(|v| v["content"]["text"].as_str().map(String::from)).unwrap_or_default()),
+                    Err(e) => failed(e),
+                }
+            }
+            "elicit" => {
+                let message = text_arg(&request.arguments, "message").unwrap_or("Who are you?");
+                let params: ElicitRequestParams = serde_json::from_value(json!({
+                    "mode": "form",
+                    "message": message,
+                    "requestedSchema": {"type": "object", "properties": {"name": {"type": "string"}}},
+                }))
+                .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+                match ctx.peer.send_request(ServerRequest::ElicitRequest(ElicitRequest::new(params))).await {
+                    Ok(ClientResult::ElicitResult(r)) => text(serde_json::to_string(&r).unwrap_or_default()),
+                    Ok(_) => Err(ErrorData::internal_error("unexpected elicitation result", None)),
+                    Err(e) => failed(e),
+                }
+            }
+            "roots" => match ctx.peer.list_roots().await {
+                Ok(r) => text(r.roots.iter().map(|r| r.uri.clone()).collect::<Vec<_>>().join(",")),
+                Err(e) => failed(e),
+            },
+            "log" => {
+                let level: LoggingLevel = serde_json::from_value(json!(text_arg(&request.arguments, "level").unwrap_or("info")))
+                    .map_err(|e| ErrorData::invalid_params(e.to_string(), None))?;
+                let message = text_arg(&request.arguments, "message").unwrap_or("hello").to_string();
+                let param = LoggingMessageNotificationParam::new(level, json!(message)).with_logger("fixture");
+                let _ = ctx.peer.notify_logging_message(param).await;
+                text("logged".into())
+            }
+            "add_tool" => {
+                if let Some(at) = num("at_ms") {
+                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+                    tokio::time::sleep(Duration::from_millis(at.saturating_sub(now))).await;
+                }
+                let name = text_arg(&request.arguments, "name").unwrap_or("added").to_string();
+                let empty = schema(json!({"type": "object", "properties": {}}));
+                self.tools.lock().unwrap_or_else(|p| p.into_inner()).push(Tool::new(name.clone(), "Added at run time", empty));
+                let _ = ctx.peer.notify_tool_list_changed().await;
+                text(format!("added {name}"))
+            }
+            "announce" => {
+                let _ = ctx.peer.notify_tool_list_changed().await;
+                text("announced".into())
+            }
+            "touch" => {
+                let uri = text_arg(&request.arguments, "uri").unwrap_or("fixture://info").to_string();
+                let _ = ctx.peer.notify_resource_updated(ResourceUpdatedNotificationParam::new(uri)).await;
+                text("touched".into())
+            }
+            "wait_cancel" => {
+                ctx.ct.cancelled().await;
+                self.state.cancelled.fetch_add(1, Ordering::SeqCst);
+                text("cancelled".into())
+            }
+            "stats" => text(
+                json!({
+                    "pid": std::process::id(),
+                    "cancelled": self.state.cancelled.load(Ordering::SeqCst),
+                    "subscriptions": *self.state.subscriptions.lock().unwrap_or_else(|p| p.into_inner()),
+                    "log_level": *self.state.log_level.lock().unwrap_or_else(|p| p.into_inner()),
+                })
+                .to_string(),
+            ),
+            name if self.tools.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|t| t.name == name) => text(format!("called {name}")),
             name => Err(ErrorData::invalid_params(format!("no tool `{name}`"), None)),
         }
     }
@@ -272,6 +433,48 @@ impl ServerHandler for Fixture {
             ));
         };
         Ok(ReadResourceResult::new(vec![ResourceContents::text(text, request.uri)]).into())
+    }
+
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.state
+            .subscriptions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(request.uri);
+        Ok(())
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.state
+            .subscriptions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&request.uri);
+        Ok(())
+    }
+
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let level = serde_json::to_value(request.level)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from));
+        *self
+            .state
+            .log_level
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = level;
+        Ok(())
     }
 
     async fn complete(

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Installs the third-party MCP programs the interop tests and the benchmark run against,
+# into the git-ignored .test-deps/ at the repository root:
+#
+#   .test-deps/node_modules/   npm: server-everything, the inspector (CLI mode), supergateway
+#   .test-deps/venv/           Python venv with the `mcp` SDK
+#
+# Versions are pinned below. Each part is skipped when the pinned version is already there,
+# so a second run takes well under a second. Any failure stops the script with a message.
+#
+# Why these pins:
+#   - inspector 1.0.3 is the last line whose CLI runs on Node 20 (2.x needs Node >= 22.19).
+#     npm prints an EBADENGINE warning for it (it declares >= 22.7.5); the CLI works anyway.
+#   - supergateway 4.0.0 has the stdio -> streamable HTTP output we compare against.
+set -euo pipefail
+
+SERVER_EVERYTHING_VERSION="2026.8.31"
+INSPECTOR_VERSION="1.0.3"
+SUPERGATEWAY_VERSION="4.0.0"
+PY_MCP_VERSION="2.3.0"
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+deps="$root/.test-deps"
+mkdir -p "$deps"
+
+say() { printf 'install-test-deps: %s\n' "$*"; }
+die() { printf 'install-test-deps: ERROR: %s\n' "$*" >&2; exit 1; }
+
+command -v node >/dev/null || die "node is not on PATH (Node 20 or newer is required)"
+command -v npm >/dev/null || die "npm is not on PATH"
+command -v python3 >/dev/null || die "python3 is not on PATH"
+
+# Prints the version of an installed npm package, or nothing.
+npm_installed_version() {
+    local pj="$deps/node_modules/$1/package.json"
+    [[ -f "$pj" ]] && node -p "require(process.argv[1]).version" "$pj" 2>/dev/null || true
+}
+
+# --- npm packages ---------------------------------------------------------------------------
+npm_wanted=(
+    "@modelcontextprotocol/server-everything@$SERVER_EVERYTHING_VERSION"
+    "@modelcontextprotocol/inspector@$INSPECTOR_VERSION"
+    "supergateway@$SUPERGATEWAY_VERSION"
+)
+npm_missing=()
+for spec in "${npm_wanted[@]}"; do
+    name="${spec%@*}"
+    version="${spec##*@}"
+    have="$(npm_installed_version "$name")"
+    if [[ "$have" == "$version" ]]; then
+        say "npm $name $version already installed"
+    else
+        say "npm $name: have '${have:-none}', want $version"
+        npm_missing+=("$spec")
+    fi
+done
+if ((${#npm_missing[@]})); then
+    say "npm install ${npm_missing[*]}"
+    # Install the whole pinned set at once so npm resolves one consistent tree.
+    npm install --prefix "$deps" --save-exact --no-audit --no-fund --loglevel=error \
+        "${npm_wanted[@]}" || die "npm install failed"
+    for spec in "${npm_wanted[@]}"; do
+        name="${spec%@*}"
+        [[ "$(npm_installed_version "$name")" == "${spec##*@}" ]] ||
+            die "npm $name is not at ${spec##*@} after install"
+    done
+fi
+
+# Smoke check: the entry points the tests and bench.sh start must exist.
+for f in \
+    "node_modules/@modelcontextprotocol/server-everything/dist/index.js" \
+    "node_modules/@modelcontextprotocol/inspector/cli/build/cli.js" \
+    "node_modules/supergateway/dist/index.js"; do
+    [[ -f "$deps/$f" ]] || die "missing $deps/$f"
+done
+
+# --- Python venv with the mcp SDK -----------------------------------------------------------
+venv="$deps/venv"
+py_have=""
+if [[ -x "$venv/bin/python" ]]; then
+    py_have="$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("mcp"))' 2>/dev/null || true)"
+fi
+if [[ "$py_have" == "$PY_MCP_VERSION" ]]; then
+    say "python mcp $PY_MCP_VERSION already installed in .test-deps/venv"
+else
+    say "python mcp: have '${py_have:-none}', want $PY_MCP_VERSION"
+    if [[ ! -x "$venv/bin/python" ]]; then
+        say "creating venv .test-deps/venv"
+        python3 -m venv "$venv" || die "python3 -m venv failed (is python3-venv installed?)"
+    fi
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "mcp==$PY_MCP_VERSION" || die "pip install mcp==$PY_MCP_VERSION failed"
+    # mcp 2.x: the server class is mcp.server.mcpserver.MCPServer (FastMCP was renamed).
+    "$venv/bin/python" -c 'import mcp.client.streamable_http, mcp.server.mcpserver' ||
+        die "python mcp $PY_MCP_VERSION installed but does not import"
+fi
+
+say "ready: $deps"
+say "  server-everything: node .test-deps/node_modules/@modelcontextprotocol/server-everything/dist/index.js stdio"
+say "  inspector CLI:     node .test-deps/node_modules/@modelcontextprotocol/inspector/cli/build/cli.js --cli ..."
+say "  supergateway:      node .test-deps/node_modules/supergateway/dist/index.js"
+say "  python:            .test-deps/venv/bin/python"
