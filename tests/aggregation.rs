@@ -60,9 +60,9 @@ async fn aggregates_stdio_http_and_sse_backends_under_prefixes() {
             "missing {expected} in {names:?}"
         );
     }
-    // 18 fixture tools each, local's 7 extra ones (served in pages of 3), and
+    // 19 fixture tools each, local's 7 extra ones (served in pages of 3), and
     // the gateway's own `gateway_status`.
-    assert_eq!(names.len(), 18 * 3 + 7 + 1, "{names:?}");
+    assert_eq!(names.len(), 19 * 3 + 7 + 1, "{names:?}");
     assert_eq!(names[0], "gateway_status");
 
     for (tool, who) in [
@@ -237,6 +237,7 @@ async fn filters_and_empty_prefix_shape_the_exposed_names() {
             "other__announce",
             "other__echo",
             "other__fail",
+            "other__flood",
             "other__resource_link",
             "other__rpc_error",
             "other__sleep"

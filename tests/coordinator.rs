@@ -542,3 +542,32 @@ async fn relayed_requests_that_fail_or_time_out_give_the_backend_an_error() {
         first_text(&r)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_flooding_logs_is_rate_limited_and_the_last_list_change_still_lands() {
+    let (gw, _cfg) = gateway(&stdio_backend("fx", ""));
+    let (a, ra) = connect(&gw.url, "A").await;
+    text(&a, "fx__flood", json!({"count": 3000})).await;
+    eventually("the list change after the flood", || {
+        ra.count(|e| matches!(e, Event::ToolsChanged)) == 1
+    })
+    .await;
+    let names: Vec<String> = a
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    assert!(names.contains(&"fx__flooded".to_string()), "{names:?}");
+    let s = status(&a).await;
+    let log = &s["notifications"]["log"];
+    assert_eq!(log["received"], 3000, "{s:#}");
+    let dropped = log["dropped"].as_u64().unwrap();
+    assert!(dropped >= 1000, "the flood was not limited: {s:#}");
+    let got = ra.count(|e| matches!(e, Event::Log(_)));
+    assert!(
+        got as u64 <= 3000 - dropped,
+        "client got {got} of 3000 with {dropped} dropped"
+    );
+}

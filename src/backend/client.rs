@@ -25,6 +25,39 @@ use crate::coordinator::{Attribution, CallEvent, Fate, Hub, Kind, ListEvent, Lis
 
 /// How long a client may take to answer `roots/list` asked outside any call.
 const ROOTS_TIMEOUT: Duration = Duration::from_secs(5);
+/// Log messages a backend may send per second on average, and in one burst;
+/// beyond that they are dropped (and counted) so one chatty backend cannot
+/// flood every client.
+const LOG_RATE: f64 = 500.0;
+const LOG_BURST: f64 = 1000.0;
+
+/// A token bucket: `allow` spends one token if there is one.
+pub(super) struct RateLimit {
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl RateLimit {
+    pub(super) fn new() -> Self {
+        Self {
+            tokens: LOG_BURST,
+            at: std::time::Instant::now(),
+        }
+    }
+
+    fn allow(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.at).as_secs_f64() * LOG_RATE).min(LOG_BURST);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
 
 pub struct BackendClient {
     pub(super) backend: BackendRef,
@@ -33,6 +66,8 @@ pub struct BackendClient {
     /// a shared connection, or the client's own capabilities for a
     /// per-session one.
     pub(super) capabilities: ClientCapabilities,
+    /// Limits log messages from this backend.
+    pub(super) log_limit: std::sync::Mutex<RateLimit>,
 }
 
 /// The capabilities a shared backend connection advertises: the gateway
@@ -259,6 +294,16 @@ impl ClientHandler for BackendClient {
         param: LoggingMessageNotificationParam,
         _: NotificationContext<RoleClient>,
     ) {
+        let allowed = self
+            .log_limit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .allow();
+        if !allowed {
+            self.hub.counters.add(Kind::Log, Fate::Received, 1);
+            self.hub.counters.add(Kind::Log, Fate::Dropped, 1);
+            return;
+        }
         if let Some(backend) = self.backend.upgrade() {
             self.hub.log(backend.name(), param);
         }
@@ -317,5 +362,22 @@ impl ClientHandler for BackendClient {
             ClientResult::ListRootsResult(r) => Ok(r),
             _ => Err(unexpected()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_rate_limit_allows_a_burst_then_drops() {
+        let mut limit = RateLimit::new();
+        let allowed = (0..(LOG_BURST as usize + 50))
+            .filter(|_| limit.allow())
+            .count();
+        assert!(
+            allowed >= LOG_BURST as usize && allowed < LOG_BURST as usize + 50,
+            "{allowed}"
+        );
     }
 }

@@ -80,6 +80,7 @@ async fn run(
         backend: weak.clone(),
         hub: env.hub.clone(),
         capabilities,
+        log_limit: std::sync::Mutex::new(super::client::RateLimit::new()),
     };
     let pid_slot = backend.clone();
     drop(backend);

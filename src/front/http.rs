@@ -204,10 +204,7 @@ impl Front {
 /// The id of a `server/discover` request, if that is what the body is. Cheap
 /// for every other body: it parses only when the method name appears.
 fn discover_request_id(body: &[u8]) -> Option<serde_json::Value> {
-    const NEEDLE: &[u8] = b"server/discover";
-    if !body.windows(NEEDLE.len()).any(|w| w == NEEDLE) {
-        return None;
-    }
+    memchr::memmem::find(body, b"server/discover")?;
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
     (v.get("method")?.as_str()? == "server/discover")
         .then(|| v.get("id").cloned().unwrap_or_default())

@@ -139,6 +139,11 @@ impl Fixture {
                 "Announces a tool list change without changing anything",
                 empty.clone(),
             ),
+            Tool::new(
+                "flood",
+                "Sends `count` log messages, then adds tool `flooded` and announces it",
+                obj.clone(),
+            ),
             Tool::new("touch", "Sends resources/updated for `uri`", obj.clone()),
             Tool::new(
                 "wait_cancel",
@@ -336,6 +341,17 @@ impl ServerHandler for Fixture {
                 self.tools.lock().unwrap_or_else(|p| p.into_inner()).push(Tool::new(name.clone(), "Added at run time", empty));
                 let _ = ctx.peer.notify_tool_list_changed().await;
                 text(format!("added {name}"))
+            }
+            "flood" => {
+                let count = num("count").unwrap_or(1000);
+                for i in 0..count {
+                    let param = LoggingMessageNotificationParam::new(LoggingLevel::Info, json!(format!("flood {i}")));
+                    let _ = ctx.peer.notify_logging_message(param).await;
+                }
+                let empty = schema(json!({"type": "object", "properties": {}}));
+                self.tools.lock().unwrap_or_else(|p| p.into_inner()).push(Tool::new("flooded", "Added after a flood", empty));
+                let _ = ctx.peer.notify_tool_list_changed().await;
+                text(format!("sent {count}"))
             }
             "announce" => {
                 let _ = ctx.peer.notify_tool_list_changed().await;
