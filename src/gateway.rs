@@ -21,7 +21,7 @@ use crate::config::{Config, ServerConfig};
 use crate::coordinator::{Fate, Hub, Kind, ListEvent, ListKinds};
 
 /// List changes arriving within this window are merged into one notification per session.
-const LIST_COALESCE_WINDOW: Duration = Duration::from_millis(50);
+const LIST_COALESCE_WINDOW: Duration = Duration::from_millis(25);
 
 /// The mounted backends at one point in time.
 pub struct Snapshot {
@@ -180,7 +180,7 @@ impl Gateway {
             .map(|b| {
                 (
                     b.name.clone(),
-                    Backend::start(b.clone(), &env, shared_capabilities()),
+                    Backend::start(b.clone(), &env, shared_capabilities(), None),
                 )
             })
             .collect();

@@ -289,8 +289,8 @@ async fn stdio_shared_backend_relays_exactly_for_one_session_and_refuses_ambigui
 #[tokio::test(flavor = "multi_thread")]
 async fn per_session_isolation_gives_each_session_its_own_process_and_exact_relays() {
     let (gw, _cfg) = gateway(&stdio_backend("iso", "isolation = \"per_session\""));
-    let (a, _) = connect(&gw.url, "A").await;
-    let (b, _) = connect(&gw.url, "B").await;
+    let (a, ra) = connect(&gw.url, "A").await;
+    let (b, rb) = connect(&gw.url, "B").await;
     let (sa, sb) = tokio::join!(
         text(&a, "iso__sample", json!({"delay_ms": 300})),
         text(&b, "iso__sample", json!({"delay_ms": 300}))
@@ -304,6 +304,20 @@ async fn per_session_isolation_gives_each_session_its_own_process_and_exact_rela
         stats(&b, "iso").await["pid"].as_u64().unwrap(),
     );
     assert_ne!(pa, pb, "sessions share a process");
+    // What a session's own connection says goes to that session only.
+    text(
+        &a,
+        "iso__log",
+        json!({"level": "error", "message": "A's secret"}),
+    )
+    .await;
+    eventually("A's log", || ra.count(|e| matches!(e, Event::Log(_))) == 1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        rb.count(|e| matches!(e, Event::Log(_))),
+        0,
+        "B got A's log message"
+    );
     assert_eq!(
         stats(&a, "iso").await["pid"].as_u64().unwrap(),
         pa,

@@ -305,7 +305,7 @@ impl ClientHandler for BackendClient {
             return;
         }
         if let Some(backend) = self.backend.upgrade() {
-            self.hub.log(backend.name(), param);
+            self.hub.log(backend.name(), backend.owner, param);
         }
     }
 
@@ -315,8 +315,10 @@ impl ClientHandler for BackendClient {
         _: NotificationContext<RoleClient>,
     ) {
         if let Some(backend) = self.backend.upgrade() {
-            self.hub
-                .resource_updated(prefix_uri(&backend.config.prefix, &param.uri));
+            self.hub.resource_updated(
+                prefix_uri(&backend.config.prefix, &param.uri),
+                backend.owner,
+            );
         }
     }
 

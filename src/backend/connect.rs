@@ -130,7 +130,17 @@ async fn run(
             Err(_) => backend.set_state(BackendState::Down("listing timed out".into())),
         }
         if backend.state() == BackendState::Up {
-            if let Some(level) = env.hub.log_floor() {
+            // A session's own connection follows that session's level; a
+            // shared one the most verbose level any session asked for.
+            let level = match backend.owner {
+                Some(owner) => env
+                    .hub
+                    .session(owner)
+                    .filter(|s| s.has_set_log_level())
+                    .map(|s| crate::coordinator::level_from_u8(s.log_level())),
+                None => env.hub.log_floor(),
+            };
+            if let Some(level) = level {
                 backend.set_log_level(level).await;
             }
             // Sessions that started before this backend was ready learn about it now.

@@ -111,6 +111,9 @@ pub struct Backend {
     pub config: BackendConfig,
     /// Unique among all backends this process ever started.
     pub id: u64,
+    /// The client session this connection belongs to (`isolation =
+    /// "per_session"`); what it sends unprompted goes to that session only.
+    pub owner: Option<u64>,
     separator: String,
     hub: Arc<Hub>,
     relay_timeout: Duration,
@@ -141,15 +144,18 @@ pub struct Backend {
 impl Backend {
     /// Creates the backend and starts connecting in the background.
     /// `capabilities` is what the gateway tells the backend it supports.
+    /// `owner` is the client session a per-session connection belongs to.
     pub fn start(
         config: BackendConfig,
         env: &BackendEnv,
         capabilities: ClientCapabilities,
+        owner: Option<u64>,
     ) -> Arc<Self> {
         let (state, _) = watch::channel(BackendState::Connecting);
         let backend = Arc::new(Self {
             config,
             id: NEXT_BACKEND_ID.fetch_add(1, Ordering::Relaxed),
+            owner,
             separator: env.separator.clone(),
             hub: env.hub.clone(),
             relay_timeout: env.relay_timeout,

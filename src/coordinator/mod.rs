@@ -225,8 +225,14 @@ impl Hub {
             .map(level_from_u8)
     }
 
-    /// Forwards a backend's log message to every session whose level admits it.
-    pub fn log(&self, backend: &str, mut param: LoggingMessageNotificationParam) {
+    /// Forwards a backend's log message to every session whose level admits
+    /// it; only to `owner` for a backend connection owned by one session.
+    pub fn log(
+        &self,
+        backend: &str,
+        owner: Option<u64>,
+        mut param: LoggingMessageNotificationParam,
+    ) {
         self.counters.add(Kind::Log, Fate::Received, 1);
         param.logger = Some(match param.logger.take() {
             Some(l) if !l.is_empty() => format!("{backend}/{l}"),
@@ -234,7 +240,7 @@ impl Hub {
         });
         let level = param.level as u8;
         for session in self.sessions() {
-            if level < session.log_level() {
+            if level < session.log_level() || owner.is_some_and(|o| o != session.id) {
                 continue;
             }
             let n = ServerNotification::LoggingMessageNotification(
@@ -297,12 +303,13 @@ impl Hub {
             .len()
     }
 
-    /// Sends `resources/updated` for an exposed URI to its subscribers only.
-    pub fn resource_updated(&self, exposed_uri: String) {
+    /// Sends `resources/updated` for an exposed URI to its subscribers only
+    /// (and only to `owner` for a connection owned by one session).
+    pub fn resource_updated(&self, exposed_uri: String, owner: Option<u64>) {
         self.counters.add(Kind::ResourceUpdated, Fate::Received, 1);
         let mut delivered = false;
         for session in self.sessions() {
-            if !session.subscribed(&exposed_uri) {
+            if !session.subscribed(&exposed_uri) || owner.is_some_and(|o| o != session.id) {
                 continue;
             }
             delivered = true;

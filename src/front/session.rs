@@ -71,7 +71,12 @@ impl FrontSession {
                     .peer_info()
                     .map(|i| i.capabilities.clone())
                     .unwrap_or_default();
-                let b = Backend::start(shared.config.clone(), &self.gateway.env, capabilities);
+                let b = Backend::start(
+                    shared.config.clone(),
+                    &self.gateway.env,
+                    capabilities,
+                    Some(self.id),
+                );
                 let old = self
                     .private
                     .lock()
@@ -115,14 +120,11 @@ impl Drop for FrontSession {
             .drain()
             .map(|(_, b)| b)
             .collect();
-        if orphaned.is_empty() && private.is_empty() {
-            return;
-        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         let gateway = self.gateway.clone();
-        // Ends after the last unsubscribe and the private connections' shutdown.
+        // Ends after the last unsubscribe, the private connections' shutdown and the log level update.
         runtime.spawn(async move {
             for uri in orphaned {
                 let routed = gateway.snapshot().route_uri(&uri);
@@ -133,6 +135,8 @@ impl Drop for FrontSession {
                 }
             }
             futures::future::join_all(private.iter().map(|b| b.stop())).await;
+            // The session may have been the one asking for the most verbose logs.
+            gateway.apply_log_floor().await;
         });
     }
 }
@@ -429,6 +433,15 @@ impl ServerHandler for FrontSession {
     ) -> Result<(), ErrorData> {
         self.session()?.set_log_level(request.level);
         self.gateway.apply_log_floor().await;
+        // This session's own connections follow its own level.
+        let private: Vec<Arc<Backend>> = self
+            .private
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        futures::future::join_all(private.iter().map(|b| b.set_log_level(request.level))).await;
         Ok(())
     }
 
