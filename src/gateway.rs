@@ -93,17 +93,31 @@ impl Snapshot {
                     !literal.is_empty() && exposed.starts_with(literal)
                 })
         };
-        let owner = self.bare.iter().find(owns).or(match self.bare.as_slice() {
-            [only] => Some(only),
-            _ => None,
-        })?;
+        // A URI no listing mentions goes to the one bare backend that serves
+        // resources at all, if there is exactly one.
+        let with_resources: Vec<&Arc<Backend>> = self
+            .bare
+            .iter()
+            .filter(|b| {
+                b.server_info()
+                    .is_some_and(|i| i.capabilities.resources.is_some())
+            })
+            .collect();
+        let owner = self
+            .bare
+            .iter()
+            .find(owns)
+            .or(match with_resources.as_slice() {
+                [only] => Some(*only),
+                _ => None,
+            })?;
         Some((owner.clone(), exposed.to_string()))
     }
 
     /// All exposed tools, in backend-name order. A name that two backends expose
     /// is listed once, for the backend calls are routed to.
     pub fn tools(&self) -> Vec<Tool> {
-        let mut out = crate::front::builtin::tools();
+        let mut out = Vec::new();
         for b in self.backends.values() {
             let c = b.catalog();
             for t in &c.tools {
@@ -165,32 +179,37 @@ impl Gateway {
     /// returns at once; see [`Gateway::settled`].
     pub fn start(config: Config) -> Arc<Self> {
         let (hub, list_events) = Hub::new();
-        let env = BackendEnv {
-            separator: config.server.separator.clone(),
-            connect_timeout: config.server.connect_timeout,
-            hub: hub.clone(),
-            http: reqwest::Client::builder()
-                .user_agent(concat!("manifold/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .unwrap_or_default(),
-            relay_timeout: config.server.relay_timeout,
-        };
-        let backends = config
-            .enabled_backends()
-            .map(|b| {
-                (
-                    b.name.clone(),
-                    Backend::start(b.clone(), &env, shared_capabilities(), None),
-                )
-            })
-            .collect();
-        let snapshot = Snapshot::new(1, backends, config.server.separator.clone());
-        let gateway = Arc::new(Self {
-            server: config.server,
-            snapshot: ArcSwap::from_pointee(snapshot),
-            hub,
-            env,
-            applied_log_floor: Mutex::new(None),
+        let gateway = Arc::new_cyclic(|weak: &Weak<Gateway>| {
+            let (builtins, builtin_backends) = crate::builtin::enabled(&config, weak.clone());
+            let env = BackendEnv {
+                separator: config.server.separator.clone(),
+                connect_timeout: config.server.connect_timeout,
+                hub: hub.clone(),
+                http: reqwest::Client::builder()
+                    .user_agent(concat!("manifold/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .unwrap_or_default(),
+                relay_timeout: config.server.relay_timeout,
+                builtins,
+            };
+            let backends = builtin_backends
+                .iter()
+                .chain(config.enabled_backends())
+                .map(|b| {
+                    (
+                        b.name.clone(),
+                        Backend::start(b.clone(), &env, shared_capabilities(), None),
+                    )
+                })
+                .collect();
+            let snapshot = Snapshot::new(1, backends, config.server.separator.clone());
+            Self {
+                server: config.server.clone(),
+                snapshot: ArcSwap::from_pointee(snapshot),
+                hub: hub.clone(),
+                env,
+                applied_log_floor: Mutex::new(None),
+            }
         });
         // Ends when the gateway is dropped (the hub's sender goes with it).
         tokio::spawn(list_task(Arc::downgrade(&gateway), list_events));

@@ -20,6 +20,7 @@
 //! tells every live session.
 
 pub mod backend;
+pub mod builtin;
 pub mod check;
 pub mod config;
 pub mod coordinator;

@@ -81,17 +81,22 @@ fn main() -> ExitCode {
         _ => "info,rmcp=warn",
     };
     init_tracing(cli.log_json, default_filter);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // The config is read before the runtime starts because it sizes the runtime.
+    let config = match &cli.command {
+        Command::Serve { config, .. } | Command::Stdio { config } => match load(config) {
+            Ok(c) => Some(c),
+            Err(code) => return code,
+        },
+        Command::Check { .. } => None,
+    };
+    let runtime = match runtime(config.as_ref()) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("manifold: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    match runtime.block_on(run(cli.command, config)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("manifold: {e:#}");
@@ -100,13 +105,26 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<ExitCode> {
-    match command {
-        Command::Serve { config, listen } => {
-            let config = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return Ok(code),
-            };
+/// The runtime: `TOKIO_WORKER_THREADS` if set, else `[server] worker_threads`,
+/// else half the cores. On a small machine the backends the gateway spawns
+/// compete for the same cores, and fewer runtime threads mean fewer
+/// cross-thread wake-ups per relayed message (see docs/performance.md).
+fn runtime(config: Option<&Config>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = config
+            .and_then(|c| c.server.worker_threads)
+            .unwrap_or((cores / 2).max(1));
+        builder.worker_threads(threads);
+    }
+    builder.build()
+}
+
+async fn run(command: Command, config: Option<Config>) -> anyhow::Result<ExitCode> {
+    match (command, config) {
+        (Command::Serve { listen, .. }, Some(config)) => {
             let path = config.server.path.clone();
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
@@ -121,17 +139,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             .context("serve")?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Stdio { config } => {
-            let config = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return Ok(code),
-            };
+        (Command::Stdio { .. }, Some(config)) => {
             manifold::serve::serve_stdio(config)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { file, connect } => {
+        (Command::Serve { .. } | Command::Stdio { .. }, None) => Ok(ExitCode::FAILURE),
+        (Command::Check { file, connect }, _) => {
             let config = match load(&file) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),

@@ -229,6 +229,21 @@ async fn open(
                 .await
                 .map_err(|e| format!("initialize failed: {e}"))
         }
+        TransportConfig::Builtin { set } => {
+            let serve = env
+                .builtins
+                .get(set)
+                .ok_or_else(|| format!("no built-in tool set `{set}`"))?
+                .clone();
+            // The pipe lives as long as both ends: the set's task ends when
+            // our connection closes it.
+            let (ours, theirs) = tokio::io::duplex(64 * 1024);
+            tokio::spawn(serve(theirs));
+            handler
+                .serve(ours)
+                .await
+                .map_err(|e| format!("initialize failed: {e}"))
+        }
         TransportConfig::Sse { url, headers } => {
             let cfg = super::sse::SseClientConfig {
                 url: url.clone(),

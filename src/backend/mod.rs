@@ -89,6 +89,8 @@ pub struct BackendEnv {
     /// How long a client may take to answer a relayed sampling, elicitation
     /// or roots request.
     pub relay_timeout: Duration,
+    /// The in-process tool sets, for backends with transport `Builtin`.
+    pub builtins: crate::builtin::BuiltinSets,
 }
 
 /// The client request a backend request is made for.
@@ -280,7 +282,10 @@ impl Backend {
                 result = &mut response => {
                     // Progress sent just before the response is handled by a
                     // separate rmcp task: give it a moment to land, then flush it.
-                    tokio::task::yield_now().await;
+                    // Calls without a progress token skip the extra scheduling.
+                    if origin.progress_token.is_some() {
+                        tokio::task::yield_now().await;
+                    }
                     while let Ok(event) = events.try_recv() {
                         if let CallEvent::Progress(p) = event {
                             self.forward_progress(origin.peer, p).await;

@@ -199,6 +199,7 @@ struct RawServer {
     connect_timeout: Option<Spanned<String>>,
     call_timeout: Option<Spanned<String>>,
     relay_timeout: Option<Spanned<String>>,
+    worker_threads: Option<Spanned<i64>>,
     max_request_bytes: Option<Spanned<i64>>,
     allowed_hosts: Option<Vec<String>>,
 }
@@ -375,6 +376,12 @@ fn build_server(raw: RawServer, cx: &mut Cx<'_>) -> ServerConfig {
         match usize::try_from(*max.get_ref()) {
             Ok(n) if n >= 1024 => s.max_request_bytes = n,
             _ => cx.error(max.span(), "max_request_bytes must be at least 1024"),
+        }
+    }
+    if let Some(n) = &raw.worker_threads {
+        match usize::try_from(*n.get_ref()) {
+            Ok(n @ 1..=1024) => s.worker_threads = Some(n),
+            _ => cx.error(n.span(), "worker_threads must be between 1 and 1024"),
         }
     }
     if let Some(hosts) = raw.allowed_hosts {

@@ -71,6 +71,9 @@ pub struct ServerConfig {
     /// How long a client may take to answer a sampling, elicitation or roots
     /// request relayed from a backend.
     pub relay_timeout: Duration,
+    /// Threads of the async runtime; `None` means half the CPU cores (at
+    /// least one), leaving the rest to the backends the gateway runs.
+    pub worker_threads: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -85,6 +88,7 @@ impl Default for ServerConfig {
             max_request_bytes: 4 * 1024 * 1024,
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             relay_timeout: Duration::from_secs(120),
+            worker_threads: None,
         }
     }
 }
@@ -135,6 +139,9 @@ pub enum TransportConfig {
         url: String,
         headers: BTreeMap<String, Secret>,
     },
+    /// A built-in tool set served in process (see `crate::builtin`); never
+    /// written in a config file.
+    Builtin { set: String },
 }
 
 impl TransportConfig {
@@ -143,6 +150,7 @@ impl TransportConfig {
             Self::Stdio { .. } => "stdio",
             Self::Http { .. } => "http",
             Self::Sse { .. } => "sse",
+            Self::Builtin { .. } => "builtin",
         }
     }
 
@@ -158,6 +166,7 @@ impl TransportConfig {
                 s
             }
             Self::Http { url, .. } | Self::Sse { url, .. } => url.clone(),
+            Self::Builtin { set } => format!("built-in {set}"),
         }
     }
 }

@@ -1,6 +1,5 @@
 //! The client-facing side: HTTP (and stdio) serving of one MCP session per client.
 
-pub mod builtin;
 pub mod http;
 mod session;
 pub mod stdio;

@@ -19,7 +19,8 @@ use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 
 use crate::backend::{Backend, CallError, Origin, prefix_uri};
-use crate::config::Isolation;
+use crate::builtin::{CLIENT_META_KEY, SESSION_META_KEY};
+use crate::config::{Isolation, TransportConfig};
 use crate::coordinator::Session;
 use crate::gateway::Gateway;
 
@@ -92,6 +93,36 @@ impl FrontSession {
         backend
     }
 
+    /// The `_meta` keys worth passing on: everything but protocol negotiation
+    /// (which belongs to our own connection with the backend), the progress
+    /// token (rmcp assigns its own and we map it back) and our own keys, which
+    /// only we set: built-in sets learn the calling session and client from them.
+    fn forwarded_meta(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+        to: &Backend,
+    ) -> Option<RequestMetaObject> {
+        let mut meta = RequestMetaObject::new();
+        for (k, v) in ctx.meta.0.0.iter() {
+            if k == "progressToken"
+                || k.starts_with("io.modelcontextprotocol/")
+                || k.starts_with("io.manifold/")
+            {
+                continue;
+            }
+            meta.0.0.insert(k.clone(), v.clone());
+        }
+        if matches!(to.config.transport, TransportConfig::Builtin { .. }) {
+            meta.0.0.insert(SESSION_META_KEY.into(), self.id.into());
+            if let Some(s) = self.session.get() {
+                meta.0
+                    .0
+                    .insert(CLIENT_META_KEY.into(), s.client_name.clone().into());
+            }
+        }
+        (!meta.0.0.is_empty()).then_some(meta)
+    }
+
     async fn forward(
         &self,
         shared: Arc<Backend>,
@@ -139,20 +170,6 @@ impl Drop for FrontSession {
             gateway.apply_log_floor().await;
         });
     }
-}
-
-/// The `_meta` keys worth passing on: everything but protocol negotiation
-/// (which belongs to our own connection with the backend) and the progress
-/// token (rmcp assigns its own and we map it back).
-fn forwarded_meta(ctx: &RequestContext<RoleServer>) -> Option<RequestMetaObject> {
-    let mut meta = RequestMetaObject::new();
-    for (k, v) in ctx.meta.0.0.iter() {
-        if k == "progressToken" || k.starts_with("io.modelcontextprotocol/") {
-            continue;
-        }
-        meta.0.0.insert(k.clone(), v.clone());
-    }
-    (!meta.0.0.is_empty()).then_some(meta)
 }
 
 fn unknown(kind: &str, name: &str) -> ErrorData {
@@ -283,9 +300,6 @@ impl ServerHandler for FrontSession {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        if let Some(result) = crate::front::builtin::call(&self.gateway, &request) {
-            return Ok(result.into());
-        }
         let Some((shared, original)) = self.gateway.snapshot().route_tool(&request.name) else {
             return Err(unknown("tool", &request.name));
         };
@@ -293,7 +307,7 @@ impl ServerHandler for FrontSession {
         params.arguments = request.arguments;
         params.input_responses = request.input_responses;
         params.request_state = request.request_state;
-        params.meta = forwarded_meta(&context);
+        params.meta = self.forwarded_meta(&context, &shared);
         let (backend, outcome) = self
             .forward(
                 shared,
@@ -331,7 +345,7 @@ impl ServerHandler for FrontSession {
         };
         let mut params = request;
         params.name = original.to_string();
-        params.meta = forwarded_meta(&context);
+        params.meta = self.forwarded_meta(&context, &shared);
         let (backend, outcome) = self
             .forward(
                 shared,
@@ -364,7 +378,7 @@ impl ServerHandler for FrontSession {
         };
         let mut params = request;
         params.uri = uri;
-        params.meta = forwarded_meta(&context);
+        params.meta = self.forwarded_meta(&context, &shared);
         let (backend, outcome) = self
             .forward(
                 shared,
@@ -412,7 +426,7 @@ impl ServerHandler for FrontSession {
             }
         };
         drop(snapshot);
-        params.meta = forwarded_meta(&context);
+        params.meta = self.forwarded_meta(&context, &shared);
         let (backend, outcome) = self
             .forward(
                 shared,

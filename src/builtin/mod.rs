@@ -1,0 +1,112 @@
+//! Built-in tool sets: MCP servers that run inside the gateway process.
+//!
+//! Each set is an rmcp `ServerHandler` served over an in-memory duplex pipe
+//! and mounted as an ordinary [`crate::backend::Backend`] with transport
+//! [`TransportConfig::Builtin`] and an empty prefix. The router, timeouts,
+//! progress, cancellation, list changes and the coordinator therefore treat
+//! a built-in set exactly like a mounted server. Built-in backend names start
+//! with `@`, which user backend names cannot, so they never collide.
+//!
+//! A set learns who is calling from two `_meta` keys the front adds to
+//! requests for built-in backends only: [`SESSION_META_KEY`] (our session id)
+//! and [`CLIENT_META_KEY`] (the client's name, or its authenticated id).
+
+pub mod status;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use futures::future::BoxFuture;
+use rmcp::service::RequestContext;
+use rmcp::{RoleServer, ServerHandler, ServiceExt};
+
+use crate::config::{BackendConfig, Config, Isolation, NameFilter, TransportConfig};
+use crate::gateway::Gateway;
+
+/// `_meta` key carrying the calling session's id to built-in sets.
+pub const SESSION_META_KEY: &str = "io.manifold/session";
+/// `_meta` key carrying the calling client's identity to built-in sets.
+pub const CLIENT_META_KEY: &str = "io.manifold/client";
+
+/// Serves one connection of a built-in set on the given pipe until it closes.
+pub type ServeFn = Arc<dyn Fn(tokio::io::DuplexStream) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// Wraps a handler factory as a [`ServeFn`].
+pub fn serve_fn<S, F>(make: F) -> ServeFn
+where
+    S: ServerHandler,
+    F: Fn() -> S + Send + Sync + 'static,
+{
+    let make = Arc::new(make);
+    Arc::new(move |io| {
+        let make = make.clone();
+        Box::pin(async move {
+            match make().serve(io).await {
+                Ok(running) => {
+                    let _ = running.waiting().await;
+                }
+                Err(e) => tracing::warn!(error = %e, "built-in tool set failed to start"),
+            }
+        })
+    })
+}
+
+/// The built-in sets by backend name.
+#[derive(Clone, Default)]
+pub struct BuiltinSets {
+    sets: HashMap<String, ServeFn>,
+}
+
+impl BuiltinSets {
+    pub fn get(&self, name: &str) -> Option<&ServeFn> {
+        self.sets.get(name)
+    }
+}
+
+/// The backend config of a built-in set: bare names, shared, generous timeout.
+fn builtin_backend(set: &str, config: &Config) -> BackendConfig {
+    BackendConfig {
+        name: format!("@{set}"),
+        prefix: String::new(),
+        enabled: true,
+        timeout: config.server.call_timeout,
+        transport: TransportConfig::Builtin {
+            set: set.to_string(),
+        },
+        isolation: Isolation::Shared,
+        tools: NameFilter::default(),
+        prompts: NameFilter::default(),
+    }
+}
+
+/// Every built-in set this config enables, with the backend that mounts it.
+pub fn enabled(config: &Config, gateway: Weak<Gateway>) -> (BuiltinSets, Vec<BackendConfig>) {
+    let mut sets = BuiltinSets::default();
+    let mut backends = Vec::new();
+    let status = builtin_backend("gateway", config);
+    sets.sets.insert("gateway".into(), status::serve(gateway));
+    backends.push(status);
+    (sets, backends)
+}
+
+/// Who is calling a built-in set, from the `_meta` keys the front adds.
+#[derive(Clone, Debug, Default)]
+pub struct Caller {
+    pub session: Option<u64>,
+    pub client: Option<String>,
+}
+
+impl Caller {
+    pub fn of(ctx: &RequestContext<RoleServer>) -> Self {
+        Self {
+            session: ctx.meta.0.0.get(SESSION_META_KEY).and_then(|v| v.as_u64()),
+            client: ctx
+                .meta
+                .0
+                .0
+                .get(CLIENT_META_KEY)
+                .and_then(|v| v.as_str())
+                .map(String::from),
+        }
+    }
+}

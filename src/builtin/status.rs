@@ -1,0 +1,69 @@
+//! `gateway_status`: backends, sessions and notification counters, as a tool
+//! (the same data as `GET /status`).
+
+use std::sync::{Arc, Weak};
+
+use rmcp::model::*;
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler};
+use serde_json::json;
+
+use super::{ServeFn, serve_fn};
+use crate::gateway::Gateway;
+
+pub const TOOL: &str = "gateway_status";
+
+pub fn serve(gateway: Weak<Gateway>) -> ServeFn {
+    serve_fn(move || StatusServer {
+        gateway: gateway.clone(),
+    })
+}
+
+struct StatusServer {
+    /// Weak: the gateway owns this set's backend, which owns this server.
+    gateway: Weak<Gateway>,
+}
+
+impl ServerHandler for StatusServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build()).with_server_info(
+            Implementation::new("manifold-status", env!("CARGO_PKG_VERSION")),
+        )
+    }
+
+    async fn list_tools(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let schema = json!({"type": "object", "properties": {}});
+        Ok(ListToolsResult::with_all_items(vec![Tool::new(
+            TOOL,
+            "Manifold's state: each backend with its state and tool counts, live client sessions, and counters of notifications received, forwarded, coalesced and dropped.",
+            Arc::new(schema.as_object().cloned().unwrap_or_default()),
+        )]))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        if request.name != TOOL {
+            return Err(ErrorData::invalid_params(
+                format!("unknown tool `{}`", request.name),
+                None,
+            ));
+        }
+        let gateway = self
+            .gateway
+            .upgrade()
+            .ok_or_else(|| ErrorData::internal_error("the gateway is shutting down", None))?;
+        let status = gateway.status_json();
+        let mut result = CallToolResult::success(vec![ContentBlock::text(
+            serde_json::to_string_pretty(&status).unwrap_or_default(),
+        )]);
+        result.structured_content = Some(status);
+        Ok(result.into())
+    }
+}
