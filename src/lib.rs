@@ -14,6 +14,11 @@
 //! - [`coordinator`]: what sessions and backend handlers share: the session registry, in-flight
 //!   calls, subscriptions and counters; routes what backends send back to the right sessions.
 //!   Owns no backend.
+//! - [`builtin`]: tool sets served in process and mounted like backends:
+//!   `gateway_status`, client-to-client [`builtin::messaging`], the priority
+//!   [`builtin::bus`] (also fed by `tracing` events with target `queue`).
+//! - [`store`]: where messaging and the bus keep their state (memory or
+//!   Redis), and the event feed that wakes waiters on every instance.
 //! - [`check`]: `manifold check`, validation and the `--connect` name report.
 //!
 //! Events flow back the other way: a backend's `list_changed` refreshes its catalog and the hub
@@ -28,3 +33,4 @@ pub mod front;
 pub mod gateway;
 
 pub mod serve;
+pub mod store;

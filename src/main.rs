@@ -52,16 +52,18 @@ enum Command {
     },
 }
 
+/// Log output to stderr (filtered by `RUST_LOG`), plus the bus layer, which
+/// publishes events with target `queue` whatever the log filter says.
 fn init_tracing(json: bool, default_filter: &str) {
+    use tracing_subscriber::prelude::*;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(manifold::builtin::bus::layer());
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     if json {
-        builder.json().init();
+        registry.with(fmt.json().with_filter(filter)).init();
     } else {
-        builder.init();
+        registry.with(fmt.with_filter(filter)).init();
     }
 }
 

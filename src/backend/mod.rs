@@ -216,9 +216,12 @@ impl Backend {
 
     fn set_state(&self, state: BackendState) {
         match &state {
-            BackendState::Up => tracing::info!(backend = %self.name(), "backend up"),
+            // Target `queue`: logged, and published on the bus (builtin::bus).
+            BackendState::Up => {
+                tracing::info!(target: "queue", backend = %self.name(), "backend up")
+            }
             BackendState::Down(reason) => {
-                tracing::warn!(backend = %self.name(), %reason, "backend down")
+                tracing::warn!(target: "queue", backend = %self.name(), %reason, "backend down")
             }
             _ => {}
         }

@@ -10,7 +10,12 @@
 //! A set learns who is calling from two `_meta` keys the front adds to
 //! requests for built-in backends only: [`SESSION_META_KEY`] (our session id)
 //! and [`CLIENT_META_KEY`] (the client's name, or its authenticated id).
+//! When the request was authenticated, the front also adds [`AUTH_META_KEY`]
+//! (the client id bound to the token); its presence means "auth is on" and
+//! sets such as messaging enforce identity rules then.
 
+pub mod bus;
+pub mod messaging;
 pub mod status;
 
 use std::collections::HashMap;
@@ -27,6 +32,9 @@ use crate::gateway::Gateway;
 pub const SESSION_META_KEY: &str = "io.manifold/session";
 /// `_meta` key carrying the calling client's identity to built-in sets.
 pub const CLIENT_META_KEY: &str = "io.manifold/client";
+/// `_meta` key carrying the client id bound to the request's bearer token;
+/// present only on authenticated requests.
+pub const AUTH_META_KEY: &str = "io.manifold/auth";
 
 /// Serves one connection of a built-in set on the given pipe until it closes.
 pub type ServeFn = Arc<dyn Fn(tokio::io::DuplexStream) -> BoxFuture<'static, ()> + Send + Sync>;
@@ -84,8 +92,36 @@ pub fn enabled(config: &Config, gateway: Weak<Gateway>) -> (BuiltinSets, Vec<Bac
     let mut sets = BuiltinSets::default();
     let mut backends = Vec::new();
     let status = builtin_backend("gateway", config);
-    sets.sets.insert("gateway".into(), status::serve(gateway));
+    sets.sets
+        .insert("gateway".into(), status::serve(gateway.clone()));
     backends.push(status);
+    if config.messaging.enabled || config.bus.enabled {
+        // One store and one view of who is who, shared by both sets.
+        let store =
+            crate::store::Store::open(&config.messaging.store, config.messaging.message_ttl);
+        let presence = messaging::Presence::new();
+        if config.messaging.enabled {
+            let mut backend = builtin_backend("messaging", config);
+            // A `send_message_and_wait` may wait up to `max_wait`: the call
+            // timeout must not cut it short.
+            backend.timeout = backend
+                .timeout
+                .max(config.messaging.max_wait + std::time::Duration::from_secs(10));
+            let serve = messaging::start(
+                config.messaging.clone(),
+                store.clone(),
+                presence.clone(),
+                gateway.clone(),
+            );
+            sets.sets.insert("messaging".into(), serve);
+            backends.push(backend);
+        }
+        if config.bus.enabled {
+            let serve = bus::start(config.bus.clone(), store, presence, gateway);
+            sets.sets.insert("bus".into(), serve);
+            backends.push(builtin_backend("bus", config));
+        }
+    }
     (sets, backends)
 }
 
@@ -94,6 +130,8 @@ pub fn enabled(config: &Config, gateway: Weak<Gateway>) -> (BuiltinSets, Vec<Bac
 pub struct Caller {
     pub session: Option<u64>,
     pub client: Option<String>,
+    /// The authenticated client id; `None` when auth is off.
+    pub auth: Option<String>,
 }
 
 impl Caller {
@@ -105,6 +143,13 @@ impl Caller {
                 .0
                 .0
                 .get(CLIENT_META_KEY)
+                .and_then(|v| v.as_str())
+                .map(String::from),
+            auth: ctx
+                .meta
+                .0
+                .0
+                .get(AUTH_META_KEY)
                 .and_then(|v| v.as_str())
                 .map(String::from),
         }

@@ -89,7 +89,7 @@ pub fn parse_str(text: &str, label: &str, base_dir: Option<&Path>) -> Result<Con
     }
 }
 
-struct Cx<'a> {
+pub(super) struct Cx<'a> {
     text: &'a str,
     label: &'a str,
     errors: Vec<(usize, ConfigError)>,
@@ -108,7 +108,7 @@ impl Cx<'_> {
         }
     }
 
-    fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
+    pub(super) fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
         let location = Some(self.location(span.start));
         self.errors.push((
             span.start,
@@ -246,7 +246,7 @@ struct RawFilter {
     exclude: Vec<Spanned<String>>,
 }
 
-fn deserialize<'de, T: Deserialize<'de>>(
+pub(super) fn deserialize<'de, T: Deserialize<'de>>(
     value: Spanned<DeValue<'de>>,
     cx: &mut Cx<'_>,
 ) -> Option<T> {
@@ -262,6 +262,8 @@ fn deserialize<'de, T: Deserialize<'de>>(
 fn build(root: DeTable<'_>, cx: &mut Cx<'_>, base_dir: Option<&Path>) -> Config {
     let mut raw_server = RawServer::default();
     let mut raw_backends = Vec::new();
+    let mut messaging = MessagingConfig::default();
+    let mut bus = BusConfig::default();
     for (key, value) in root {
         match key.get_ref().as_ref() {
             "server" => {
@@ -287,9 +289,21 @@ fn build(root: DeTable<'_>, cx: &mut Cx<'_>, base_dir: Option<&Path>) -> Config 
                     ),
                 }
             }
+            "messaging" => {
+                if let Some(m) = super::messaging::messaging(value, cx) {
+                    messaging = m;
+                }
+            }
+            "bus" => {
+                if let Some(b) = super::messaging::bus(value, cx) {
+                    bus = b;
+                }
+            }
             other => cx.error(
                 key.span(),
-                format!("unknown section `{other}` (expected `server` or `backends`)"),
+                format!(
+                    "unknown section `{other}` (expected `server`, `backends`, `messaging` or `bus`)"
+                ),
             ),
         }
     }
@@ -309,10 +323,16 @@ fn build(root: DeTable<'_>, cx: &mut Cx<'_>, base_dir: Option<&Path>) -> Config 
         server,
         backends,
         locations,
+        messaging,
+        bus,
     }
 }
 
-fn duration(raw: &Option<Spanned<String>>, default: Duration, cx: &mut Cx<'_>) -> Duration {
+pub(super) fn duration(
+    raw: &Option<Spanned<String>>,
+    default: Duration,
+    cx: &mut Cx<'_>,
+) -> Duration {
     let Some(raw) = raw else { return default };
     match humantime::parse_duration(raw.get_ref().trim()) {
         Ok(d) if !d.is_zero() => d,

@@ -1,6 +1,7 @@
 //! `gateway.toml`: the model, and loading with every error reported at once.
 
 mod load;
+mod messaging;
 mod model;
 
 pub use load::{ConfigError, ConfigErrors, join as exposed_name, load_file, parse_str};

@@ -27,6 +27,10 @@ pub struct Config {
     /// Where each backend's table starts (`file:line:col`), for messages found
     /// after loading (name collisions seen once backends are connected).
     pub locations: BTreeMap<String, Location>,
+    /// `[messaging]`: client-to-client messages, and the store the bus shares.
+    pub messaging: MessagingConfig,
+    /// `[bus]`: the priority message bus.
+    pub bus: BusConfig,
 }
 
 impl Config {
@@ -89,6 +93,83 @@ impl Default for ServerConfig {
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             relay_timeout: Duration::from_secs(120),
             worker_threads: None,
+        }
+    }
+}
+
+/// `[messaging]`: the built-in client-to-client messaging tools.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MessagingConfig {
+    /// Whether the messaging tools are mounted.
+    pub enabled: bool,
+    /// Where messages, check-ins and the bus history live (shared with `[bus]`).
+    pub store: StoreConfig,
+    /// A message not read within this long is dropped.
+    pub message_ttl: Duration,
+    /// The largest message body accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// Whether a recipient must have called `checkin_client` first.
+    pub require_checkin: bool,
+    /// Messages one sender may send per minute (on one gateway instance); 0 is unlimited.
+    pub rate_limit: u32,
+    /// The longest `timeout` a `send_message_and_wait` may ask for.
+    pub max_wait: Duration,
+}
+
+impl Default for MessagingConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            store: StoreConfig::Memory,
+            message_ttl: Duration::from_secs(5 * 60),
+            max_message_bytes: 64 * 1024,
+            require_checkin: false,
+            rate_limit: 120,
+            max_wait: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
+/// Where the messaging and bus state lives.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub enum StoreConfig {
+    /// In this process: nothing to install, gone at restart, one instance only.
+    #[default]
+    Memory,
+    /// In Redis, shared by every gateway instance that names the same server and prefix.
+    Redis {
+        /// `redis://[user:password@]host:port[/db]`; may hold a password.
+        url: Secret,
+        /// Every key starts with `{key_prefix}:`, so instances sharing a prefix
+        /// form one messaging system and others stay apart.
+        key_prefix: String,
+    },
+}
+
+impl StoreConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Redis { .. } => "redis",
+        }
+    }
+}
+
+/// `[bus]`: the priority message bus (stored in the `[messaging]` store).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BusConfig {
+    /// Whether the bus tools are mounted (the Rust API and the `queue`
+    /// tracing target publish only when they are).
+    pub enabled: bool,
+    /// How many messages the history keeps.
+    pub history: usize,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            history: 1000,
         }
     }
 }
