@@ -1,0 +1,192 @@
+//! Helpers for the messaging and bus tests: a client that records the log
+//! notifications it is pushed, and access to the real Redis.
+#![allow(dead_code, deprecated)] // logging notifications are deprecated by SEP-2577 but are the ≤2025-11-25 wire protocol
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rmcp::model::*;
+use rmcp::service::{NotificationContext, RunningService};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::{ClientHandler, RoleClient, ServiceExt};
+use serde_json::Value;
+
+use crate::common::{args, first_text};
+
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// Records every `notifications/message` it receives.
+#[derive(Clone)]
+pub struct Recorder {
+    pub name: String,
+    pub logs: Arc<Mutex<Vec<LoggingMessageNotificationParam>>>,
+    /// Woken on every notification, so tests wait without sleeping.
+    pub wake: Arc<tokio::sync::Notify>,
+}
+
+impl Recorder {
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            logs: Arc::default(),
+            wake: Arc::default(),
+        }
+    }
+    pub fn logs(&self, logger: &str) -> Vec<LoggingMessageNotificationParam> {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.logger.as_deref() == Some(logger))
+            .cloned()
+            .collect()
+    }
+    /// Waits until `n` notifications from `logger` arrived (10 s at most).
+    pub async fn wait_for(&self, logger: &str, n: usize) -> Vec<LoggingMessageNotificationParam> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let notified = self.wake.notified();
+            let logs = self.logs(logger);
+            if logs.len() >= n {
+                return logs;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "{}: timed out waiting for {n} `{logger}` notifications; got {logs:#?}",
+                self.name
+            );
+            let _ = tokio::time::timeout(left, notified).await;
+        }
+    }
+}
+
+impl ClientHandler for Recorder {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new(self.name.clone(), "1"),
+        )
+    }
+
+    async fn on_logging_message(
+        &self,
+        p: LoggingMessageNotificationParam,
+        _: NotificationContext<RoleClient>,
+    ) {
+        self.logs.lock().unwrap().push(p);
+        self.wake.notify_waiters();
+    }
+}
+
+pub type Rc = RunningService<RoleClient, Recorder>;
+
+pub async fn connect(url: &str, name: &str) -> (Rc, Recorder) {
+    let recorder = Recorder::new(name);
+    let client = recorder
+        .clone()
+        .serve(StreamableHttpClientTransport::from_uri(url.to_string()))
+        .await
+        .expect("client connects");
+    (client, recorder)
+}
+
+pub async fn call(client: &Rc, tool: &str, arguments: Value) -> CallToolResult {
+    client
+        .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(args(arguments)))
+        .await
+        .unwrap_or_else(|e| panic!("{tool}: {e}"))
+}
+
+/// A call that must succeed; returns its text and structured content.
+pub async fn ok(client: &Rc, tool: &str, arguments: Value) -> (String, Value) {
+    let r = call(client, tool, arguments).await;
+    let text = first_text(&r);
+    assert_ne!(r.is_error, Some(true), "{tool} failed: {text}");
+    (text, r.structured_content.unwrap_or_default())
+}
+
+/// A call that must fail as a tool error; returns the error text.
+pub async fn tool_error(client: &Rc, tool: &str, arguments: Value) -> String {
+    let r = call(client, tool, arguments).await;
+    let text = first_text(&r);
+    assert_eq!(r.is_error, Some(true), "{tool} should have failed: {text}");
+    text
+}
+
+/// Whether Redis answers at 127.0.0.1:6379. Without it a test prints a
+/// SKIPPED line and passes, unless `MANIFOLD_REQUIRE_REDIS=1` (CI).
+pub fn redis_or_skip(test: &str) -> bool {
+    use std::io::{Read, Write};
+    let up = std::net::TcpStream::connect_timeout(
+        &"127.0.0.1:6379".parse().unwrap(),
+        Duration::from_secs(1),
+    )
+    .and_then(|mut s| {
+        s.set_read_timeout(Some(Duration::from_secs(1)))?;
+        s.write_all(b"PING\r\n")?;
+        let mut buf = [0u8; 7];
+        s.read_exact(&mut buf)?;
+        Ok(&buf == b"+PONG\r\n")
+    })
+    .unwrap_or(false);
+    if up {
+        return true;
+    }
+    if std::env::var("MANIFOLD_REQUIRE_REDIS").is_ok_and(|v| v == "1") {
+        panic!(
+            "{test}: Redis is required (MANIFOLD_REQUIRE_REDIS=1) but does not answer at 127.0.0.1:6379"
+        );
+    }
+    eprintln!(
+        "SKIPPED {test}: Redis does not answer at 127.0.0.1:6379 (start it with redis-server; CI sets MANIFOLD_REQUIRE_REDIS=1)"
+    );
+    false
+}
+
+/// A key prefix no other test run uses.
+pub fn unique_prefix(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("manifold-test:{test}:{}:{nanos}", std::process::id())
+}
+
+/// `[messaging]` on Redis under `prefix`, plus `extra` keys.
+pub fn redis_config(prefix: &str, extra: &str) -> String {
+    format!(
+        "[messaging]\nstore = \"redis\"\nredis_url = \"{REDIS_URL}\"\nkey_prefix = \"{prefix}\"\n{extra}\n"
+    )
+}
+
+/// Deletes every key under `prefix` (run at the end of a Redis test).
+pub async fn redis_cleanup(prefix: &str) {
+    let Ok(client) = redis::Client::open(REDIS_URL) else {
+        return;
+    };
+    let Ok(mut con) = client.get_multiplexed_async_connection().await else {
+        return;
+    };
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut con)
+        .await
+        .unwrap_or_default();
+    if !keys.is_empty() {
+        let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut con).await;
+    }
+}
+
+/// The keys under `prefix` right now.
+pub async fn redis_keys(prefix: &str) -> Vec<String> {
+    let client = redis::Client::open(REDIS_URL).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    keys.sort();
+    keys
+}
