@@ -222,3 +222,58 @@ impl ServerHandler for MessagingServer {
 /// How long a `live:{client}` mark lasts in a shared store; refreshed at a
 /// third of it while the session lives.
 pub(crate) const LIVE_TTL: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StoreConfig;
+
+    fn messaging() -> Messaging {
+        let config = MessagingConfig::default();
+        Messaging {
+            store: Store::open(&StoreConfig::Memory, config.message_ttl),
+            limiter: limit::RateLimiter::new(0),
+            config,
+            presence: Presence::new(),
+            gateway: Weak::new(),
+            _stop: CancellationToken::new().drop_guard(),
+        }
+    }
+
+    #[tokio::test]
+    async fn with_auth_a_caller_acts_only_as_its_own_id() {
+        let m = messaging();
+        let authed = Caller {
+            session: Some(1),
+            client: Some("vscode".into()),
+            auth: Some("alice".into()),
+        };
+        assert_eq!(
+            m.act_as(&authed, "sender_id", Some("alice")).unwrap(),
+            "alice"
+        );
+        let e = m.act_as(&authed, "client_id", Some("bob")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "`client_id` is \"bob\", but this request is authenticated as \"alice\": you may only act as yourself"
+        );
+        assert_eq!(m.identity(&authed).as_deref(), Some("alice"));
+    }
+
+    #[tokio::test]
+    async fn without_auth_client_ids_act_as_credentials() {
+        let m = messaging();
+        let open = Caller {
+            session: Some(2),
+            client: None,
+            auth: None,
+        };
+        assert_eq!(m.identity(&open), None);
+        assert_eq!(m.act_as(&open, "sender_id", Some(" bob ")).unwrap(), "bob");
+        assert_eq!(m.identity(&open).as_deref(), Some("bob"));
+        assert!(matches!(
+            m.act_as(&open, "sender_id", Some("")),
+            Err(MessagingError::EmptyId { .. })
+        ));
+    }
+}
