@@ -4,6 +4,10 @@
 
 mod common;
 
+/// Switches off the messaging and bus built-ins (their tools are tested in
+/// tests/messaging.rs and tests/bus.rs).
+const NO_MESSAGING: &str = "\n[messaging]\nenabled = false\n\n[bus]\nenabled = false\n";
+
 use common::*;
 use rmcp::model::*;
 use serde_json::json;
@@ -24,7 +28,8 @@ fn three_transports(http: &Proc, sse: &Proc) -> String {
 async fn aggregates_stdio_http_and_sse_backends_under_prefixes() {
     let http = fixture("http", &["--name", "remote"]);
     let sse = fixture("sse", &["--name", "old"]);
-    let (gw, _cfg) = gateway(&three_transports(&http, &sse));
+    // Without the messaging and bus sets, so the count below is the backends' own.
+    let (gw, _cfg) = gateway(&format!("{}{NO_MESSAGING}", three_transports(&http, &sse)));
     let client = client(&gw.url).await;
 
     let info = client.peer_info().expect("server info");
@@ -216,7 +221,7 @@ async fn filters_and_empty_prefix_shape_the_exposed_names() {
             "tools = { include = [\"a*\", \"e*\", \"f*\", \"r*\", \"s*\"], exclude = [\"elicit\", \"sample\", \"st*\", \"roots\"] }"
         ),
     );
-    let (gw, _cfg) = gateway(&config);
+    let (gw, _cfg) = gateway(&format!("{config}{NO_MESSAGING}"));
     let client = client(&gw.url).await;
     let mut names: Vec<String> = client
         .list_all_tools()

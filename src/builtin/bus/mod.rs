@@ -4,14 +4,14 @@
 //!
 //! Three ways in, one way out:
 //!
-//! - the `send_client_message` tool ([`tools`]);
+//! - the `send_client_message` tool (`tools.rs`);
 //! - the Rust API: [`send`], [`send_normal`] and friends, from anywhere in
 //!   the process, without a handle;
-//! - `tracing` events with target `queue` ([`layer`]), so gateway code
+//! - `tracing` events with target `queue` ([`layer()`]), so gateway code
 //!   publishes with `tracing::info!(target: "queue", backend = %name, "backend up")`.
 //!
 //! Everything goes through the store (history, ids, and the event feed that
-//! reaches every instance), then [`deliver`] sends each message to the
+//! reaches every instance), then `deliver.rs` sends each message to the
 //! matching subscriptions of this instance's sessions.
 
 mod deliver;
