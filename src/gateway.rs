@@ -168,6 +168,9 @@ pub struct Gateway {
     pub server: ServerConfig,
     snapshot: ArcSwap<Snapshot>,
     pub hub: Arc<Hub>,
+    /// The `[auth]` and `[limits]` in force for clients; a reload applies a
+    /// new config with `policy.update(&config)`.
+    pub policy: Arc<crate::front::Policy>,
     /// Used to start per-session backend connections.
     pub(crate) env: BackendEnv,
     /// The log level last applied to the backends (the most verbose any session asked for).
@@ -207,6 +210,7 @@ impl Gateway {
                 server: config.server.clone(),
                 snapshot: ArcSwap::from_pointee(snapshot),
                 hub: hub.clone(),
+                policy: Arc::new(crate::front::Policy::new(&config)),
                 env,
                 applied_log_floor: Mutex::new(None),
             }

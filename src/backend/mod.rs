@@ -68,6 +68,12 @@ pub enum CallError {
     Timeout { backend: String, timeout: Duration },
     #[error("backend `{backend}` closed the connection during the call")]
     Closed { backend: String },
+    #[error("backend `{backend}` is busy: all {limit} call slots (max_concurrent) stayed taken for {}", humantime::format_duration(*.waited))]
+    Busy {
+        backend: String,
+        limit: usize,
+        waited: Duration,
+    },
     #[error("backend `{backend}` failed: {message}")]
     Failed { backend: String, message: String },
     /// The backend answered with a JSON-RPC error: passed to the client as is.
@@ -134,6 +140,9 @@ pub struct Backend {
     /// Serializes list refreshes so two `list_changed` cannot interleave.
     refresh_lock: tokio::sync::Mutex<()>,
     server_info: ArcSwapOption<ServerPeerInfo>,
+    /// `max_concurrent` call slots; a call holds one until it is answered.
+    /// Dropped with the backend; waiters then fail as unavailable.
+    slots: Option<Arc<tokio::sync::Semaphore>>,
     /// The stdio child's pid (0 when none), for status and tests.
     pid: AtomicU32,
     /// Cancelled by [`Backend::stop`] or drop: tells the supervisor to close
@@ -154,7 +163,11 @@ impl Backend {
         owner: Option<u64>,
     ) -> Arc<Self> {
         let (state, _) = watch::channel(BackendState::Connecting);
+        let slots = config
+            .max_concurrent
+            .map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
         let backend = Arc::new(Self {
+            slots,
             config,
             id: NEXT_BACKEND_ID.fetch_add(1, Ordering::Relaxed),
             owner,
@@ -252,6 +265,7 @@ impl Backend {
         request: ClientRequest,
         origin: &Origin<'_>,
     ) -> Result<ServerResult, CallError> {
+        let _slot = self.take_slot(origin.cancel).await?;
         let peer = self.peer()?;
         let options =
             PeerRequestOptions::with_timeout(self.config.timeout).reset_timeout_on_progress();
@@ -306,6 +320,30 @@ impl Backend {
                     return Err(CallError::Cancelled);
                 }
             }
+        }
+    }
+
+    /// Waits for a free call slot (with `max_concurrent`), no longer than
+    /// the call's own timeout and only while the client still wants it.
+    async fn take_slot(
+        &self,
+        cancel: &CancellationToken,
+    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, CallError> {
+        let Some(slots) = &self.slots else {
+            return Ok(None);
+        };
+        let busy = || CallError::Busy {
+            backend: self.name().to_string(),
+            limit: self.config.max_concurrent.unwrap_or_default(),
+            waited: self.config.timeout,
+        };
+        tokio::select! {
+            permit = tokio::time::timeout(self.config.timeout, slots.clone().acquire_owned()) => match permit {
+                Ok(Ok(p)) => Ok(Some(p)),
+                Ok(Err(_)) => Err(CallError::Unavailable { backend: self.name().to_string(), reason: "stopped".into() }),
+                Err(_) => Err(busy()),
+            },
+            _ = cancel.cancelled() => Err(CallError::Cancelled),
         }
     }
 

@@ -27,6 +27,9 @@ use crate::gateway::Gateway;
 pub const SESSION_META_KEY: &str = "io.manifold/session";
 /// `_meta` key carrying the calling client's identity to built-in sets.
 pub const CLIENT_META_KEY: &str = "io.manifold/client";
+/// `_meta` key carrying the client id its bearer token proved (only when
+/// `[auth]` is configured); unlike [`CLIENT_META_KEY`] a client cannot choose it.
+pub const AUTH_META_KEY: &str = "io.manifold/auth";
 
 /// Serves one connection of a built-in set on the given pipe until it closes.
 pub type ServeFn = Arc<dyn Fn(tokio::io::DuplexStream) -> BoxFuture<'static, ()> + Send + Sync>;
@@ -76,6 +79,7 @@ fn builtin_backend(set: &str, config: &Config) -> BackendConfig {
         isolation: Isolation::Shared,
         tools: NameFilter::default(),
         prompts: NameFilter::default(),
+        max_concurrent: None,
     }
 }
 
