@@ -140,6 +140,10 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Backend reconnects and process restarts",
         restarts.clone(),
     );
+    // Both outcomes exist from the start, so `increase()` sees the first one.
+    for outcome in ["success", "failure"] {
+        reloads.get_or_create(&OutcomeLabels { outcome });
+    }
     let sessions = Gauge::default();
     registry.register("sessions", "Live client sessions", sessions.clone());
     let backend_up = Family::<BackendLabels, Gauge>::default();
@@ -239,6 +243,10 @@ pub fn render(gateway: &Gateway) -> String {
     m.backend_up.clear();
     for (name, b) in &gateway.snapshot().backends {
         let up = i64::from(b.state() == BackendState::Up);
+        // A backend that never restarted still shows, at 0.
+        m.restarts.get_or_create(&BackendLabels {
+            backend: name.clone(),
+        });
         m.backend_up
             .get_or_create(&BackendLabels {
                 backend: name.clone(),
