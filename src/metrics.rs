@@ -142,7 +142,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     );
     // Both outcomes exist from the start, so `increase()` sees the first one.
     for outcome in ["success", "failure"] {
-        reloads.get_or_create(&OutcomeLabels { outcome });
+        let _ = reloads.get_or_create(&OutcomeLabels { outcome });
     }
     let sessions = Gauge::default();
     registry.register("sessions", "Live client sessions", sessions.clone());
@@ -244,7 +244,7 @@ pub fn render(gateway: &Gateway) -> String {
     for (name, b) in &gateway.snapshot().backends {
         let up = i64::from(b.state() == BackendState::Up);
         // A backend that never restarted still shows, at 0.
-        m.restarts.get_or_create(&BackendLabels {
+        let _ = m.restarts.get_or_create(&BackendLabels {
             backend: name.clone(),
         });
         m.backend_up
