@@ -314,3 +314,47 @@ async fn browser_requests_from_foreign_origins_or_hosts_are_refused() {
     .await;
     assert_eq!(r.status(), 200);
 }
+
+#[test]
+fn check_names_clients_and_never_prints_tokens() {
+    let file = write_config(&auth_config());
+    let out = Command::new(MANIFOLD)
+        .arg("check")
+        .arg(&file.path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("auth: bearer tokens for admin, contractor"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains(FULL) && !stdout.contains(LIMITED),
+        "{stdout}"
+    );
+    // A rejected token is named by its client, not echoed.
+    let file = write_config(
+        "[[auth.tokens]]\nclient_id = \"x\"\ntoken = \"short 1\"\n\n[[auth.tokens]]\nclient_id = \"x\"\ntoken = \"long-enough-1\"\nbackends = [\"[\"]\n",
+    );
+    let out = Command::new(MANIFOLD)
+        .arg("check")
+        .arg(&file.path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("gateway.toml:3:9: the token of client `x` must be at least 8 printable ASCII characters"), "{stderr}");
+    assert!(
+        stderr.contains("gateway.toml:6:13: client_id \"x\" is declared twice"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("gateway.toml:8:13: invalid glob pattern"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("short 1") && !stderr.contains("long-enough-1"),
+        "{stderr}"
+    );
+}
