@@ -574,7 +574,16 @@ async fn a_backend_flooding_logs_is_rate_limited_and_the_last_list_change_still_
         .map(|t| t.name.to_string())
         .collect();
     assert!(names.contains(&"fx__flooded".to_string()), "{names:?}");
-    let s = status(&a).await;
+    // rmcp handles each notification in its own task (rmcp notes, P5): the
+    // last log lines may be counted just after the list change lands.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let s = loop {
+        let s = status(&a).await;
+        if s["notifications"]["log"]["received"] == 3000 || Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let log = &s["notifications"]["log"];
     assert_eq!(log["received"], 3000, "{s:#}");
     let dropped = log["dropped"].as_u64().unwrap();
