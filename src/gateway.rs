@@ -191,6 +191,11 @@ impl Gateway {
                     .unwrap_or_default(),
                 relay_timeout: config.server.relay_timeout,
                 builtins,
+                restart_min_backoff: config.server.restart_min_backoff,
+                restart_max_backoff: config.server.restart_max_backoff,
+                health_interval: config.server.health_interval,
+                health_timeout: config.server.health_timeout,
+                down_backends: config.server.down_backends,
             };
             let backends = builtin_backends
                 .iter()
@@ -295,6 +300,7 @@ impl Gateway {
             if let Some(pid) = b.pid() {
                 entry["pid"] = pid.into();
             }
+            entry["restarts"] = b.restarts().into();
             out.insert(name.clone(), entry);
         }
         serde_json::Value::Object(out)

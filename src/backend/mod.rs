@@ -91,6 +91,11 @@ pub struct BackendEnv {
     pub relay_timeout: Duration,
     /// The in-process tool sets, for backends with transport `Builtin`.
     pub builtins: crate::builtin::BuiltinSets,
+    pub restart_min_backoff: Duration,
+    pub restart_max_backoff: Duration,
+    pub health_interval: Duration,
+    pub health_timeout: Duration,
+    pub down_backends: crate::config::DownBackends,
 }
 
 /// The client request a backend request is made for.
@@ -136,6 +141,8 @@ pub struct Backend {
     server_info: ArcSwapOption<ServerPeerInfo>,
     /// The stdio child's pid (0 when none), for status and tests.
     pid: AtomicU32,
+    /// How many times the supervisor reconnected after a failure.
+    restarts: AtomicU64,
     /// Cancelled by [`Backend::stop`] or drop: tells the supervisor to close
     /// the connection (and kill a child process) and end.
     shutdown: CancellationToken,
@@ -169,6 +176,7 @@ impl Backend {
             refresh_lock: tokio::sync::Mutex::new(()),
             server_info: ArcSwapOption::empty(),
             pid: AtomicU32::new(0),
+            restarts: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
             task: Mutex::new(None),
         });
@@ -212,6 +220,15 @@ impl Backend {
             0 => None,
             pid => Some(pid),
         }
+    }
+
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Relaxed)
+    }
+
+    /// Whether calls to this backend are in flight (for draining on reload).
+    pub fn busy(&self) -> bool {
+        self.hub.calls.in_flight(self.id) > 0
     }
 
     fn set_state(&self, state: BackendState) {
