@@ -27,4 +27,5 @@ pub mod coordinator;
 pub mod front;
 pub mod gateway;
 
+pub mod reload;
 pub mod serve;

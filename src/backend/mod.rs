@@ -143,6 +143,9 @@ pub struct Backend {
     pid: AtomicU32,
     /// How many times the supervisor reconnected after a failure.
     restarts: AtomicU64,
+    /// The per-call timeout in milliseconds: `config.timeout` at first, then
+    /// whatever a reload sets, without reconnecting.
+    timeout_ms: AtomicU64,
     /// Cancelled by [`Backend::stop`] or drop: tells the supervisor to close
     /// the connection (and kill a child process) and end.
     shutdown: CancellationToken,
@@ -161,6 +164,7 @@ impl Backend {
         owner: Option<u64>,
     ) -> Arc<Self> {
         let (state, _) = watch::channel(BackendState::Connecting);
+        let config_timeout_ms = config.timeout.as_millis() as u64;
         let backend = Arc::new(Self {
             config,
             id: NEXT_BACKEND_ID.fetch_add(1, Ordering::Relaxed),
@@ -177,6 +181,7 @@ impl Backend {
             server_info: ArcSwapOption::empty(),
             pid: AtomicU32::new(0),
             restarts: AtomicU64::new(0),
+            timeout_ms: AtomicU64::new(config_timeout_ms),
             shutdown: CancellationToken::new(),
             task: Mutex::new(None),
         });
@@ -220,6 +225,17 @@ impl Backend {
             0 => None,
             pid => Some(pid),
         }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed))
+    }
+
+    /// Changes the per-call timeout of a running backend (a reload that
+    /// changed nothing else).
+    pub fn set_timeout(&self, timeout: Duration) {
+        self.timeout_ms
+            .store(timeout.as_millis() as u64, Ordering::Relaxed);
     }
 
     pub fn restarts(&self) -> u64 {

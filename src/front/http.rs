@@ -38,15 +38,21 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 struct Front {
     gateway: Arc<Gateway>,
     mcp: Mcp,
+    /// The MCP endpoint's path, fixed for the life of the listener.
+    path: String,
+    /// The config file, for `POST /admin/reload`.
+    config_path: Option<std::path::PathBuf>,
 }
 
 fn mcp_service(gateway: &Arc<Gateway>, shutdown: &CancellationToken) -> Mcp {
     let mut sessions = LocalSessionManager::default();
-    sessions.session_config.keep_alive = Some(gateway.server.session_idle_timeout);
+    let server = gateway.server();
+    sessions.session_config.keep_alive = Some(server.session_idle_timeout);
     let config = StreamableHttpServerConfig::default()
         .with_cancellation_token(shutdown.child_token())
-        .with_allowed_hosts(gateway.server.allowed_hosts.clone())
-        .with_max_request_body_bytes(gateway.server.max_request_bytes);
+        .with_allowed_hosts(server.allowed_hosts.clone())
+        // Our own pre-filter enforces `max_request_bytes`, which a reload may change.
+        .with_max_request_body_bytes(usize::MAX);
     let factory_gateway = gateway.clone();
     StreamableHttpService::new(
         move || Ok(FrontSession::new(factory_gateway.clone())),
@@ -61,9 +67,12 @@ pub async fn serve(
     gateway: Arc<Gateway>,
     listener: TcpListener,
     shutdown: CancellationToken,
+    config_path: Option<std::path::PathBuf>,
 ) -> std::io::Result<()> {
     let front = Arc::new(Front {
         mcp: mcp_service(&gateway, &shutdown),
+        path: gateway.server().path.clone(),
+        config_path,
         gateway,
     });
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -109,7 +118,7 @@ pub async fn serve(
 impl Front {
     async fn route(&self, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
         let path = req.uri().path();
-        if path == self.gateway.server.path {
+        if path == self.path {
             if req.method() == Method::POST {
                 return self.post(req).await;
             }
@@ -118,6 +127,7 @@ impl Front {
         match (req.method(), path) {
             (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
             (&Method::GET, "/status") => json_response(StatusCode::OK, self.gateway.status_json()),
+            (&Method::POST, "/admin/reload") => self.reload().await,
             (&Method::GET, "/readyz") => {
                 let ready = self.gateway.is_settled();
                 let body = json!({"ready": ready, "sessions": self.gateway.hub.session_count(), "backends": self.gateway.backends_json()});
@@ -129,6 +139,26 @@ impl Front {
                 json_response(status, body)
             }
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+
+    /// `POST /admin/reload`: reloads the config file now.
+    async fn reload(&self) -> Response<Body> {
+        let Some(path) = &self.config_path else {
+            return json_response(
+                StatusCode::CONFLICT,
+                json!({"ok": false, "errors": ["no config file to reload"]}),
+            );
+        };
+        match crate::reload::reload_file(&self.gateway, path, "admin").await {
+            Ok(report) => json_response(StatusCode::OK, json!({"ok": true, "report": report})),
+            Err(errors) => {
+                let lines: Vec<String> = errors.0.iter().map(|e| e.to_string()).collect();
+                json_response(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    json!({"ok": false, "errors": lines}),
+                )
+            }
         }
     }
 
@@ -144,7 +174,7 @@ impl Front {
                     .trim()
                     .eq_ignore_ascii_case("application/json")
             });
-        let limit = self.gateway.server.max_request_bytes;
+        let limit = self.gateway.server().max_request_bytes;
         let (parts, body) = req.into_parts();
         let bytes = match Limited::new(body, limit).collect().await {
             Ok(collected) => collected.to_bytes(),
