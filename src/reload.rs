@@ -26,7 +26,7 @@ use crate::gateway::{Gateway, Snapshot, backend_env};
 /// How long a removed backend's in-flight calls may run before it is stopped.
 const DRAIN_GRACE: Duration = Duration::from_secs(30);
 /// Changes to the file within this window are taken as one.
-const DEBOUNCE: Duration = Duration::from_millis(200);
+const DEBOUNCE: Duration = Duration::from_millis(50);
 
 /// What a reload did.
 #[derive(Debug, Default, Clone, serde::Serialize)]
