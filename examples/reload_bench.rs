@@ -42,10 +42,14 @@ impl Drop for Killed {
 fn config(fixture: &str, extra: Option<usize>) -> String {
     let mut text = String::from("[server]\nrestart_min_backoff = \"100ms\"\n\n");
     for i in 0..10 {
-        text.push_str(&format!("[backends.fx{i}]\ntransport = \"stdio\"\ncommand = {fixture:?}\n\n"));
+        text.push_str(&format!(
+            "[backends.fx{i}]\ntransport = \"stdio\"\ncommand = {fixture:?}\n\n"
+        ));
     }
     if let Some(n) = extra {
-        text.push_str(&format!("[backends.extra{n}]\ntransport = \"stdio\"\ncommand = {fixture:?}\n"));
+        text.push_str(&format!(
+            "[backends.extra{n}]\ntransport = \"stdio\"\ncommand = {fixture:?}\n"
+        ));
     }
     text
 }
@@ -71,23 +75,54 @@ async fn main() -> anyhow::Result<()> {
         .stderr(Stdio::null())
         .spawn()?;
     let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().context("stdout")?), &mut line)?;
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().context("stdout")?),
+        &mut line,
+    )?;
     let _gw = Killed(child);
-    let url = line.trim().strip_prefix("listening ").context("ready line")?.to_string();
-    let client = Arc::new(().serve(StreamableHttpClientTransport::from_uri(url.clone())).await?);
+    let url = line
+        .trim()
+        .strip_prefix("listening ")
+        .context("ready line")?
+        .to_string();
+    let client = Arc::new(
+        ().serve(StreamableHttpClientTransport::from_uri(url.clone()))
+            .await?,
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
-    while client.list_all_tools().await?.iter().filter(|t| t.name.ends_with("__echo")).count() < 10 {
+    while client
+        .list_all_tools()
+        .await?
+        .iter()
+        .filter(|t| t.name.ends_with("__echo"))
+        .count()
+        < 10
+    {
         anyhow::ensure!(Instant::now() < deadline, "backends did not come up");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let (calls, failures, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+    let (calls, failures, stop) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
     let load = {
-        let (client, calls, failures, stop) = (client.clone(), calls.clone(), failures.clone(), stop.clone());
+        let (client, calls, failures, stop) = (
+            client.clone(),
+            calls.clone(),
+            failures.clone(),
+            stop.clone(),
+        );
         tokio::spawn(async move {
-            let args = serde_json::json!({"message": "x"}).as_object().cloned().unwrap_or_default();
+            let args = serde_json::json!({"message": "x"})
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
             while !stop.load(Ordering::Relaxed) {
-                let r = client.call_tool(CallToolRequestParams::new("fx0__echo").with_arguments(args.clone())).await;
+                let r = client
+                    .call_tool(CallToolRequestParams::new("fx0__echo").with_arguments(args.clone()))
+                    .await;
                 calls.fetch_add(1, Ordering::Relaxed);
                 if !matches!(&r, Ok(r) if r.is_error != Some(true)) {
                     failures.fetch_add(1, Ordering::Relaxed);
@@ -102,10 +137,18 @@ async fn main() -> anyhow::Result<()> {
         let started = Instant::now();
         std::fs::write(&path, config(&fixture, Some(n)))?;
         loop {
-            if client.list_all_tools().await?.iter().any(|t| t.name == want) {
+            if client
+                .list_all_tools()
+                .await?
+                .iter()
+                .any(|t| t.name == want)
+            {
                 break;
             }
-            anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "reload {n} never showed {want}");
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(30),
+                "reload {n} never showed {want}"
+            );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         latencies.push(started.elapsed());
@@ -127,18 +170,33 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // Recovery after a crash.
-    let status: serde_json::Value = reqwest::get(url.replace("/mcp", "/status")).await?.json().await?;
-    let pid = status["backends"]["fx1"]["pid"].as_u64().context("fx1 pid")?;
-    let args1 = serde_json::json!({"message": "x"}).as_object().cloned().unwrap_or_default();
+    let status: serde_json::Value = reqwest::get(url.replace("/mcp", "/status"))
+        .await?
+        .json()
+        .await?;
+    let pid = status["backends"]["fx1"]["pid"]
+        .as_u64()
+        .context("fx1 pid")?;
+    let args1 = serde_json::json!({"message": "x"})
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
     let started = Instant::now();
-    Command::new("kill").args(["-KILL", &pid.to_string()]).status()?;
+    Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()?;
     tokio::time::sleep(Duration::from_millis(5)).await;
     loop {
-        let r = client.call_tool(CallToolRequestParams::new("fx1__echo").with_arguments(args1.clone())).await;
+        let r = client
+            .call_tool(CallToolRequestParams::new("fx1__echo").with_arguments(args1.clone()))
+            .await;
         if matches!(&r, Ok(r) if r.is_error != Some(true)) {
             break;
         }
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "fx1 never came back");
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "fx1 never came back"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     println!(
