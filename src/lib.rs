@@ -30,4 +30,5 @@ pub mod front;
 pub mod gateway;
 pub mod metrics;
 
+pub mod reload;
 pub mod serve;

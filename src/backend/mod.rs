@@ -97,6 +97,11 @@ pub struct BackendEnv {
     pub relay_timeout: Duration,
     /// The in-process tool sets, for backends with transport `Builtin`.
     pub builtins: crate::builtin::BuiltinSets,
+    pub restart_min_backoff: Duration,
+    pub restart_max_backoff: Duration,
+    pub health_interval: Duration,
+    pub health_timeout: Duration,
+    pub down_backends: crate::config::DownBackends,
 }
 
 /// The client request a backend request is made for.
@@ -145,6 +150,11 @@ pub struct Backend {
     slots: Option<Arc<tokio::sync::Semaphore>>,
     /// The stdio child's pid (0 when none), for status and tests.
     pid: AtomicU32,
+    /// How many times the supervisor reconnected after a failure.
+    restarts: AtomicU64,
+    /// The per-call timeout in milliseconds: `config.timeout` at first, then
+    /// whatever a reload sets, without reconnecting.
+    timeout_ms: AtomicU64,
     /// Cancelled by [`Backend::stop`] or drop: tells the supervisor to close
     /// the connection (and kill a child process) and end.
     shutdown: CancellationToken,
@@ -166,6 +176,7 @@ impl Backend {
         let slots = config
             .max_concurrent
             .map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
+        let config_timeout_ms = config.timeout.as_millis() as u64;
         let backend = Arc::new(Self {
             slots,
             config,
@@ -182,6 +193,8 @@ impl Backend {
             refresh_lock: tokio::sync::Mutex::new(()),
             server_info: ArcSwapOption::empty(),
             pid: AtomicU32::new(0),
+            restarts: AtomicU64::new(0),
+            timeout_ms: AtomicU64::new(config_timeout_ms),
             shutdown: CancellationToken::new(),
             task: Mutex::new(None),
         });
@@ -225,6 +238,26 @@ impl Backend {
             0 => None,
             pid => Some(pid),
         }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed))
+    }
+
+    /// Changes the per-call timeout of a running backend (a reload that
+    /// changed nothing else).
+    pub fn set_timeout(&self, timeout: Duration) {
+        self.timeout_ms
+            .store(timeout.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Relaxed)
+    }
+
+    /// Whether calls to this backend are in flight (for draining on reload).
+    pub fn busy(&self) -> bool {
+        self.hub.calls.in_flight(self.id) > 0
     }
 
     fn set_state(&self, state: BackendState) {

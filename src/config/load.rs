@@ -199,6 +199,11 @@ struct RawServer {
     connect_timeout: Option<Spanned<String>>,
     call_timeout: Option<Spanned<String>>,
     relay_timeout: Option<Spanned<String>>,
+    restart_min_backoff: Option<Spanned<String>>,
+    restart_max_backoff: Option<Spanned<String>>,
+    health_interval: Option<Spanned<String>>,
+    health_timeout: Option<Spanned<String>>,
+    down_backends: Option<RawDownBackends>,
     worker_threads: Option<Spanned<i64>>,
     max_request_bytes: Option<Spanned<i64>>,
     allowed_hosts: Option<Vec<String>>,
@@ -256,6 +261,13 @@ struct RawBackend {
     tools: Option<RawFilter>,
     prompts: Option<RawFilter>,
     max_concurrent: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum RawDownBackends {
+    Hide,
+    Error,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -531,6 +543,24 @@ fn build_server(raw: RawServer, cx: &mut Cx<'_>) -> ServerConfig {
     s.connect_timeout = duration(&raw.connect_timeout, s.connect_timeout, cx);
     s.call_timeout = duration(&raw.call_timeout, s.call_timeout, cx);
     s.relay_timeout = duration(&raw.relay_timeout, s.relay_timeout, cx);
+    s.restart_min_backoff = duration(&raw.restart_min_backoff, s.restart_min_backoff, cx);
+    s.restart_max_backoff = duration(&raw.restart_max_backoff, s.restart_max_backoff, cx);
+    if s.restart_max_backoff < s.restart_min_backoff
+        && let Some(max) = &raw.restart_max_backoff
+    {
+        cx.error(
+            max.span(),
+            "restart_max_backoff must not be below restart_min_backoff",
+        );
+    }
+    s.health_interval = duration(&raw.health_interval, s.health_interval, cx);
+    s.health_timeout = duration(&raw.health_timeout, s.health_timeout, cx);
+    if let Some(d) = raw.down_backends {
+        s.down_backends = match d {
+            RawDownBackends::Hide => DownBackends::Hide,
+            RawDownBackends::Error => DownBackends::Error,
+        };
+    }
     if let Some(max) = &raw.max_request_bytes {
         match usize::try_from(*max.get_ref()) {
             Ok(n) if n >= 1024 => s.max_request_bytes = n,

@@ -78,6 +78,15 @@ pub struct ServerConfig {
     /// How long a client may take to answer a sampling, elicitation or roots
     /// request relayed from a backend.
     pub relay_timeout: Duration,
+    /// Restart delay after a backend fails: doubles from `min` up to `max`
+    /// (with jitter), and starts over after a connection stayed up a while.
+    pub restart_min_backoff: Duration,
+    pub restart_max_backoff: Duration,
+    /// How often each backend is pinged, and how long it may take to answer.
+    pub health_interval: Duration,
+    pub health_timeout: Duration,
+    /// What clients see of a backend that is down.
+    pub down_backends: DownBackends,
     /// Threads of the async runtime; `None` means half the CPU cores (at
     /// least one), leaving the rest to the backends the gateway runs.
     pub worker_threads: Option<usize>,
@@ -97,8 +106,23 @@ impl Default for ServerConfig {
             allowed_origins: Vec::new(),
             relay_timeout: Duration::from_secs(120),
             worker_threads: None,
+            restart_min_backoff: Duration::from_millis(500),
+            restart_max_backoff: Duration::from_secs(60),
+            health_interval: Duration::from_secs(30),
+            health_timeout: Duration::from_secs(10),
+            down_backends: DownBackends::Hide,
         }
     }
+}
+
+/// What clients see of a backend that is down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DownBackends {
+    /// Its tools, prompts and resources leave the lists (clients are told).
+    #[default]
+    Hide,
+    /// They stay listed, and calls answer a clear error saying it is down.
+    Error,
 }
 
 /// `[backends.NAME]`: one mounted MCP server.

@@ -23,11 +23,13 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 fn mcp_service(gateway: &Arc<Gateway>, shutdown: &CancellationToken) -> Mcp {
     let mut sessions = LocalSessionManager::default();
-    sessions.session_config.keep_alive = Some(gateway.server.session_idle_timeout);
+    let server = gateway.server();
+    sessions.session_config.keep_alive = Some(server.session_idle_timeout);
     let config = StreamableHttpServerConfig::default()
         .with_cancellation_token(shutdown.child_token())
-        .with_allowed_hosts(gateway.server.allowed_hosts.clone())
-        .with_max_request_body_bytes(gateway.server.max_request_bytes);
+        .with_allowed_hosts(server.allowed_hosts.clone())
+        // Our own pre-filter enforces `max_request_bytes`, which a reload may change.
+        .with_max_request_body_bytes(usize::MAX);
     let factory_gateway = gateway.clone();
     StreamableHttpService::new(
         move || Ok(FrontSession::new(factory_gateway.clone())),
@@ -42,8 +44,13 @@ pub async fn serve(
     gateway: Arc<Gateway>,
     listener: TcpListener,
     shutdown: CancellationToken,
+    config_path: Option<std::path::PathBuf>,
 ) -> std::io::Result<()> {
-    let front = super::stack::build(gateway.clone(), mcp_service(&gateway, &shutdown));
+    let front = super::stack::build(
+        gateway.clone(),
+        mcp_service(&gateway, &shutdown),
+        config_path,
+    );
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
     loop {

@@ -5,7 +5,8 @@
 //! answers `ok`; `GET /readyz` is 200 once every backend has made its first
 //! connect attempt (503 before), with each backend's state as JSON; `GET
 //! /status` is what `gateway_status` reports; `GET /metrics` is the
-//! metrics in the OpenMetrics text format. Before rmcp sees a POST, `server/discover`
+//! metrics in the OpenMetrics text format; `POST /admin/reload` reloads the
+//! config file (any authenticated client may). Before rmcp sees a POST, `server/discover`
 //! is answered with -32601 so that clients that try the 2026 lifecycle first
 //! fall back to `initialize` (rmcp notes, P9); rmcp's 415 for a well-formed
 //! JSON body that is not a JSON-RPC message becomes -32600.
@@ -34,12 +35,37 @@ pub type Mcp = StreamableHttpService<FrontSession, LocalSessionManager>;
 pub struct Routes {
     gateway: Arc<Gateway>,
     mcp: Arc<Mcp>,
+    /// The config file, for `POST /admin/reload`.
+    config_path: Option<Arc<std::path::Path>>,
 }
 
 impl Routes {
-    pub fn new(gateway: Arc<Gateway>, mcp: Mcp) -> Self {
-        let mcp = Arc::new(mcp);
-        Self { gateway, mcp }
+    pub fn new(gateway: Arc<Gateway>, mcp: Mcp, config_path: Option<std::path::PathBuf>) -> Self {
+        Self {
+            gateway,
+            mcp: Arc::new(mcp),
+            config_path: config_path.map(Arc::from),
+        }
+    }
+
+    /// `POST /admin/reload`: reloads the config file now.
+    async fn reload(&self) -> Response<Body> {
+        let Some(path) = &self.config_path else {
+            return json_response(
+                StatusCode::CONFLICT,
+                json!({"ok": false, "errors": ["no config file to reload"]}),
+            );
+        };
+        match crate::reload::reload_file(&self.gateway, path, "admin").await {
+            Ok(report) => json_response(StatusCode::OK, json!({"ok": true, "report": report})),
+            Err(errors) => {
+                let lines: Vec<String> = errors.0.iter().map(|e| e.to_string()).collect();
+                json_response(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    json!({"ok": false, "errors": lines}),
+                )
+            }
+        }
     }
 
     async fn route(self, req: Request<Full<Bytes>>) -> Response<Body> {
@@ -60,6 +86,7 @@ impl Routes {
                 };
                 json_response(status, body)
             }
+            (Route::AdminReload, &Method::POST) => self.reload().await,
             (Route::Metrics, &Method::GET) => Response::builder()
                 .header(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)
                 .body(Full::new(Bytes::from(crate::metrics::render(&self.gateway))).boxed())

@@ -95,7 +95,7 @@ impl FrontSession {
                     .unwrap_or_default();
                 let b = Backend::start(
                     shared.config.clone(),
-                    &self.gateway.env,
+                    &self.gateway.env(),
                     capabilities,
                     Some(self.id),
                 );
@@ -110,7 +110,8 @@ impl FrontSession {
                 b
             }
         };
-        let _ = tokio::time::timeout(self.gateway.server.connect_timeout, backend.settled()).await;
+        let _ =
+            tokio::time::timeout(self.gateway.server().connect_timeout, backend.settled()).await;
         backend
     }
 

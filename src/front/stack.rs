@@ -5,6 +5,7 @@
 //! above it still see the response (so refusals are traced and counted).
 
 use std::convert::Infallible;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use http::{Request, Response};
@@ -25,8 +26,9 @@ use crate::gateway::Gateway;
 /// The service every HTTP request goes through.
 pub type FrontService = BoxCloneSyncService<Request<Incoming>, Response<Body>, Infallible>;
 
-pub fn build(gateway: Arc<Gateway>, mcp: Mcp) -> FrontService {
-    let server = &gateway.server;
+/// `config_path` is the file `POST /admin/reload` reads, if any.
+pub fn build(gateway: Arc<Gateway>, mcp: Mcp, config_path: Option<PathBuf>) -> FrontService {
+    let server = gateway.server();
     let policy = gateway.policy.clone();
     let stack = ServiceBuilder::new()
         // A span and an id first, so that everything below logs inside them.
@@ -40,9 +42,9 @@ pub fn build(gateway: Arc<Gateway>, mcp: Mcp) -> FrontService {
         )))
         // Before reading a body: unauthenticated clients cost us no buffering.
         .layer(AuthLayer::new(policy.clone()))
-        .layer(BodyLayer::new(server.max_request_bytes))
+        .layer(BodyLayer::new(gateway.clone()))
         // After the body: only JSON-RPC requests count against limits.
         .layer(LimitsLayer::new(policy))
-        .service(Routes::new(gateway.clone(), mcp));
+        .service(Routes::new(gateway.clone(), mcp, config_path));
     BoxCloneSyncService::new(stack)
 }

@@ -1,5 +1,5 @@
 //! Reads the body of a POST to the MCP endpoint, bounded by `[server]
-//! max_request_bytes` (413 past it), answers malformed JSON with JSON-RPC
+//! max_request_bytes` (413 past it; read per request, so a reload applies), answers malformed JSON with JSON-RPC
 //! -32700, and notes what the message asks for ([`Rpc`]) for the limits, the
 //! span and the routes. Every other request's body is dropped unread: no
 //! route but MCP POST takes one.
@@ -8,6 +8,7 @@
 //! the edge see the message once, before any session work.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -19,15 +20,16 @@ use tower::{Layer, Service};
 
 use super::{RequestSpan, Route, Rpc};
 use crate::front::reject::{Body, Rejection};
+use crate::gateway::Gateway;
 
 #[derive(Clone)]
 pub struct BodyLayer {
-    max_bytes: usize,
+    gateway: Arc<Gateway>,
 }
 
 impl BodyLayer {
-    pub fn new(max_bytes: usize) -> Self {
-        Self { max_bytes }
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        Self { gateway }
     }
 }
 
@@ -36,7 +38,7 @@ impl<S> Layer<S> for BodyLayer {
     fn layer(&self, inner: S) -> BufferBody<S> {
         BufferBody {
             inner,
-            max_bytes: self.max_bytes,
+            gateway: self.gateway.clone(),
         }
     }
 }
@@ -44,7 +46,7 @@ impl<S> Layer<S> for BodyLayer {
 #[derive(Clone)]
 pub struct BufferBody<S> {
     inner: S,
-    max_bytes: usize,
+    gateway: Arc<Gateway>,
 }
 
 #[derive(Deserialize)]
@@ -121,7 +123,7 @@ where
         // The clone is ready only if the original was: take the original.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let max = self.max_bytes;
+        let max = self.gateway.server().max_request_bytes;
         Box::pin(async move {
             let takes_body = Route::get(&req) == Route::Mcp && req.method() == Method::POST;
             let json = is_json(&req);

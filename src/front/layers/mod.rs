@@ -32,6 +32,7 @@ pub enum Route {
     Readyz,
     Status,
     Metrics,
+    AdminReload,
     Other,
 }
 
@@ -43,6 +44,7 @@ impl Route {
             "/readyz" => Self::Readyz,
             "/status" => Self::Status,
             "/metrics" => Self::Metrics,
+            "/admin/reload" => Self::AdminReload,
             _ => Self::Other,
         }
     }
@@ -68,6 +70,7 @@ impl Route {
             Self::Readyz => "readyz",
             Self::Status => "status",
             Self::Metrics => "metrics",
+            Self::AdminReload => "admin_reload",
             Self::Other => "other",
         }
     }
