@@ -34,6 +34,21 @@ pub fn summary(config: &Config, label: &str) -> String {
             b.transport.describe()
         );
     }
+    // Client ids only: a token is never printed.
+    if config.auth.enabled() {
+        let ids: Vec<&str> = config
+            .auth
+            .tokens
+            .iter()
+            .map(|t| t.client_id.as_str())
+            .collect();
+        let _ = writeln!(out, "  auth: bearer tokens for {}", ids.join(", "));
+    } else {
+        let _ = writeln!(
+            out,
+            "  auth: none (anyone who reaches the address may connect)"
+        );
+    }
     out
 }
 

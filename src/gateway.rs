@@ -36,7 +36,11 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    fn new(generation: u64, backends: BTreeMap<String, Arc<Backend>>, separator: String) -> Self {
+    pub(crate) fn new(
+        generation: u64,
+        backends: BTreeMap<String, Arc<Backend>>,
+        separator: String,
+    ) -> Self {
         let mut by_prefix = HashMap::new();
         let mut bare = Vec::new();
         for b in backends.values() {
@@ -165,11 +169,19 @@ impl Snapshot {
 
 /// The running gateway: configuration, backends, and the hub sessions share.
 pub struct Gateway {
-    pub server: ServerConfig,
-    snapshot: ArcSwap<Snapshot>,
+    /// The `[server]` settings in force; swapped by a reload.
+    pub(crate) server: ArcSwap<ServerConfig>,
+    pub(crate) snapshot: ArcSwap<Snapshot>,
     pub hub: Arc<Hub>,
-    /// Used to start per-session backend connections.
-    pub(crate) env: BackendEnv,
+    /// The `[auth]` and `[limits]` in force for clients; a reload applies a
+    /// new config with `policy.update(&config)`.
+    pub policy: Arc<crate::front::Policy>,
+    /// What backends are started with (per-session ones too); swapped by a reload.
+    pub(crate) env: ArcSwap<BackendEnv>,
+    /// Serializes reloads; held across a whole reload, never by requests.
+    pub(crate) reload_lock: tokio::sync::Mutex<()>,
+    /// The outcome of the last reload, for status and metrics.
+    pub(crate) last_reload: Mutex<Option<serde_json::Value>>,
     /// The log level last applied to the backends (the most verbose any session asked for).
     applied_log_floor: Mutex<Option<LoggingLevel>>,
 }
@@ -181,17 +193,11 @@ impl Gateway {
         let (hub, list_events) = Hub::new();
         let gateway = Arc::new_cyclic(|weak: &Weak<Gateway>| {
             let (builtins, builtin_backends) = crate::builtin::enabled(&config, weak.clone());
-            let env = BackendEnv {
-                separator: config.server.separator.clone(),
-                connect_timeout: config.server.connect_timeout,
-                hub: hub.clone(),
-                http: reqwest::Client::builder()
-                    .user_agent(concat!("manifold/", env!("CARGO_PKG_VERSION")))
-                    .build()
-                    .unwrap_or_default(),
-                relay_timeout: config.server.relay_timeout,
-                builtins,
-            };
+            let http = reqwest::Client::builder()
+                .user_agent(concat!("manifold/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .unwrap_or_default();
+            let env = backend_env(&config.server, hub.clone(), http, builtins);
             let backends = builtin_backends
                 .iter()
                 .chain(config.enabled_backends())
@@ -204,10 +210,13 @@ impl Gateway {
                 .collect();
             let snapshot = Snapshot::new(1, backends, config.server.separator.clone());
             Self {
-                server: config.server.clone(),
+                server: ArcSwap::from_pointee(config.server.clone()),
                 snapshot: ArcSwap::from_pointee(snapshot),
                 hub: hub.clone(),
-                env,
+                policy: Arc::new(crate::front::Policy::new(&config)),
+                env: ArcSwap::from_pointee(env),
+                reload_lock: tokio::sync::Mutex::new(()),
+                last_reload: Mutex::new(None),
                 applied_log_floor: Mutex::new(None),
             }
         });
@@ -249,6 +258,15 @@ impl Gateway {
             futures::future::join_all(snapshot.backends.values().map(|b| b.set_log_level(level)))
                 .await;
         }
+    }
+
+    /// The `[server]` settings in force.
+    pub fn server(&self) -> Arc<ServerConfig> {
+        self.server.load_full()
+    }
+
+    pub(crate) fn env(&self) -> Arc<BackendEnv> {
+        self.env.load_full()
     }
 
     pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
@@ -295,6 +313,7 @@ impl Gateway {
             if let Some(pid) = b.pid() {
                 entry["pid"] = pid.into();
             }
+            entry["restarts"] = b.restarts().into();
             out.insert(name.clone(), entry);
         }
         serde_json::Value::Object(out)
@@ -322,6 +341,8 @@ impl Gateway {
             "subscriptions": self.hub.subscription_count(),
             "notifications": self.hub.counters.to_json(),
             "unattributable_requests": self.hub.unattributable.load(std::sync::atomic::Ordering::Relaxed),
+            "generation": self.snapshot.load().generation,
+            "last_reload": self.last_reload.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         })
     }
 
@@ -334,7 +355,8 @@ impl Gateway {
     /// Instructions for clients: ours, then one block per backend that has any.
     pub fn instructions(&self) -> String {
         let snapshot = self.snapshot.load();
-        let sep = &self.server.separator;
+        let server = self.server();
+        let sep = &server.separator;
         let mut text = String::from(
             "Manifold is an MCP gateway. Tools and prompts of each mounted server are named \
              `{prefix}{separator}{name}`; resource URIs are `{prefix}+{uri}`.",
@@ -357,6 +379,28 @@ impl Gateway {
             text.push_str(&format!("\n\n## {} ({naming})\n{}", b.name(), instr.trim()));
         }
         text
+    }
+}
+
+/// What backends are started with, from the `[server]` settings.
+pub(crate) fn backend_env(
+    server: &ServerConfig,
+    hub: Arc<Hub>,
+    http: reqwest::Client,
+    builtins: crate::builtin::BuiltinSets,
+) -> BackendEnv {
+    BackendEnv {
+        separator: server.separator.clone(),
+        connect_timeout: server.connect_timeout,
+        hub,
+        http,
+        relay_timeout: server.relay_timeout,
+        builtins,
+        restart_min_backoff: server.restart_min_backoff,
+        restart_max_backoff: server.restart_max_backoff,
+        health_interval: server.health_interval,
+        health_timeout: server.health_timeout,
+        down_backends: server.down_backends,
     }
 }
 

@@ -4,9 +4,10 @@
 //!
 //! - [`config`]: `gateway.toml` → a validated [`config::Config`] (every error at once, with
 //!   `file:line:col`).
-//! - [`front`]: the client side. [`front::http`] serves MCP streamable HTTP (hyper + rmcp's
-//!   `StreamableHttpService`, with our edge fixes for bad input); [`front::stdio`] serves one
-//!   client over stdio. Each client session is a [`front::FrontSession`].
+//! - [`front`]: the client side. [`front::http`] serves MCP streamable HTTP (hyper, our tower
+//!   stack [`front::stack`]: trace, metrics, origin, auth, body, limits; then rmcp's
+//!   `StreamableHttpService`); [`front::stdio`] serves one client over stdio. Each client
+//!   session is a [`front::FrontSession`], which applies the client's allow-lists.
 //! - [`gateway`]: the [`gateway::Gateway`] and its swappable [`gateway::Snapshot`] of mounted
 //!   backends; routing of exposed names (`{prefix}{sep}{name}`, `{prefix}+{uri}`) to a backend.
 //! - [`backend`]: one supervised rmcp client per backend over stdio, streamable HTTP or legacy
@@ -20,6 +21,7 @@
 //! - [`store`]: where messaging and the bus keep their state (memory or
 //!   Redis), and the event feed that wakes waiters on every instance.
 //! - [`check`]: `manifold check`, validation and the `--connect` name report.
+//! - [`metrics`]: process-wide counters and histograms, served at `GET /metrics`.
 //!
 //! Events flow back the other way: a backend's `list_changed` refreshes its catalog and the hub
 //! tells every live session.
@@ -31,6 +33,8 @@ pub mod config;
 pub mod coordinator;
 pub mod front;
 pub mod gateway;
+pub mod metrics;
 
+pub mod reload;
 pub mod serve;
 pub mod store;

@@ -126,11 +126,17 @@ fn runtime(config: Option<&Config>) -> std::io::Result<tokio::runtime::Runtime> 
 
 async fn run(command: Command, config: Option<Config>) -> anyhow::Result<ExitCode> {
     match (command, config) {
-        (Command::Serve { listen, .. }, Some(config)) => {
+        (
+            Command::Serve {
+                listen,
+                config: config_file,
+            },
+            Some(config),
+        ) => {
             let path = config.server.path.clone();
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
-            manifold::serve::serve_http(config, listen, shutdown, |addr| {
+            manifold::serve::serve_http(config, Some(config_file), listen, shutdown, |addr| {
                 tracing::info!(%addr, "manifold ready");
                 // One line on stdout so scripts and tests learn the bound port.
                 let mut out = std::io::stdout();
@@ -141,8 +147,8 @@ async fn run(command: Command, config: Option<Config>) -> anyhow::Result<ExitCod
             .context("serve")?;
             Ok(ExitCode::SUCCESS)
         }
-        (Command::Stdio { .. }, Some(config)) => {
-            manifold::serve::serve_stdio(config)
+        (Command::Stdio { config: path }, Some(config)) => {
+            manifold::serve::serve_stdio(config, Some(path))
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             Ok(ExitCode::SUCCESS)

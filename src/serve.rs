@@ -1,6 +1,7 @@
 //! Running the gateway: `manifold serve` and `manifold stdio`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use crate::gateway::Gateway;
 /// connect attempt.
 pub async fn serve_http(
     config: Config,
+    config_path: Option<PathBuf>,
     listen: Option<SocketAddr>,
     shutdown: CancellationToken,
     on_ready: impl FnOnce(SocketAddr),
@@ -33,7 +35,16 @@ pub async fn serve_http(
         gateway.clone(),
         listener,
         shutdown.clone(),
+        config_path.clone(),
     ));
+    if let Some(path) = config_path {
+        // Ends at shutdown.
+        tokio::spawn(crate::reload::watch(
+            gateway.clone(),
+            path,
+            shutdown.clone(),
+        ));
+    }
     on_ready(local);
     // Logs the startup outcome once; ends after the first connect attempts.
     let logger = gateway.clone();
@@ -49,9 +60,22 @@ pub async fn serve_http(
 }
 
 /// Serves one client on stdin/stdout.
-pub async fn serve_stdio(config: Config) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+pub async fn serve_stdio(
+    config: Config,
+    config_path: Option<PathBuf>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let connect_timeout = config.server.connect_timeout;
     let gateway = Gateway::start(config);
+    let shutdown = CancellationToken::new();
+    if let Some(path) = config_path {
+        // Ends when this function returns.
+        tokio::spawn(crate::reload::watch(
+            gateway.clone(),
+            path,
+            shutdown.clone(),
+        ));
+    }
+    let _stop_watch = shutdown.drop_guard();
     wait_settled(&gateway, connect_timeout).await;
     log_backends(&gateway);
     let result = crate::front::stdio::serve(gateway.clone()).await;

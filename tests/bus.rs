@@ -302,3 +302,38 @@ async fn redis_bus_messages_reach_subscribers_on_another_gateway() {
     assert!(on_b.contains(&"deploy starts".to_string()), "{on_b:?}");
     redis_cleanup(&prefix).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_is_published_and_keeps_queues_and_subscriptions() {
+    let cfg = write_config(&stdio_backend("fx", ""));
+    let gw = gateway_at(&cfg.path);
+    let (a, ra) = connect(&gw.url, "a").await;
+    ok(&a, "subscribe_to_messages", json!({})).await;
+    ok(
+        &a,
+        "send_message",
+        json!({"sender_id": "alice", "recipient_id": "bob", "message": "before the reload"}),
+    )
+    .await;
+    // Adding a backend reloads the file; messaging state is untouched.
+    std::fs::write(
+        &cfg.path,
+        format!("{}{}", stdio_backend("fx", ""), stdio_backend("fy", "")),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let got = ra.logs(BUS);
+        let reloaded = got.iter().any(|l| l.data["message"] == "config reloaded");
+        let fy_up = got
+            .iter()
+            .any(|l| l.data["message"] == "backend up" && l.data["metadata"]["backend"] == "fy");
+        if reloaded && fy_up {
+            break;
+        }
+        assert!(Instant::now() < deadline, "reload not published: {got:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (text, _) = ok(&a, "get_messages", json!({"client_id": "bob"})).await;
+    assert!(text.contains("before the reload"), "{text}");
+}

@@ -574,7 +574,16 @@ async fn a_backend_flooding_logs_is_rate_limited_and_the_last_list_change_still_
         .map(|t| t.name.to_string())
         .collect();
     assert!(names.contains(&"fx__flooded".to_string()), "{names:?}");
-    let s = status(&a).await;
+    // rmcp handles each notification in its own task (rmcp notes, P5): the
+    // last log lines may be counted just after the list change lands.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let s = loop {
+        let s = status(&a).await;
+        if s["notifications"]["log"]["received"] == 3000 || Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let log = &s["notifications"]["log"];
     assert_eq!(log["received"], 3000, "{s:#}");
     let dropped = log["dropped"].as_u64().unwrap();
@@ -584,4 +593,41 @@ async fn a_backend_flooding_logs_is_rate_limited_and_the_last_list_change_still_
         got as u64 <= 3000 - dropped,
         "client got {got} of 3000 with {dropped} dropped"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_that_disappears_mid_call_is_cleaned_up_and_felt_by_nobody_else() {
+    let (gw, _cfg) = gateway(&stdio_backend("fx", ""));
+    let (a, _) = connect(&gw.url, "A").await;
+    let (b, _) = connect(&gw.url, "B").await;
+    let wait = ClientRequest::CallToolRequest(CallToolRequest::new(CallToolRequestParams::new(
+        "fx__wait_cancel",
+    )));
+    let _pending = a
+        .peer()
+        .send_request_with_option(wait, PeerRequestOptions::no_options())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(status(&b).await["sessions"].as_array().unwrap().len(), 2);
+    // A goes away with its call still running.
+    a.cancel().await.unwrap();
+    let mut cancelled = 0;
+    for _ in 0..200 {
+        cancelled = stats(&b, "fx").await["cancelled"].as_u64().unwrap();
+        if cancelled == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        cancelled, 1,
+        "the backend call of the vanished session was not cancelled"
+    );
+    assert_eq!(
+        text(&b, "fx__echo", json!({"message": "still fine"})).await,
+        "still fine"
+    );
+    let s = status(&b).await;
+    assert_eq!(s["sessions"].as_array().unwrap().len(), 1, "{s:#}");
 }

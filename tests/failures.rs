@@ -114,8 +114,9 @@ async fn a_backend_that_never_answers_times_out_with_a_tool_error() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backend_that_exits_mid_call_fails_that_call_and_spares_the_others() {
+    // A long restart delay keeps the crashed backend down while we look.
     let config = format!(
-        "{}{}",
+        "[server]\nrestart_min_backoff = \"30s\"\nrestart_max_backoff = \"30s\"\n\n{}{}",
         stdio_backend("doomed", ""),
         stdio_backend("fine", "")
     );

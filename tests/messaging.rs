@@ -362,6 +362,44 @@ async fn messaging_can_be_switched_off() {
     assert_eq!(names, ["gateway_status"]);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn with_auth_a_client_may_only_act_as_its_own_id() {
+    let (gw, _cfg) = gateway(
+        "[[auth.tokens]]\nclient_id = \"alice\"\ntoken = \"alice-token-123\"\n\n[[auth.tokens]]\nclient_id = \"bob\"\ntoken = \"bob-token-4567\"\n",
+    );
+    let (alice, _) = connect_with_token(&gw.url, "alice-ide", "alice-token-123").await;
+    let (bob, rb) = connect_with_token(&gw.url, "bob-ide", "bob-token-4567").await;
+    let (text, data) = ok(&bob, "get_my_identity", json!({})).await;
+    assert!(text.starts_with("You are `bob`"), "{text}");
+    assert_eq!(data["authenticated"], true);
+    let e = tool_error(
+        &alice,
+        "send_message",
+        json!({"sender_id": "bob", "recipient_id": "alice", "message": "forged"}),
+    )
+    .await;
+    assert_eq!(
+        e,
+        "`sender_id` is \"bob\", but this request is authenticated as \"alice\": you may only act as yourself"
+    );
+    let e = tool_error(&alice, "get_messages", json!({"client_id": "bob"})).await;
+    assert!(e.contains("authenticated as \"alice\""), "{e}");
+    // Bob is known by his token from his first call, so the push finds him.
+    ok(
+        &alice,
+        "send_message",
+        json!({"sender_id": "alice", "recipient_id": "bob", "message": "genuine"}),
+    )
+    .await;
+    let pushed = rb.wait_for("manifold/messaging", 1).await;
+    assert_eq!(pushed[0].data["from"], "alice");
+    let (text, _) = ok(&bob, "get_messages", json!({"client_id": "bob"})).await;
+    assert!(
+        text.contains("genuine") && !text.contains("forged"),
+        "{text}"
+    );
+}
+
 // ---------------------------------------------------------------- Redis
 
 #[tokio::test(flavor = "multi_thread")]

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use rmcp::service::{ClientCacheConfig, RunningService};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
@@ -14,8 +14,8 @@ use rmcp::{RoleClient, ServiceExt};
 use tokio::io::AsyncBufReadExt;
 
 use super::client::BackendClient;
-use super::{BackendEnv, BackendRef, BackendState, Catalog};
-use crate::config::{BackendConfig, Secret, TransportConfig};
+use super::{Backend, BackendEnv, BackendRef, BackendState, Catalog};
+use crate::config::{BackendConfig, DownBackends, Secret, TransportConfig};
 use crate::coordinator::{ListEvent, ListKinds};
 
 type Running = RunningService<RoleClient, BackendClient>;
@@ -23,21 +23,57 @@ type Running = RunningService<RoleClient, BackendClient>;
 /// How long a closing connection may take before its child is killed.
 const CLOSE_GRACE: Duration = Duration::from_secs(3);
 
-/// Connects, fills the catalog, then waits until the connection ends or the
-/// backend is stopped. Holds only a weak reference between steps, so a
-/// dropped backend ends its supervisor.
+/// The supervisor: connects, fills the catalog, watches the connection, and
+/// when it fails (the process exits, the connection drops, or health pings go
+/// unanswered) marks the backend down and reconnects with exponential backoff
+/// and jitter, until the backend is stopped. Holds only a weak reference
+/// between steps, so a dropped backend ends its supervisor.
 pub(super) async fn supervise(
     weak: BackendRef,
     env: BackendEnv,
     capabilities: rmcp::model::ClientCapabilities,
 ) {
-    let pid = Arc::new(std::sync::atomic::AtomicU32::new(0));
-    run(weak, env, capabilities, pid.clone()).await;
-    // A stdio child leads its own process group: whatever it started (the
-    // server behind `npx`, a helper process) goes with it.
-    match pid.load(Ordering::Relaxed) {
-        0 => {}
-        pgid => reap_process_group(pgid).await,
+    let mut backoff = Backoff::new(env.restart_min_backoff, env.restart_max_backoff);
+    loop {
+        let pid = Arc::new(AtomicU32::new(0));
+        let outcome = run_once(&weak, &env, &capabilities, &pid).await;
+        // A stdio child leads its own process group: whatever it started (the
+        // server behind `npx`, a helper process) goes with it.
+        match pid.load(Ordering::Relaxed) {
+            0 => {}
+            pgid => reap_process_group(pgid).await,
+        }
+        let connected_for = match outcome {
+            Outcome::Stopped => return,
+            Outcome::Failed { connected_for } => connected_for,
+        };
+        let Some(backend) = weak.upgrade() else {
+            return;
+        };
+        if connected_for >= STABLE_AFTER {
+            backoff.reset();
+        }
+        let delay = backoff.next();
+        // Target `queue`: logged, and published on the bus (builtin::bus).
+        tracing::info!(target: "queue", backend = %backend.name(), delay = %humantime::format_duration(delay), "restarting backend");
+        let shutdown = backend.shutdown.clone();
+        drop(backend);
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                if let Some(b) = weak.upgrade() {
+                    b.set_state(BackendState::Stopped);
+                }
+                return;
+            }
+            _ = tokio::time::sleep(delay) => {}
+        }
+        match weak.upgrade() {
+            Some(b) => {
+                b.restarts.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::backend_restart(b.name());
+            }
+            None => return,
+        }
     }
 }
 
@@ -65,29 +101,86 @@ async fn reap_process_group(pgid: u32) {
     let _ = pgid;
 }
 
-async fn run(
-    weak: BackendRef,
-    env: BackendEnv,
-    capabilities: rmcp::model::ClientCapabilities,
-    pid: Arc<std::sync::atomic::AtomicU32>,
-) {
+/// A connection that stayed up this long resets the restart backoff.
+const STABLE_AFTER: Duration = Duration::from_secs(30);
+
+/// Exponential backoff with full jitter between `min` and the current ceiling.
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    ceiling: Duration,
+}
+
+impl Backoff {
+    fn new(min: Duration, max: Duration) -> Self {
+        Self {
+            min,
+            max,
+            ceiling: min,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.ceiling = self.min;
+    }
+
+    fn next(&mut self) -> Duration {
+        let ceiling = self.ceiling;
+        self.ceiling = (self.ceiling * 2).min(self.max);
+        // Jitter spreads restarts of many backends that failed together.
+        let span = ceiling.saturating_sub(self.min).as_millis() as u64;
+        let jitter = if span == 0 {
+            0
+        } else {
+            jitter_seed() % (span + 1)
+        };
+        self.min + Duration::from_millis(jitter)
+    }
+}
+
+fn jitter_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.finish()
+}
+
+enum Outcome {
+    /// The backend was stopped: do not reconnect.
+    Stopped,
+    /// The connection could not be made or ended; reconnect after a delay.
+    Failed { connected_for: Duration },
+}
+
+/// One connection's life: connect, serve until it ends, clean up.
+async fn run_once(
+    weak: &BackendRef,
+    env: &BackendEnv,
+    capabilities: &rmcp::model::ClientCapabilities,
+    pid: &Arc<AtomicU32>,
+) -> Outcome {
+    let failed = Outcome::Failed {
+        connected_for: Duration::ZERO,
+    };
     let Some(backend) = weak.upgrade() else {
-        return;
+        return Outcome::Stopped;
     };
     let shutdown = backend.shutdown.clone();
     let config = backend.config.clone();
     let handler = BackendClient {
         backend: weak.clone(),
         hub: env.hub.clone(),
-        capabilities,
+        capabilities: capabilities.clone(),
         log_limit: std::sync::Mutex::new(super::client::RateLimit::new()),
     };
-    let pid_slot = backend.clone();
-    drop(backend);
-
     let attempt = async {
-        let running = open(&config, &env, handler, |p| {
-            pid_slot.pid.store(p, Ordering::Relaxed);
+        let running = open(&config, env, handler, |p| {
+            backend.pid.store(p, Ordering::Relaxed);
             pid.store(p, Ordering::Relaxed);
         })
         .await?;
@@ -99,78 +192,162 @@ async fn run(
     };
     let running = tokio::select! {
         _ = shutdown.cancelled() => {
-            pid_slot.set_state(BackendState::Stopped);
-            return;
+            backend.set_state(BackendState::Stopped);
+            return Outcome::Stopped;
         }
         r = tokio::time::timeout(env.connect_timeout, attempt) => match r {
             Ok(Ok(running)) => running,
             Ok(Err(reason)) => {
-                pid_slot.set_state(BackendState::Down(reason));
-                return;
+                backend.set_state(BackendState::Down(reason));
+                return failed;
             }
             Err(_) => {
-                pid_slot.set_state(BackendState::Down(format!(
+                backend.set_state(BackendState::Down(format!(
                     "did not finish connecting within {}",
                     humantime::format_duration(env.connect_timeout)
                 )));
-                return;
+                return failed;
             }
         }
     };
-    drop(pid_slot);
+    drop(backend);
 
-    if let Some(backend) = weak.upgrade() {
-        let info = running.peer().peer_info();
-        backend.server_info.store(info);
-        backend.peer.store(Some(Arc::new(running.peer().clone())));
-        let fill = tokio::time::timeout(env.connect_timeout, backend.refresh(ListKinds::ALL)).await;
-        match fill {
-            Ok(Ok(())) => backend.set_state(BackendState::Up),
-            Ok(Err(e)) => backend.set_state(BackendState::Down(format!("listing failed: {e}"))),
-            Err(_) => backend.set_state(BackendState::Down("listing timed out".into())),
-        }
-        if backend.state() == BackendState::Up {
-            // A session's own connection follows that session's level; a
-            // shared one the most verbose level any session asked for.
-            let level = match backend.owner {
-                Some(owner) => env
-                    .hub
-                    .session(owner)
-                    .filter(|s| s.has_set_log_level())
-                    .map(|s| crate::coordinator::level_from_u8(s.log_level())),
-                None => env.hub.log_floor(),
-            };
-            if let Some(level) = level {
-                backend.set_log_level(level).await;
-            }
-            // Sessions that started before this backend was ready learn about it now.
-            env.hub.list_changed(ListEvent::Recompute(ListKinds::ALL));
-        }
-    } else {
-        return;
-    }
-
+    let peer = running.peer().clone();
     let ct = running.cancellation_token();
     let waiting = running.waiting();
     tokio::pin!(waiting);
-    let stopped = tokio::select! {
-        _ = &mut waiting => false,
+    let Some(backend) = weak.upgrade() else {
+        ct.cancel();
+        let _ = tokio::time::timeout(CLOSE_GRACE * 3, &mut waiting).await;
+        return Outcome::Stopped;
+    };
+    backend.server_info.store(peer.peer_info());
+    backend.peer.store(Some(Arc::new(peer.clone())));
+    let fill = tokio::time::timeout(env.connect_timeout, backend.refresh(ListKinds::ALL)).await;
+    let up = match fill {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("listing failed: {e}")),
+        Err(_) => Err("listing timed out".to_string()),
+    };
+    if let Err(reason) = up {
+        backend.peer.store(None);
+        backend.set_state(BackendState::Down(reason));
+        ct.cancel();
+        let _ = tokio::time::timeout(CLOSE_GRACE * 3, &mut waiting).await;
+        return failed;
+    }
+    backend.set_state(BackendState::Up);
+    restore_session_state(&backend, env).await;
+    // Sessions learn about what this backend now offers.
+    env.hub.list_changed(ListEvent::Recompute(ListKinds::ALL));
+    drop(backend);
+
+    let started = Instant::now();
+    let health = health_watch(peer, env.health_interval, env.health_timeout);
+    tokio::pin!(health);
+    let reason = tokio::select! {
+        _ = &mut waiting => Some("connection closed by the backend".to_string()),
+        failure = &mut health => {
+            ct.cancel();
+            let _ = tokio::time::timeout(CLOSE_GRACE * 3, &mut waiting).await;
+            Some(failure)
+        }
         _ = shutdown.cancelled() => {
             ct.cancel();
             let _ = tokio::time::timeout(CLOSE_GRACE * 3, &mut waiting).await;
-            true
+            None
         }
     };
-    if let Some(backend) = weak.upgrade() {
-        backend.peer.store(None);
-        backend.catalog.store(Arc::new(Catalog::default()));
-        if stopped {
+    let Some(backend) = weak.upgrade() else {
+        return Outcome::Stopped;
+    };
+    backend.peer.store(None);
+    match reason {
+        None => {
+            backend.catalog.store(Arc::new(Catalog::default()));
             backend.set_state(BackendState::Stopped);
-        } else {
-            backend.set_state(BackendState::Down(
-                "connection closed by the backend".into(),
-            ));
+            Outcome::Stopped
+        }
+        Some(reason) => {
+            if env.down_backends == DownBackends::Hide {
+                backend.catalog.store(Arc::new(Catalog::default()));
+            }
+            backend.set_state(BackendState::Down(reason));
             env.hub.list_changed(ListEvent::Recompute(ListKinds::ALL));
+            Outcome::Failed {
+                connected_for: started.elapsed(),
+            }
+        }
+    }
+}
+
+/// Pings the backend every `interval`; returns why when it stops answering.
+async fn health_watch(
+    peer: rmcp::Peer<RoleClient>,
+    interval: Duration,
+    timeout: Duration,
+) -> String {
+    loop {
+        tokio::time::sleep(interval).await;
+        let ping = peer.send_request(rmcp::model::ClientRequest::PingRequest(Default::default()));
+        match tokio::time::timeout(timeout, ping).await {
+            Ok(Ok(_)) => {}
+            // A backend that does not implement ping is alive all the same.
+            Ok(Err(rmcp::service::ServiceError::McpError(_))) => {}
+            Ok(Err(e)) => return format!("health check failed: {e}"),
+            Err(_) => {
+                return format!(
+                    "health check failed: no answer to ping within {}",
+                    humantime::format_duration(timeout)
+                );
+            }
+        }
+    }
+}
+
+/// After a (re)connect: the log level and resource subscriptions the
+/// sessions asked for, which a new connection does not have.
+async fn restore_session_state(backend: &Backend, env: &BackendEnv) {
+    // A session's own connection follows that session's level; a shared one
+    // the most verbose level any session asked for.
+    let level = match backend.owner {
+        Some(owner) => env
+            .hub
+            .session(owner)
+            .filter(|s| s.has_set_log_level())
+            .map(|s| crate::coordinator::level_from_u8(s.log_level())),
+        None => env.hub.log_floor(),
+    };
+    if let Some(level) = level {
+        backend.set_log_level(level).await;
+    }
+    let supports = backend.server_info().is_some_and(|i| {
+        i.capabilities
+            .resources
+            .as_ref()
+            .is_some_and(|r| r.subscribe == Some(true))
+    });
+    if !supports {
+        return;
+    }
+    let prefix = &backend.config.prefix;
+    let catalog = backend.catalog();
+    for exposed in env.hub.subscribed_uris(backend.owner) {
+        let own = if prefix.is_empty() {
+            catalog
+                .resources
+                .iter()
+                .any(|r| r.uri == exposed)
+                .then(|| exposed.clone())
+        } else {
+            exposed
+                .strip_prefix(&format!("{prefix}+"))
+                .map(String::from)
+        };
+        if let Some(uri) = own
+            && let Err(e) = backend.subscribe(uri).await
+        {
+            tracing::warn!(backend = %backend.name(), uri = %exposed, error = %e, "could not restore a subscription");
         }
     }
 }

@@ -68,6 +68,12 @@ pub enum CallError {
     Timeout { backend: String, timeout: Duration },
     #[error("backend `{backend}` closed the connection during the call")]
     Closed { backend: String },
+    #[error("backend `{backend}` is busy: all {limit} call slots (max_concurrent) stayed taken for {}", humantime::format_duration(*.waited))]
+    Busy {
+        backend: String,
+        limit: usize,
+        waited: Duration,
+    },
     #[error("backend `{backend}` failed: {message}")]
     Failed { backend: String, message: String },
     /// The backend answered with a JSON-RPC error: passed to the client as is.
@@ -91,6 +97,11 @@ pub struct BackendEnv {
     pub relay_timeout: Duration,
     /// The in-process tool sets, for backends with transport `Builtin`.
     pub builtins: crate::builtin::BuiltinSets,
+    pub restart_min_backoff: Duration,
+    pub restart_max_backoff: Duration,
+    pub health_interval: Duration,
+    pub health_timeout: Duration,
+    pub down_backends: crate::config::DownBackends,
 }
 
 /// The client request a backend request is made for.
@@ -134,8 +145,16 @@ pub struct Backend {
     /// Serializes list refreshes so two `list_changed` cannot interleave.
     refresh_lock: tokio::sync::Mutex<()>,
     server_info: ArcSwapOption<ServerPeerInfo>,
+    /// `max_concurrent` call slots; a call holds one until it is answered.
+    /// Dropped with the backend; waiters then fail as unavailable.
+    slots: Option<Arc<tokio::sync::Semaphore>>,
     /// The stdio child's pid (0 when none), for status and tests.
     pid: AtomicU32,
+    /// How many times the supervisor reconnected after a failure.
+    restarts: AtomicU64,
+    /// The per-call timeout in milliseconds: `config.timeout` at first, then
+    /// whatever a reload sets, without reconnecting.
+    timeout_ms: AtomicU64,
     /// Cancelled by [`Backend::stop`] or drop: tells the supervisor to close
     /// the connection (and kill a child process) and end.
     shutdown: CancellationToken,
@@ -154,7 +173,12 @@ impl Backend {
         owner: Option<u64>,
     ) -> Arc<Self> {
         let (state, _) = watch::channel(BackendState::Connecting);
+        let slots = config
+            .max_concurrent
+            .map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
+        let config_timeout_ms = config.timeout.as_millis() as u64;
         let backend = Arc::new(Self {
+            slots,
             config,
             id: NEXT_BACKEND_ID.fetch_add(1, Ordering::Relaxed),
             owner,
@@ -169,6 +193,8 @@ impl Backend {
             refresh_lock: tokio::sync::Mutex::new(()),
             server_info: ArcSwapOption::empty(),
             pid: AtomicU32::new(0),
+            restarts: AtomicU64::new(0),
+            timeout_ms: AtomicU64::new(config_timeout_ms),
             shutdown: CancellationToken::new(),
             task: Mutex::new(None),
         });
@@ -214,6 +240,26 @@ impl Backend {
         }
     }
 
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed))
+    }
+
+    /// Changes the per-call timeout of a running backend (a reload that
+    /// changed nothing else).
+    pub fn set_timeout(&self, timeout: Duration) {
+        self.timeout_ms
+            .store(timeout.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Relaxed)
+    }
+
+    /// Whether calls to this backend are in flight (for draining on reload).
+    pub fn busy(&self) -> bool {
+        self.hub.calls.in_flight(self.id) > 0
+    }
+
     fn set_state(&self, state: BackendState) {
         match &state {
             // Target `queue`: logged, and published on the bus (builtin::bus).
@@ -255,6 +301,7 @@ impl Backend {
         request: ClientRequest,
         origin: &Origin<'_>,
     ) -> Result<ServerResult, CallError> {
+        let _slot = self.take_slot(origin.cancel).await?;
         let peer = self.peer()?;
         let options =
             PeerRequestOptions::with_timeout(self.config.timeout).reset_timeout_on_progress();
@@ -309,6 +356,30 @@ impl Backend {
                     return Err(CallError::Cancelled);
                 }
             }
+        }
+    }
+
+    /// Waits for a free call slot (with `max_concurrent`), no longer than
+    /// the call's own timeout and only while the client still wants it.
+    async fn take_slot(
+        &self,
+        cancel: &CancellationToken,
+    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, CallError> {
+        let Some(slots) = &self.slots else {
+            return Ok(None);
+        };
+        let busy = || CallError::Busy {
+            backend: self.name().to_string(),
+            limit: self.config.max_concurrent.unwrap_or_default(),
+            waited: self.config.timeout,
+        };
+        tokio::select! {
+            permit = tokio::time::timeout(self.config.timeout, slots.clone().acquire_owned()) => match permit {
+                Ok(Ok(p)) => Ok(Some(p)),
+                Ok(Err(_)) => Err(CallError::Unavailable { backend: self.name().to_string(), reason: "stopped".into() }),
+                Err(_) => Err(busy()),
+            },
+            _ = cancel.cancelled() => Err(CallError::Cancelled),
         }
     }
 

@@ -32,8 +32,8 @@ use crate::gateway::Gateway;
 pub const SESSION_META_KEY: &str = "io.manifold/session";
 /// `_meta` key carrying the calling client's identity to built-in sets.
 pub const CLIENT_META_KEY: &str = "io.manifold/client";
-/// `_meta` key carrying the client id bound to the request's bearer token;
-/// present only on authenticated requests.
+/// `_meta` key carrying the client id its bearer token proved (only when
+/// `[auth]` is configured); unlike [`CLIENT_META_KEY`] a client cannot choose it.
 pub const AUTH_META_KEY: &str = "io.manifold/auth";
 
 /// Serves one connection of a built-in set on the given pipe until it closes.
@@ -63,6 +63,8 @@ where
 #[derive(Clone, Default)]
 pub struct BuiltinSets {
     sets: HashMap<String, ServeFn>,
+    /// The settings the messaging and bus state was built with, when it was.
+    messaging: Option<(crate::config::MessagingConfig, crate::config::BusConfig)>,
 }
 
 impl BuiltinSets {
@@ -84,7 +86,18 @@ fn builtin_backend(set: &str, config: &Config) -> BackendConfig {
         isolation: Isolation::Shared,
         tools: NameFilter::default(),
         prompts: NameFilter::default(),
+        max_concurrent: None,
     }
+}
+
+/// The messaging set's backend: a `send_message_and_wait` may wait up to
+/// `max_wait`, so the call timeout must not cut it short.
+fn messaging_backend(m: &crate::config::MessagingConfig, config: &Config) -> BackendConfig {
+    let mut backend = builtin_backend("messaging", config);
+    backend.timeout = backend
+        .timeout
+        .max(m.max_wait + std::time::Duration::from_secs(10));
+    backend
 }
 
 /// Every built-in set this config enables, with the backend that mounts it.
@@ -95,18 +108,43 @@ pub fn enabled(config: &Config, gateway: Weak<Gateway>) -> (BuiltinSets, Vec<Bac
     sets.sets
         .insert("gateway".into(), status::serve(gateway.clone()));
     backends.push(status);
+    // A reload keeps the messaging and bus state (store, queues, waiters,
+    // subscriptions, the bus sink): the running `@messaging` and `@bus`
+    // backends are reused and hold it, so building new state would split it.
+    let previous = gateway
+        .upgrade()
+        .map(|g| g.env().builtins.clone())
+        .filter(|p| p.messaging.is_some());
+    let wanted = (config.messaging.clone(), config.bus.clone());
+    if let Some(previous) = previous {
+        if previous.messaging.as_ref() != Some(&wanted) {
+            tracing::warn!(
+                "[messaging] and [bus] cannot change while running; restart to apply the new settings"
+            );
+        }
+        if let Some((m, b)) = &previous.messaging {
+            if m.enabled
+                && let Some(serve) = previous.sets.get("messaging")
+            {
+                sets.sets.insert("messaging".into(), serve.clone());
+                backends.push(messaging_backend(m, config));
+            }
+            if b.enabled
+                && let Some(serve) = previous.sets.get("bus")
+            {
+                sets.sets.insert("bus".into(), serve.clone());
+                backends.push(builtin_backend("bus", config));
+            }
+        }
+        sets.messaging = previous.messaging;
+        return (sets, backends);
+    }
     if config.messaging.enabled || config.bus.enabled {
         // One store and one view of who is who, shared by both sets.
         let store =
             crate::store::Store::open(&config.messaging.store, config.messaging.message_ttl);
         let presence = messaging::Presence::new();
         if config.messaging.enabled {
-            let mut backend = builtin_backend("messaging", config);
-            // A `send_message_and_wait` may wait up to `max_wait`: the call
-            // timeout must not cut it short.
-            backend.timeout = backend
-                .timeout
-                .max(config.messaging.max_wait + std::time::Duration::from_secs(10));
             let serve = messaging::start(
                 config.messaging.clone(),
                 store.clone(),
@@ -114,13 +152,14 @@ pub fn enabled(config: &Config, gateway: Weak<Gateway>) -> (BuiltinSets, Vec<Bac
                 gateway.clone(),
             );
             sets.sets.insert("messaging".into(), serve);
-            backends.push(backend);
+            backends.push(messaging_backend(&config.messaging, config));
         }
         if config.bus.enabled {
             let serve = bus::start(config.bus.clone(), store, presence, gateway);
             sets.sets.insert("bus".into(), serve);
             backends.push(builtin_backend("bus", config));
         }
+        sets.messaging = Some(wanted);
     }
     (sets, backends)
 }

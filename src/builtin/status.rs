@@ -1,5 +1,5 @@
 //! `gateway_status`: backends, sessions and notification counters, as a tool
-//! (the same data as `GET /status`).
+//! (the same data as `GET /status`, plus who the caller is).
 
 use std::sync::{Arc, Weak};
 
@@ -47,7 +47,7 @@ impl ServerHandler for StatusServer {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _: RequestContext<RoleServer>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         if request.name != TOOL {
             return Err(ErrorData::invalid_params(
@@ -59,7 +59,14 @@ impl ServerHandler for StatusServer {
             .gateway
             .upgrade()
             .ok_or_else(|| ErrorData::internal_error("the gateway is shutting down", None))?;
-        let status = gateway.status_json();
+        let mut status = gateway.status_json();
+        // Who is asking, as the gateway sees it: lets a client check its identity.
+        let caller = super::Caller::of(&ctx);
+        status["caller"] = json!({
+            "session": caller.session,
+            "client": caller.client,
+            "authenticated": ctx.meta.0.0.get(super::AUTH_META_KEY),
+        });
         let mut result = CallToolResult::success(vec![ContentBlock::text(
             serde_json::to_string_pretty(&status).unwrap_or_default(),
         )]);

@@ -199,9 +199,41 @@ struct RawServer {
     connect_timeout: Option<Spanned<String>>,
     call_timeout: Option<Spanned<String>>,
     relay_timeout: Option<Spanned<String>>,
+    restart_min_backoff: Option<Spanned<String>>,
+    restart_max_backoff: Option<Spanned<String>>,
+    health_interval: Option<Spanned<String>>,
+    health_timeout: Option<Spanned<String>>,
+    down_backends: Option<RawDownBackends>,
     worker_threads: Option<Spanned<i64>>,
     max_request_bytes: Option<Spanned<i64>>,
     allowed_hosts: Option<Vec<String>>,
+    allowed_origins: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    #[serde(default)]
+    tokens: Vec<RawToken>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    client_id: Spanned<String>,
+    token: Spanned<String>,
+    backends: Option<Vec<Spanned<String>>>,
+    tools: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    request_timeout: Option<Spanned<String>>,
+    max_concurrent_requests: Option<Spanned<i64>>,
+    max_concurrent_per_client: Option<Spanned<i64>>,
+    rate_limit_per_second: Option<Spanned<f64>>,
+    rate_limit_burst: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -228,6 +260,14 @@ struct RawBackend {
     isolation: Option<RawIsolation>,
     tools: Option<RawFilter>,
     prompts: Option<RawFilter>,
+    max_concurrent: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum RawDownBackends {
+    Hide,
+    Error,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -261,6 +301,8 @@ pub(super) fn deserialize<'de, T: Deserialize<'de>>(
 
 fn build(root: DeTable<'_>, cx: &mut Cx<'_>, base_dir: Option<&Path>) -> Config {
     let mut raw_server = RawServer::default();
+    let mut raw_auth = RawAuth::default();
+    let mut raw_limits = RawLimits::default();
     let mut raw_backends = Vec::new();
     let mut messaging = MessagingConfig::default();
     let mut bus = BusConfig::default();
@@ -269,6 +311,16 @@ fn build(root: DeTable<'_>, cx: &mut Cx<'_>, base_dir: Option<&Path>) -> Config 
             "server" => {
                 if let Some(s) = deserialize(value, cx) {
                     raw_server = s;
+                }
+            }
+            "auth" => {
+                if let Some(a) = deserialize(value, cx) {
+                    raw_auth = a;
+                }
+            }
+            "limits" => {
+                if let Some(l) = deserialize(value, cx) {
+                    raw_limits = l;
                 }
             }
             "backends" => {
@@ -302,7 +354,7 @@ fn build(root: DeTable<'_>, cx: &mut Cx<'_>, base_dir: Option<&Path>) -> Config 
             other => cx.error(
                 key.span(),
                 format!(
-                    "unknown section `{other}` (expected `server`, `backends`, `messaging` or `bus`)"
+                    "unknown section `{other}` (expected `server`, `auth`, `limits`, `backends`, `messaging` or `bus`)"
                 ),
             ),
         }
@@ -325,7 +377,124 @@ fn build(root: DeTable<'_>, cx: &mut Cx<'_>, base_dir: Option<&Path>) -> Config 
         locations,
         messaging,
         bus,
+        auth: build_auth(raw_auth, cx),
+        limits: build_limits(raw_limits, cx),
     }
+}
+
+/// Globs as an allow-list: an empty list allows nothing.
+fn allow_list(raw: Option<Vec<Spanned<String>>>, cx: &mut Cx<'_>) -> Option<NameFilter> {
+    let raw = raw?;
+    let mut bad = false;
+    for p in &raw {
+        if let Err(e) = Glob::new(p.get_ref()) {
+            cx.error(
+                p.span(),
+                format!("invalid glob pattern \"{}\": {}", p.get_ref(), e.kind()),
+            );
+            bad = true;
+        }
+    }
+    let patterns: Vec<String> = raw.into_iter().map(Spanned::into_inner).collect();
+    let filter = if bad {
+        NameFilter::default()
+    } else if patterns.is_empty() {
+        NameFilter::new(Vec::new(), vec!["*".into()]).unwrap_or_default()
+    } else {
+        NameFilter::new(patterns, Vec::new()).unwrap_or_default()
+    };
+    Some(filter)
+}
+
+fn build_auth(raw: RawAuth, cx: &mut Cx<'_>) -> AuthConfig {
+    let mut tokens: Vec<TokenConfig> = Vec::new();
+    for t in raw.tokens {
+        let id = t.client_id.get_ref();
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '@'))
+        {
+            cx.error(
+                t.client_id.span(),
+                format!("client_id \"{id}\" must be non-empty and use only letters, digits, `_`, `-`, `.` or `@`"),
+            );
+        } else if tokens.iter().any(|o| o.client_id == *id) {
+            cx.error(
+                t.client_id.span(),
+                format!("client_id \"{id}\" is declared twice"),
+            );
+        }
+        // The token itself is never echoed, not even in config errors.
+        let secret = t.token.get_ref();
+        if secret.len() < 8 || secret.chars().any(|c| !c.is_ascii_graphic()) {
+            cx.error(
+                t.token.span(),
+                format!("the token of client `{id}` must be at least 8 printable ASCII characters without spaces"),
+            );
+        } else if tokens.iter().any(|o| o.token.expose() == secret) {
+            cx.error(
+                t.token.span(),
+                format!("client `{id}` has the same token as another client"),
+            );
+        }
+        let backends = allow_list(t.backends, cx);
+        let tools = allow_list(t.tools, cx);
+        tokens.push(TokenConfig {
+            client_id: id.clone(),
+            token: Secret::new(t.token.into_inner()),
+            backends,
+            tools,
+        });
+    }
+    AuthConfig { tokens }
+}
+
+fn positive(raw: &Option<Spanned<i64>>, key: &str, cx: &mut Cx<'_>) -> Option<usize> {
+    let raw = raw.as_ref()?;
+    match usize::try_from(*raw.get_ref()) {
+        Ok(n) if n >= 1 => Some(n),
+        _ => {
+            cx.error(raw.span(), format!("{key} must be at least 1"));
+            None
+        }
+    }
+}
+
+fn build_limits(raw: RawLimits, cx: &mut Cx<'_>) -> LimitsConfig {
+    let mut l = LimitsConfig::default();
+    if raw.request_timeout.is_some() {
+        l.request_timeout = Some(duration(&raw.request_timeout, Duration::ZERO, cx));
+    }
+    if raw.max_concurrent_requests.is_some() {
+        l.max_concurrent_requests =
+            positive(&raw.max_concurrent_requests, "max_concurrent_requests", cx);
+    }
+    l.max_concurrent_per_client = positive(
+        &raw.max_concurrent_per_client,
+        "max_concurrent_per_client",
+        cx,
+    );
+    if let Some(rate) = &raw.rate_limit_per_second {
+        let r = *rate.get_ref();
+        if r.is_finite() && r > 0.0 {
+            l.rate_limit_per_second = Some(r);
+        } else {
+            cx.error(
+                rate.span(),
+                "rate_limit_per_second must be greater than zero",
+            );
+        }
+    }
+    if let Some(burst) = positive(&raw.rate_limit_burst, "rate_limit_burst", cx) {
+        if l.rate_limit_per_second.is_none()
+            && let Some(span) = raw.rate_limit_burst.as_ref().map(|b| b.span())
+        {
+            cx.error(span, "rate_limit_burst needs rate_limit_per_second");
+        }
+        l.rate_limit_burst = Some(u32::try_from(burst).unwrap_or(u32::MAX));
+    }
+    l
 }
 
 pub(super) fn duration(
@@ -392,6 +561,24 @@ fn build_server(raw: RawServer, cx: &mut Cx<'_>) -> ServerConfig {
     s.connect_timeout = duration(&raw.connect_timeout, s.connect_timeout, cx);
     s.call_timeout = duration(&raw.call_timeout, s.call_timeout, cx);
     s.relay_timeout = duration(&raw.relay_timeout, s.relay_timeout, cx);
+    s.restart_min_backoff = duration(&raw.restart_min_backoff, s.restart_min_backoff, cx);
+    s.restart_max_backoff = duration(&raw.restart_max_backoff, s.restart_max_backoff, cx);
+    if s.restart_max_backoff < s.restart_min_backoff
+        && let Some(max) = &raw.restart_max_backoff
+    {
+        cx.error(
+            max.span(),
+            "restart_max_backoff must not be below restart_min_backoff",
+        );
+    }
+    s.health_interval = duration(&raw.health_interval, s.health_interval, cx);
+    s.health_timeout = duration(&raw.health_timeout, s.health_timeout, cx);
+    if let Some(d) = raw.down_backends {
+        s.down_backends = match d {
+            RawDownBackends::Hide => DownBackends::Hide,
+            RawDownBackends::Error => DownBackends::Error,
+        };
+    }
     if let Some(max) = &raw.max_request_bytes {
         match usize::try_from(*max.get_ref()) {
             Ok(n) if n >= 1024 => s.max_request_bytes = n,
@@ -406,6 +593,16 @@ fn build_server(raw: RawServer, cx: &mut Cx<'_>) -> ServerConfig {
     }
     if let Some(hosts) = raw.allowed_hosts {
         s.allowed_hosts = hosts;
+    }
+    for origin in raw.allowed_origins.unwrap_or_default() {
+        let o = origin.get_ref();
+        if o != "*" && o != "null" && !o.contains("://") {
+            cx.error(
+                origin.span(),
+                format!("allowed origin \"{o}\" must be `*`, `null` or SCHEME://HOST[:PORT|:*]"),
+            );
+        }
+        s.allowed_origins.push(origin.into_inner());
     }
     s
 }
@@ -604,6 +801,7 @@ fn build_backend(
     };
     let tools = filter(raw.tools);
     let prompts = filter(raw.prompts);
+    let max_concurrent = positive(&raw.max_concurrent, "max_concurrent", cx);
 
     (cx.errors.len() == errors_before).then(|| BackendConfig {
         name: name.to_string(),
@@ -617,6 +815,7 @@ fn build_backend(
         },
         tools,
         prompts,
+        max_concurrent,
     })
 }
 

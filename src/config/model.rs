@@ -31,6 +31,10 @@ pub struct Config {
     pub messaging: MessagingConfig,
     /// `[bus]`: the priority message bus.
     pub bus: BusConfig,
+    /// `[auth]`: who may use the gateway, and what each client may see.
+    pub auth: AuthConfig,
+    /// `[limits]`: how much each client and the whole gateway may ask for.
+    pub limits: LimitsConfig,
 }
 
 impl Config {
@@ -72,9 +76,21 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     /// Host names accepted in the `Host` header (DNS-rebinding protection).
     pub allowed_hosts: Vec<String>,
+    /// Browser origins accepted in the `Origin` header, besides loopback
+    /// ones; `"*"` accepts any. Requests without `Origin` are not browsers.
+    pub allowed_origins: Vec<String>,
     /// How long a client may take to answer a sampling, elicitation or roots
     /// request relayed from a backend.
     pub relay_timeout: Duration,
+    /// Restart delay after a backend fails: doubles from `min` up to `max`
+    /// (with jitter), and starts over after a connection stayed up a while.
+    pub restart_min_backoff: Duration,
+    pub restart_max_backoff: Duration,
+    /// How often each backend is pinged, and how long it may take to answer.
+    pub health_interval: Duration,
+    pub health_timeout: Duration,
+    /// What clients see of a backend that is down.
+    pub down_backends: DownBackends,
     /// Threads of the async runtime; `None` means half the CPU cores (at
     /// least one), leaving the rest to the backends the gateway runs.
     pub worker_threads: Option<usize>,
@@ -91,8 +107,14 @@ impl Default for ServerConfig {
             call_timeout: Duration::from_secs(60),
             max_request_bytes: 4 * 1024 * 1024,
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            allowed_origins: Vec::new(),
             relay_timeout: Duration::from_secs(120),
             worker_threads: None,
+            restart_min_backoff: Duration::from_millis(500),
+            restart_max_backoff: Duration::from_secs(60),
+            health_interval: Duration::from_secs(30),
+            health_timeout: Duration::from_secs(10),
+            down_backends: DownBackends::Hide,
         }
     }
 }
@@ -173,6 +195,15 @@ impl Default for BusConfig {
         }
     }
 }
+/// What clients see of a backend that is down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DownBackends {
+    /// Its tools, prompts and resources leave the lists (clients are told).
+    #[default]
+    Hide,
+    /// They stay listed, and calls answer a clear error saying it is down.
+    Error,
+}
 
 /// `[backends.NAME]`: one mounted MCP server.
 #[derive(Clone, Debug, PartialEq)]
@@ -188,6 +219,61 @@ pub struct BackendConfig {
     pub isolation: Isolation,
     pub tools: NameFilter,
     pub prompts: NameFilter,
+    /// At most this many requests in flight to this backend at once; more
+    /// wait for a free slot (within the call's timeout). `None`: no limit.
+    pub max_concurrent: Option<usize>,
+}
+
+/// `[auth]`: bearer tokens. With none, the gateway is open to anyone who can
+/// reach it (bind it to loopback).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AuthConfig {
+    pub tokens: Vec<TokenConfig>,
+}
+
+impl AuthConfig {
+    pub fn enabled(&self) -> bool {
+        !self.tokens.is_empty()
+    }
+}
+
+/// `[[auth.tokens]]`: one client's credential and what it may use.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenConfig {
+    /// The identity the token proves: in logs, metrics and `_meta` for built-in sets.
+    pub client_id: String,
+    pub token: Secret,
+    /// Globs over backend names (built-in sets are `@name`); `None`: every backend.
+    pub backends: Option<NameFilter>,
+    /// Globs over exposed tool names; `None`: every tool of an allowed backend.
+    pub tools: Option<NameFilter>,
+}
+
+/// `[limits]`: every limit is off when unset, except the global concurrency cap.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LimitsConfig {
+    /// The longest one MCP request may take end to end, progress or not.
+    pub request_timeout: Option<Duration>,
+    /// MCP requests in flight at once over all clients.
+    pub max_concurrent_requests: Option<usize>,
+    /// MCP requests in flight at once per client.
+    pub max_concurrent_per_client: Option<usize>,
+    /// Sustained MCP requests per second per client (token bucket).
+    pub rate_limit_per_second: Option<f64>,
+    /// Requests a client may make in a burst above the sustained rate.
+    pub rate_limit_burst: Option<u32>,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            request_timeout: None,
+            max_concurrent_requests: Some(1024),
+            max_concurrent_per_client: None,
+            rate_limit_per_second: None,
+            rate_limit_burst: None,
+        }
+    }
 }
 
 /// Whether client sessions share one backend connection.
@@ -252,7 +338,7 @@ impl TransportConfig {
     }
 }
 
-/// A string that may hold a credential (header values): never printed.
+/// A string that may hold a credential (header values, tokens): never printed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 

@@ -135,6 +135,11 @@ impl Calls {
         }
     }
 
+    /// How many calls are open on a backend.
+    pub fn in_flight(&self, backend: u64) -> usize {
+        self.lock().by_backend.get(&backend).map_or(0, Vec::len)
+    }
+
     pub fn by_token(&self, backend: u64, token: &ProgressToken) -> Option<Arc<Call>> {
         self.lock().by_token.get(&(backend, token.clone())).cloned()
     }

@@ -20,7 +20,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 10] = [
         Kind::ToolsListChanged,
         Kind::PromptsListChanged,
         Kind::ResourcesListChanged,

@@ -296,6 +296,31 @@ impl Hub {
         }
     }
 
+    /// Exposed URIs some session subscribed to (only `owner`'s for a
+    /// connection owned by one session), to restore after a reconnect.
+    pub fn subscribed_uris(&self, owner: Option<u64>) -> Vec<String> {
+        match owner {
+            Some(id) => self
+                .session(id)
+                .map(|s| {
+                    s.subscriptions
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .iter()
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default(),
+            None => self
+                .subscriptions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .keys()
+                .cloned()
+                .collect(),
+        }
+    }
+
     pub fn subscription_count(&self) -> usize {
         self.subscriptions
             .lock()

@@ -18,8 +18,9 @@ use rmcp::model::*;
 use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 
+use super::request::Req;
 use crate::backend::{Backend, CallError, Origin, prefix_uri};
-use crate::builtin::{CLIENT_META_KEY, SESSION_META_KEY};
+use crate::builtin::{AUTH_META_KEY, CLIENT_META_KEY, SESSION_META_KEY};
 use crate::config::{Isolation, TransportConfig};
 use crate::coordinator::Session;
 use crate::gateway::Gateway;
@@ -29,6 +30,10 @@ pub struct FrontSession {
     id: u64,
     /// Set at `initialize`; absent for a handler that never initialized.
     session: OnceLock<Arc<Session>>,
+    /// The authenticated client that initialized the session (`None`
+    /// without auth). Later requests must come from the same client, so a
+    /// leaked session id is no use with another token.
+    client: OnceLock<Option<Arc<str>>>,
     /// This session's own connections to `per_session` backends, by backend
     /// name, opened on first use and stopped when the session ends.
     private: Mutex<HashMap<String, Arc<Backend>>>,
@@ -41,8 +46,24 @@ impl FrontSession {
             gateway,
             id,
             session: OnceLock::new(),
+            client: OnceLock::new(),
             private: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Starts handling one request: its client, span and time limit.
+    fn req(&self, method: &'static str, ctx: &RequestContext<RoleServer>) -> Req {
+        let timeout = self.gateway.policy.limits().config.request_timeout;
+        let req = Req::new(method, ctx, self.id, timeout);
+        if let Some(bound) = self.client.get()
+            && bound.as_deref() != req.client_id()
+        {
+            req.refuse(ErrorData::invalid_request(
+                "this session was initialized by another client; initialize a new session",
+                None,
+            ));
+        }
+        req
     }
 
     fn session(&self) -> Result<&Arc<Session>, ErrorData> {
@@ -74,7 +95,7 @@ impl FrontSession {
                     .unwrap_or_default();
                 let b = Backend::start(
                     shared.config.clone(),
-                    &self.gateway.env,
+                    &self.gateway.env(),
                     capabilities,
                     Some(self.id),
                 );
@@ -89,7 +110,8 @@ impl FrontSession {
                 b
             }
         };
-        let _ = tokio::time::timeout(self.gateway.server.connect_timeout, backend.settled()).await;
+        let _ =
+            tokio::time::timeout(self.gateway.server().connect_timeout, backend.settled()).await;
         backend
     }
 
@@ -101,6 +123,7 @@ impl FrontSession {
         &self,
         ctx: &RequestContext<RoleServer>,
         to: &Backend,
+        req: &Req,
     ) -> Option<RequestMetaObject> {
         let mut meta = RequestMetaObject::new();
         for (k, v) in ctx.meta.0.0.iter() {
@@ -114,7 +137,11 @@ impl FrontSession {
         }
         if matches!(to.config.transport, TransportConfig::Builtin { .. }) {
             meta.0.0.insert(SESSION_META_KEY.into(), self.id.into());
-            if let Some(s) = self.session.get() {
+            // An authenticated id is the identity; a self-declared client name only a hint.
+            if let Some(id) = req.client_id() {
+                meta.0.0.insert(AUTH_META_KEY.into(), id.into());
+                meta.0.0.insert(CLIENT_META_KEY.into(), id.into());
+            } else if let Some(s) = self.session.get() {
                 meta.0
                     .0
                     .insert(CLIENT_META_KEY.into(), s.client_name.clone().into());
@@ -128,16 +155,65 @@ impl FrontSession {
         shared: Arc<Backend>,
         request: ClientRequest,
         context: &RequestContext<RoleServer>,
+        req: &Req,
     ) -> (Arc<Backend>, Result<ServerResult, CallError>) {
         let backend = self.resolve(shared, &context.peer).await;
         let origin = Origin {
             session: self.id,
             peer: &context.peer,
             progress_token: context.meta.get_progress_token(),
-            cancel: &context.ct,
+            cancel: &req.cancel,
         };
         let result = backend.request(request, &origin).await;
         (backend, result)
+    }
+
+    async fn call_tool_inner(
+        &self,
+        request: CallToolRequestParams,
+        context: &RequestContext<RoleServer>,
+        req: &Req,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let Some((shared, original)) = self.gateway.snapshot().route_tool(&request.name) else {
+            return Err(unknown("tool", &request.name));
+        };
+        req.routed(shared.name());
+        req.allow_tool(shared.name(), &request.name)?;
+        let mut params = CallToolRequestParams::new(original.to_string());
+        params.arguments = request.arguments;
+        params.input_responses = request.input_responses;
+        params.request_state = request.request_state;
+        params.meta = self.forwarded_meta(context, &shared, req);
+        let (backend, outcome) = self
+            .forward(
+                shared,
+                ClientRequest::CallToolRequest(CallToolRequest::new(params)),
+                context,
+                req,
+            )
+            .await;
+        match outcome {
+            Ok(ServerResult::CallToolResult(mut result)) => {
+                if result.is_error == Some(true) {
+                    req.tool_error();
+                }
+                for block in &mut result.content {
+                    prefix_block(&backend.config.prefix, block);
+                }
+                Ok(CallToolResponse::Complete(result))
+            }
+            Ok(ServerResult::InputRequiredResult(r)) => Ok(CallToolResponse::InputRequired(r)),
+            Ok(ServerResult::CreateTaskResult(r)) => Ok(CallToolResponse::Task(r)),
+            Ok(_) => Err(unexpected(&backend)),
+            Err(CallError::Rpc(e)) => Err(e),
+            Err(e) => {
+                req.tool_error();
+                tracing::debug!(error = %e, "call failed");
+                Ok(CallToolResponse::Complete(CallToolResult::error(vec![
+                    ContentBlock::text(e.to_string()),
+                ])))
+            }
+        }
     }
 }
 
@@ -242,57 +318,106 @@ impl ServerHandler for FrontSession {
         request: InitializeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<InitializeResult, ErrorData> {
-        context.peer.set_peer_info(request.clone());
-        let session = self.gateway.hub.register(
-            self.id,
-            context.peer.clone(),
-            request.capabilities.clone(),
-            request.client_info.name.clone(),
-            self.gateway.list_hashes(),
-        );
-        let _ = self.session.set(session);
-        tracing::debug!(session = self.id, client = %request.client_info.name, "session initialized");
-        self.negotiate_initialize(&request)
+        let req = self.req("initialize", &context);
+        req.run(async {
+            context.peer.set_peer_info(request.clone());
+            let _ = self.client.set(req.client_id().map(Arc::from));
+            let session = self.gateway.hub.register(
+                self.id,
+                context.peer.clone(),
+                request.capabilities.clone(),
+                request.client_info.name.clone(),
+                self.gateway.list_hashes(),
+            );
+            let _ = self.session.set(session);
+            tracing::debug!(client = %request.client_info.name, "session initialized");
+            self.negotiate_initialize(&request)
+        })
+        .await
     }
 
     async fn list_tools(
         &self,
         _: Option<PaginatedRequestParams>,
-        _: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(
-            self.gateway.snapshot().tools(),
-        ))
+        let req = self.req("tools/list", &context);
+        req.run(async {
+            let snapshot = self.gateway.snapshot();
+            let mut tools = snapshot.tools();
+            if let Some(client) = &req.client {
+                tools.retain(|t| {
+                    snapshot
+                        .route_tool(&t.name)
+                        .is_some_and(|(b, _)| client.may_call_tool(b.name(), &t.name))
+                });
+            }
+            Ok(ListToolsResult::with_all_items(tools))
+        })
+        .await
     }
 
     async fn list_prompts(
         &self,
         _: Option<PaginatedRequestParams>,
-        _: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
-        Ok(ListPromptsResult::with_all_items(
-            self.gateway.snapshot().prompts(),
-        ))
+        let req = self.req("prompts/list", &context);
+        req.run(async {
+            let snapshot = self.gateway.snapshot();
+            let mut prompts = snapshot.prompts();
+            if let Some(client) = &req.client {
+                prompts.retain(|p| {
+                    snapshot
+                        .route_prompt(&p.name)
+                        .is_some_and(|(b, _)| client.may_use_backend(b.name()))
+                });
+            }
+            Ok(ListPromptsResult::with_all_items(prompts))
+        })
+        .await
     }
 
     async fn list_resources(
         &self,
         _: Option<PaginatedRequestParams>,
-        _: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        Ok(ListResourcesResult::with_all_items(
-            self.gateway.snapshot().resources(),
-        ))
+        let req = self.req("resources/list", &context);
+        req.run(async {
+            let snapshot = self.gateway.snapshot();
+            let mut resources = snapshot.resources();
+            if let Some(client) = &req.client {
+                resources.retain(|r| {
+                    snapshot
+                        .route_uri(&r.uri)
+                        .is_some_and(|(b, _)| client.may_use_backend(b.name()))
+                });
+            }
+            Ok(ListResourcesResult::with_all_items(resources))
+        })
+        .await
     }
 
     async fn list_resource_templates(
         &self,
         _: Option<PaginatedRequestParams>,
-        _: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
-        Ok(ListResourceTemplatesResult::with_all_items(
-            self.gateway.snapshot().templates(),
-        ))
+        let req = self.req("resources/templates/list", &context);
+        req.run(async {
+            let snapshot = self.gateway.snapshot();
+            let mut templates = snapshot.templates();
+            if let Some(client) = &req.client {
+                templates.retain(|t| {
+                    snapshot
+                        .route_uri(&t.uri_template)
+                        .is_some_and(|(b, _)| client.may_use_backend(b.name()))
+                });
+            }
+            Ok(ListResourceTemplatesResult::with_all_items(templates))
+        })
+        .await
     }
 
     async fn call_tool(
@@ -300,39 +425,8 @@ impl ServerHandler for FrontSession {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let Some((shared, original)) = self.gateway.snapshot().route_tool(&request.name) else {
-            return Err(unknown("tool", &request.name));
-        };
-        let mut params = CallToolRequestParams::new(original.to_string());
-        params.arguments = request.arguments;
-        params.input_responses = request.input_responses;
-        params.request_state = request.request_state;
-        params.meta = self.forwarded_meta(&context, &shared);
-        let (backend, outcome) = self
-            .forward(
-                shared,
-                ClientRequest::CallToolRequest(CallToolRequest::new(params)),
-                &context,
-            )
-            .await;
-        match outcome {
-            Ok(ServerResult::CallToolResult(mut result)) => {
-                for block in &mut result.content {
-                    prefix_block(&backend.config.prefix, block);
-                }
-                Ok(CallToolResponse::Complete(result))
-            }
-            Ok(ServerResult::InputRequiredResult(r)) => Ok(CallToolResponse::InputRequired(r)),
-            Ok(ServerResult::CreateTaskResult(r)) => Ok(CallToolResponse::Task(r)),
-            Ok(_) => Err(unexpected(&backend)),
-            Err(CallError::Rpc(e)) => Err(e),
-            Err(e) => {
-                tracing::debug!(session = self.id, tool = %request.name, backend = %backend.name(), error = %e, "call failed");
-                Ok(CallToolResponse::Complete(CallToolResult::error(vec![
-                    ContentBlock::text(e.to_string()),
-                ])))
-            }
-        }
+        let req = self.req("tools/call", &context);
+        req.run(self.call_tool_inner(request, &context, &req)).await
     }
 
     async fn get_prompt(
@@ -340,29 +434,37 @@ impl ServerHandler for FrontSession {
         request: GetPromptRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
-        let Some((shared, original)) = self.gateway.snapshot().route_prompt(&request.name) else {
-            return Err(unknown("prompt", &request.name));
-        };
-        let mut params = request;
-        params.name = original.to_string();
-        params.meta = self.forwarded_meta(&context, &shared);
-        let (backend, outcome) = self
-            .forward(
-                shared,
-                ClientRequest::GetPromptRequest(GetPromptRequest::new(params)),
-                &context,
-            )
-            .await;
-        match outcome.map_err(rpc_error)? {
-            ServerResult::GetPromptResult(mut r) => {
-                for message in &mut r.messages {
-                    prefix_block(&backend.config.prefix, &mut message.content);
+        let req = self.req("prompts/get", &context);
+        req.run(async {
+            let Some((shared, original)) = self.gateway.snapshot().route_prompt(&request.name)
+            else {
+                return Err(unknown("prompt", &request.name));
+            };
+            req.routed(shared.name());
+            req.allow_backend(shared.name(), &format!("prompt `{}`", request.name))?;
+            let mut params = request;
+            params.name = original.to_string();
+            params.meta = self.forwarded_meta(&context, &shared, &req);
+            let (backend, outcome) = self
+                .forward(
+                    shared,
+                    ClientRequest::GetPromptRequest(GetPromptRequest::new(params)),
+                    &context,
+                    &req,
+                )
+                .await;
+            match outcome.map_err(rpc_error)? {
+                ServerResult::GetPromptResult(mut r) => {
+                    for message in &mut r.messages {
+                        prefix_block(&backend.config.prefix, &mut message.content);
+                    }
+                    Ok(GetPromptResponse::Complete(r))
                 }
-                Ok(GetPromptResponse::Complete(r))
+                ServerResult::InputRequiredResult(r) => Ok(GetPromptResponse::InputRequired(r)),
+                _ => Err(unexpected(&backend)),
             }
-            ServerResult::InputRequiredResult(r) => Ok(GetPromptResponse::InputRequired(r)),
-            _ => Err(unexpected(&backend)),
-        }
+        })
+        .await
     }
 
     async fn read_resource(
@@ -370,30 +472,37 @@ impl ServerHandler for FrontSession {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
-        let Some((shared, uri)) = self.gateway.snapshot().route_uri(&request.uri) else {
-            return Err(ErrorData::resource_not_found(
-                format!("unknown resource `{}`", request.uri),
-                None,
-            ));
-        };
-        let mut params = request;
-        params.uri = uri;
-        params.meta = self.forwarded_meta(&context, &shared);
-        let (backend, outcome) = self
-            .forward(
-                shared,
-                ClientRequest::ReadResourceRequest(ReadResourceRequest::new(params)),
-                &context,
-            )
-            .await;
-        match outcome.map_err(rpc_error)? {
-            ServerResult::ReadResourceResult(mut r) => {
-                prefix_contents(&backend.config.prefix, &mut r.contents);
-                Ok(ReadResourceResponse::Complete(r))
+        let req = self.req("resources/read", &context);
+        req.run(async {
+            let Some((shared, uri)) = self.gateway.snapshot().route_uri(&request.uri) else {
+                return Err(ErrorData::resource_not_found(
+                    format!("unknown resource `{}`", request.uri),
+                    None,
+                ));
+            };
+            req.routed(shared.name());
+            req.allow_backend(shared.name(), &format!("resource `{}`", request.uri))?;
+            let mut params = request;
+            params.uri = uri;
+            params.meta = self.forwarded_meta(&context, &shared, &req);
+            let (backend, outcome) = self
+                .forward(
+                    shared,
+                    ClientRequest::ReadResourceRequest(ReadResourceRequest::new(params)),
+                    &context,
+                    &req,
+                )
+                .await;
+            match outcome.map_err(rpc_error)? {
+                ServerResult::ReadResourceResult(mut r) => {
+                    prefix_contents(&backend.config.prefix, &mut r.contents);
+                    Ok(ReadResourceResponse::Complete(r))
+                }
+                ServerResult::InputRequiredResult(r) => Ok(ReadResourceResponse::InputRequired(r)),
+                _ => Err(unexpected(&backend)),
             }
-            ServerResult::InputRequiredResult(r) => Ok(ReadResourceResponse::InputRequired(r)),
-            _ => Err(unexpected(&backend)),
-        }
+        })
+        .await
     }
 
     async fn complete(
@@ -401,62 +510,74 @@ impl ServerHandler for FrontSession {
         request: CompleteRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, ErrorData> {
-        let snapshot = self.gateway.snapshot_full();
-        let mut params = request;
-        let shared = match &mut params.r#ref {
-            Reference::Prompt(p) => {
-                let (backend, original) = snapshot
-                    .route_prompt(&p.name)
-                    .ok_or_else(|| unknown("prompt", &p.name))?;
-                p.name = original.to_string();
-                backend
+        let req = self.req("completion/complete", &context);
+        req.run(async {
+            let snapshot = self.gateway.snapshot_full();
+            let mut params = request;
+            let shared = match &mut params.r#ref {
+                Reference::Prompt(p) => {
+                    let (backend, original) = snapshot
+                        .route_prompt(&p.name)
+                        .ok_or_else(|| unknown("prompt", &p.name))?;
+                    req.allow_backend(backend.name(), &format!("prompt `{}`", p.name))?;
+                    p.name = original.to_string();
+                    backend
+                }
+                Reference::Resource(r) => {
+                    let (backend, uri) = snapshot
+                        .route_uri(&r.uri)
+                        .ok_or_else(|| unknown("resource template", &r.uri))?;
+                    req.allow_backend(backend.name(), &format!("resource `{}`", r.uri))?;
+                    r.uri = uri;
+                    backend
+                }
+                _ => {
+                    return Err(ErrorData::invalid_params(
+                        "unsupported completion reference",
+                        None,
+                    ));
+                }
+            };
+            drop(snapshot);
+            req.routed(shared.name());
+            params.meta = self.forwarded_meta(&context, &shared, &req);
+            let (backend, outcome) = self
+                .forward(
+                    shared,
+                    ClientRequest::CompleteRequest(CompleteRequest::new(params)),
+                    &context,
+                    &req,
+                )
+                .await;
+            match outcome.map_err(rpc_error)? {
+                ServerResult::CompleteResult(r) => Ok(r),
+                _ => Err(unexpected(&backend)),
             }
-            Reference::Resource(r) => {
-                let (backend, uri) = snapshot
-                    .route_uri(&r.uri)
-                    .ok_or_else(|| unknown("resource template", &r.uri))?;
-                r.uri = uri;
-                backend
-            }
-            _ => {
-                return Err(ErrorData::invalid_params(
-                    "unsupported completion reference",
-                    None,
-                ));
-            }
-        };
-        drop(snapshot);
-        params.meta = self.forwarded_meta(&context, &shared);
-        let (backend, outcome) = self
-            .forward(
-                shared,
-                ClientRequest::CompleteRequest(CompleteRequest::new(params)),
-                &context,
-            )
-            .await;
-        match outcome.map_err(rpc_error)? {
-            ServerResult::CompleteResult(r) => Ok(r),
-            _ => Err(unexpected(&backend)),
-        }
+        })
+        .await
     }
 
     async fn set_level(
         &self,
         request: SetLevelRequestParams,
-        _: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        self.session()?.set_log_level(request.level);
-        self.gateway.apply_log_floor().await;
-        // This session's own connections follow its own level.
-        let private: Vec<Arc<Backend>> = self
-            .private
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        futures::future::join_all(private.iter().map(|b| b.set_log_level(request.level))).await;
-        Ok(())
+        let req = self.req("logging/setLevel", &context);
+        req.run(async {
+            self.session()?.set_log_level(request.level);
+            self.gateway.apply_log_floor().await;
+            // This session's own connections follow its own level.
+            let private: Vec<Arc<Backend>> = self
+                .private
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .cloned()
+                .collect();
+            futures::future::join_all(private.iter().map(|b| b.set_log_level(request.level))).await;
+            Ok(())
+        })
+        .await
     }
 
     async fn subscribe(
@@ -464,39 +585,45 @@ impl ServerHandler for FrontSession {
         request: SubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        let session = self.session()?.clone();
-        let Some((shared, original)) = self.gateway.snapshot().route_uri(&request.uri) else {
-            return Err(ErrorData::resource_not_found(
-                format!("unknown resource `{}`", request.uri),
-                None,
-            ));
-        };
-        let supports = shared.server_info().is_some_and(|i| {
-            i.capabilities
-                .resources
-                .as_ref()
-                .is_some_and(|r| r.subscribe == Some(true))
-        });
-        if !supports {
-            return Err(ErrorData::invalid_params(
-                format!(
-                    "backend `{}` does not support resource subscriptions (for `{}`)",
-                    shared.name(),
-                    request.uri
-                ),
-                None,
-            ));
-        }
-        let per_session = shared.config.isolation == Isolation::PerSession;
-        let first = self.gateway.hub.subscribe(&session, &request.uri);
-        if first || per_session {
-            let backend = self.resolve(shared, &context.peer).await;
-            if let Err(e) = backend.subscribe(original).await {
-                self.gateway.hub.unsubscribe(&session, &request.uri);
-                return Err(rpc_error(e));
+        let req = self.req("resources/subscribe", &context);
+        req.run(async {
+            let session = self.session()?.clone();
+            let Some((shared, original)) = self.gateway.snapshot().route_uri(&request.uri) else {
+                return Err(ErrorData::resource_not_found(
+                    format!("unknown resource `{}`", request.uri),
+                    None,
+                ));
+            };
+            req.routed(shared.name());
+            req.allow_backend(shared.name(), &format!("resource `{}`", request.uri))?;
+            let supports = shared.server_info().is_some_and(|i| {
+                i.capabilities
+                    .resources
+                    .as_ref()
+                    .is_some_and(|r| r.subscribe == Some(true))
+            });
+            if !supports {
+                return Err(ErrorData::invalid_params(
+                    format!(
+                        "backend `{}` does not support resource subscriptions (for `{}`)",
+                        shared.name(),
+                        request.uri
+                    ),
+                    None,
+                ));
             }
-        }
-        Ok(())
+            let per_session = shared.config.isolation == Isolation::PerSession;
+            let first = self.gateway.hub.subscribe(&session, &request.uri);
+            if first || per_session {
+                let backend = self.resolve(shared, &context.peer).await;
+                if let Err(e) = backend.subscribe(original).await {
+                    self.gateway.hub.unsubscribe(&session, &request.uri);
+                    return Err(rpc_error(e));
+                }
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn unsubscribe(
@@ -504,20 +631,25 @@ impl ServerHandler for FrontSession {
         request: UnsubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        let session = self.session()?.clone();
-        let Some((shared, original)) = self.gateway.snapshot().route_uri(&request.uri) else {
-            return Err(ErrorData::resource_not_found(
-                format!("unknown resource `{}`", request.uri),
-                None,
-            ));
-        };
-        let per_session = shared.config.isolation == Isolation::PerSession;
-        let last = self.gateway.hub.unsubscribe(&session, &request.uri);
-        if last || per_session {
-            let backend = self.resolve(shared, &context.peer).await;
-            backend.unsubscribe(original).await.map_err(rpc_error)?;
-        }
-        Ok(())
+        let req = self.req("resources/unsubscribe", &context);
+        req.run(async {
+            let session = self.session()?.clone();
+            let Some((shared, original)) = self.gateway.snapshot().route_uri(&request.uri) else {
+                return Err(ErrorData::resource_not_found(
+                    format!("unknown resource `{}`", request.uri),
+                    None,
+                ));
+            };
+            req.routed(shared.name());
+            let per_session = shared.config.isolation == Isolation::PerSession;
+            let last = self.gateway.hub.unsubscribe(&session, &request.uri);
+            if last || per_session {
+                let backend = self.resolve(shared, &context.peer).await;
+                backend.unsubscribe(original).await.map_err(rpc_error)?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn on_roots_list_changed(&self, _: NotificationContext<RoleServer>) {

@@ -91,6 +91,19 @@ pub async fn connect(url: &str, name: &str) -> (Rc, Recorder) {
     (client, recorder)
 }
 
+/// A client that sends `Authorization: Bearer {token}`.
+pub async fn connect_with_token(url: &str, name: &str, token: &str) -> (Rc, Recorder) {
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    let recorder = Recorder::new(name);
+    let config = StreamableHttpClientTransportConfig::with_uri(url.to_string()).auth_header(token);
+    let client = recorder
+        .clone()
+        .serve(StreamableHttpClientTransport::from_config(config))
+        .await
+        .expect("client connects with its token");
+    (client, recorder)
+}
+
 pub async fn call(client: &Rc, tool: &str, arguments: Value) -> CallToolResult {
     client
         .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(args(arguments)))

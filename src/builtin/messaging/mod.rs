@@ -201,6 +201,11 @@ impl ServerHandler for MessagingServer {
         let caller = Caller::of(&ctx);
         let args = request.arguments.unwrap_or_default();
         let m = &self.shared;
+        // With auth a session is its token's client from its first call on,
+        // so pushes find it even before it names itself.
+        if let (Some(auth), Some(session)) = (&caller.auth, caller.session) {
+            m.presence.bind(session, auth);
+        }
         let outcome = match request.name.as_ref() {
             schema::CHECKIN => clients::checkin(m, &caller, &args).await,
             schema::SEND => send::send(m, &caller, &args).await,

@@ -1,0 +1,111 @@
+//! The tower layers of the HTTP front, one per file, composed in
+//! [`super::stack`] in the order they run:
+//!
+//! 1. [`trace`]: a span and a request id for every request.
+//! 2. [`metrics`]: HTTP requests and response times by route.
+//! 3. [`origin`]: `Host` and browser `Origin` checks (DNS-rebinding protection).
+//! 4. [`auth`]: bearer tokens → the client id.
+//! 5. [`body`]: reads the MCP request body (bounded) and notes what it asks for.
+//! 6. [`limits`]: global and per-client concurrency, per-client rate.
+//!
+//! Layers talk to later ones, and to the rmcp session handler, only through
+//! the request extensions defined here (rmcp hands the request's
+//! `http::request::Parts`, extensions included, to the session).
+
+pub mod auth;
+pub mod body;
+pub mod limits;
+pub mod metrics;
+pub mod origin;
+pub mod trace;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use super::policy::Client;
+
+/// What a request is for, decided once from its path by [`trace`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    Mcp,
+    Healthz,
+    Readyz,
+    Status,
+    Metrics,
+    AdminReload,
+    Other,
+}
+
+impl Route {
+    pub fn of(path: &str, mcp_path: &str) -> Self {
+        match path {
+            p if p == mcp_path => Self::Mcp,
+            "/healthz" => Self::Healthz,
+            "/readyz" => Self::Readyz,
+            "/status" => Self::Status,
+            "/metrics" => Self::Metrics,
+            "/admin/reload" => Self::AdminReload,
+            _ => Self::Other,
+        }
+    }
+
+    /// The route of a request that went through [`trace`].
+    pub fn get<B>(req: &http::Request<B>) -> Self {
+        req.extensions()
+            .get::<Route>()
+            .copied()
+            .unwrap_or(Route::Other)
+    }
+
+    /// Probes must work for load balancers and orchestrators, which neither
+    /// authenticate nor use the public host name; they reveal little.
+    pub fn is_probe(self) -> bool {
+        matches!(self, Self::Healthz | Self::Readyz)
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Mcp => "mcp",
+            Self::Healthz => "healthz",
+            Self::Readyz => "readyz",
+            Self::Status => "status",
+            Self::Metrics => "metrics",
+            Self::AdminReload => "admin_reload",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// The request's id, echoed in the `x-request-id` response header.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub Arc<str>);
+
+/// The request's span, so the session handler (which runs in rmcp's task,
+/// not the request's) can log inside it.
+#[derive(Clone, Debug)]
+pub struct RequestSpan(pub tracing::Span);
+
+/// The remote address of the connection, set by the accept loop.
+#[derive(Clone, Copy, Debug)]
+pub struct RemoteAddr(pub SocketAddr);
+
+/// The client that the request's bearer token proved; absent without `[auth]`.
+#[derive(Clone, Debug)]
+pub struct Caller(pub Arc<Client>);
+
+/// What a JSON POST body asks for, as far as the layers care.
+#[derive(Clone, Debug, Default)]
+pub struct Rpc {
+    /// `None` for responses (and anything that is not a JSON-RPC message).
+    pub method: Option<String>,
+    pub id: Option<serde_json::Value>,
+    /// `params.name` of `tools/call` and `prompts/get`.
+    pub name: Option<String>,
+}
+
+impl Rpc {
+    /// A request (it has a method and an id), as opposed to a notification or a response.
+    pub fn is_request(&self) -> bool {
+        self.method.is_some() && self.id.is_some()
+    }
+}

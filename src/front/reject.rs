@@ -1,0 +1,140 @@
+//! The one place where a refusal at the HTTP edge becomes a response.
+//!
+//! Layers return a typed [`Rejection`] naming what was wrong; this module
+//! picks the status, headers and body, and counts it. Refusals of a JSON-RPC
+//! request carry a JSON-RPC error with the request's id, so a client's SDK
+//! can hand it to the caller that made the request.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+
+use super::policy::LimitError;
+
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// JSON-RPC codes of our own refusals (implementation-defined server errors).
+pub mod codes {
+    /// The request took longer than `limits.request_timeout`.
+    pub const REQUEST_TIMEOUT: i32 = -32001;
+    /// A concurrency limit (global or per client) is reached.
+    pub const OVERLOADED: i32 = -32003;
+    /// The client's rate limit is exhausted.
+    pub const RATE_LIMITED: i32 = -32004;
+    /// The client's allow-list does not include what it asked for.
+    pub const FORBIDDEN: i32 = -32005;
+}
+
+/// Why a request was refused before it reached a session.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejection {
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    #[error("Host header is not allowed: {0}")]
+    Host(String),
+    #[error("Origin is not allowed: {0}")]
+    Origin(String),
+    #[error("request body exceeds the limit of {0} bytes")]
+    BodyTooLarge(usize),
+    #[error("could not read request body: {0}")]
+    BodyUnreadable(String),
+    #[error("Parse error: {0}")]
+    Parse(String),
+    /// A limit refused the JSON-RPC request with this id.
+    #[error("{error}")]
+    Limit { error: LimitError, id: Value },
+}
+
+impl Rejection {
+    /// The label counted in `manifold_rejected_requests_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Unauthorized => "unauthorized",
+            Self::Host(_) => "host",
+            Self::Origin(_) => "origin",
+            Self::BodyTooLarge(_) => "body_too_large",
+            Self::BodyUnreadable(_) => "body_unreadable",
+            Self::Parse(_) => "parse_error",
+            Self::Limit { error, .. } => match error {
+                LimitError::Overloaded { .. } => "overloaded",
+                LimitError::ClientBusy { .. } => "client_concurrency",
+                LimitError::RateLimited { .. } => "rate_limited",
+            },
+        }
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        crate::metrics::rejected(self.reason());
+        let message = self.to_string();
+        match self {
+            Self::Unauthorized => {
+                let mut r = text(StatusCode::UNAUTHORIZED, &format!("{message}\n"));
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"manifold\""),
+                );
+                r
+            }
+            Self::Host(_) | Self::Origin(_) => {
+                text(StatusCode::FORBIDDEN, &format!("Forbidden: {message}\n"))
+            }
+            Self::BodyTooLarge(_) => text(StatusCode::PAYLOAD_TOO_LARGE, &format!("{message}\n")),
+            Self::BodyUnreadable(_) => text(StatusCode::BAD_REQUEST, &format!("{message}\n")),
+            Self::Parse(_) => jsonrpc_error(StatusCode::BAD_REQUEST, Value::Null, -32700, &message),
+            Self::Limit { error, id } => {
+                let (status, code, retry) = match &error {
+                    LimitError::Overloaded { .. } => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        codes::OVERLOADED,
+                        Duration::from_secs(1),
+                    ),
+                    LimitError::ClientBusy { .. } => (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        codes::OVERLOADED,
+                        Duration::from_secs(1),
+                    ),
+                    LimitError::RateLimited { retry_after, .. } => (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        codes::RATE_LIMITED,
+                        *retry_after,
+                    ),
+                };
+                let mut r = jsonrpc_error(status, id, code, &message);
+                // Whole seconds, rounded up, as the header requires.
+                let secs = retry.as_secs() + u64::from(retry.subsec_nanos() > 0);
+                if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
+                    r.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                r
+            }
+        }
+    }
+}
+
+pub fn text(status: StatusCode, body: &str) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from(body.to_string())).boxed())
+        .unwrap_or_default()
+}
+
+pub fn jsonrpc_error(status: StatusCode, id: Value, code: i32, message: &str) -> Response<Body> {
+    json_response(
+        status,
+        json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}}),
+    )
+}
+
+pub fn json_response(status: StatusCode, body: Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())).boxed())
+        .unwrap_or_default()
+}

@@ -1,0 +1,179 @@
+//! One MCP request as a session handles it: who asks (the client its token
+//! proved), in which span, until when (`limits.request_timeout`), and how it
+//! ended (counted in the metrics).
+//!
+//! rmcp runs the session handler in its own task, not the HTTP request's, so
+//! what the layers learned arrives through the request's `http::request::Parts`
+//! that rmcp puts in the context's extensions. Over stdio there are none:
+//! no client id and a fresh span.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use rmcp::model::ErrorCode;
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use tracing::field::Empty;
+
+use super::layers::{Caller, RequestSpan};
+use super::policy::Client;
+use super::reject::codes;
+
+/// How long a timed-out call gets to tell its backend it was cancelled.
+const CANCEL_GRACE: Duration = Duration::from_millis(250);
+
+pub(super) struct Req {
+    /// The authenticated client; `None` without `[auth]` (or over stdio).
+    pub client: Option<Arc<Client>>,
+    method: &'static str,
+    span: tracing::Span,
+    started: Instant,
+    timeout: Option<Duration>,
+    /// Given to the backend call: cancelled when the client cancels the
+    /// request or it runs out of time. A child of rmcp's token, so it ends
+    /// with the request.
+    pub cancel: CancellationToken,
+    backend: OnceLock<String>,
+    tool_error: AtomicBool,
+    /// Set when the request may not run at all (see [`Req::refuse`]).
+    refused: OnceLock<ErrorData>,
+}
+
+impl Req {
+    pub fn new(
+        method: &'static str,
+        ctx: &RequestContext<RoleServer>,
+        session: u64,
+        timeout: Option<Duration>,
+    ) -> Self {
+        let parts = ctx.extensions.get::<http::request::Parts>();
+        let client = parts
+            .and_then(|p| p.extensions.get::<Caller>())
+            .map(|c| c.0.clone());
+        let span = parts
+            .and_then(|p| p.extensions.get::<RequestSpan>())
+            .map(|s| s.0.clone())
+            .unwrap_or_else(|| {
+                tracing::info_span!(
+                    "request",
+                    method,
+                    session,
+                    tool = Empty,
+                    backend = Empty,
+                    client = Empty
+                )
+            });
+        span.record("session", session);
+        span.record("method", method);
+        Self {
+            client,
+            method,
+            span,
+            started: Instant::now(),
+            timeout,
+            cancel: ctx.ct.child_token(),
+            backend: OnceLock::new(),
+            tool_error: AtomicBool::new(false),
+            refused: OnceLock::new(),
+        }
+    }
+
+    pub fn client_id(&self) -> Option<&str> {
+        self.client.as_ref().map(|c| &*c.id)
+    }
+
+    /// Notes the backend the request was routed to (span and metrics).
+    pub fn routed(&self, backend: &str) {
+        self.span.record("backend", backend);
+        let _ = self.backend.set(backend.to_string());
+    }
+
+    /// Notes a tool call that came back with `isError`.
+    pub fn tool_error(&self) {
+        self.tool_error.store(true, Ordering::Relaxed);
+    }
+
+    /// Makes [`Req::run`] answer `error` without running the request.
+    pub fn refuse(&self, error: ErrorData) {
+        let _ = self.refused.set(error);
+    }
+
+    /// Whether the client may use `backend`; `Err` is the answer if not.
+    pub fn allow_backend(&self, backend: &str, what: &str) -> Result<(), ErrorData> {
+        match &self.client {
+            Some(c) if !c.may_use_backend(backend) => Err(denied(&c.id, what)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the client may call the exposed tool `tool` of `backend`.
+    pub fn allow_tool(&self, backend: &str, tool: &str) -> Result<(), ErrorData> {
+        match &self.client {
+            Some(c) if !c.may_call_tool(backend, tool) => {
+                Err(denied(&c.id, &format!("tool `{tool}`")))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs the request's work inside its span and time limit, and counts it.
+    pub async fn run<T>(
+        &self,
+        work: impl Future<Output = Result<T, ErrorData>>,
+    ) -> Result<T, ErrorData> {
+        let result = match self.refused.get() {
+            Some(e) => Err(e.clone()),
+            None => self.within_time(work.instrument(self.span.clone())).await,
+        };
+        let outcome = match &result {
+            Ok(_) if self.tool_error.load(Ordering::Relaxed) => "tool_error",
+            Ok(_) => "ok",
+            Err(e) if e.code.0 == codes::REQUEST_TIMEOUT => "timeout",
+            Err(e) if e.code.0 == codes::FORBIDDEN => "denied",
+            Err(_) => "error",
+        };
+        let backend = self.backend.get().map(String::as_str).unwrap_or_default();
+        crate::metrics::request(self.method, backend, outcome, self.started.elapsed());
+        result
+    }
+
+    async fn within_time<T>(
+        &self,
+        work: impl Future<Output = Result<T, ErrorData>>,
+    ) -> Result<T, ErrorData> {
+        let Some(limit) = self.timeout else {
+            return work.await;
+        };
+        tokio::pin!(work);
+        tokio::select! {
+            result = &mut work => result,
+            _ = tokio::time::sleep(limit.saturating_sub(self.started.elapsed())) => {
+                // Let a backend call send its cancellation before we drop it.
+                self.cancel.cancel();
+                let _ = tokio::time::timeout(CANCEL_GRACE, work).await;
+                self.span.in_scope(|| tracing::info!(limit = %humantime::format_duration(limit), "request timed out"));
+                Err(ErrorData::new(
+                    ErrorCode(codes::REQUEST_TIMEOUT),
+                    format!(
+                        "request timed out after {} (limits.request_timeout)",
+                        humantime::format_duration(limit)
+                    ),
+                    None,
+                ))
+            }
+        }
+    }
+}
+
+/// The answer to a request outside the client's allow-list.
+pub(super) fn denied(client: &str, what: &str) -> ErrorData {
+    ErrorData::new(
+        ErrorCode(codes::FORBIDDEN),
+        format!("client `{client}` is not allowed to use {what} (see its allow-list in [auth])"),
+        None,
+    )
+}

@@ -1,0 +1,279 @@
+//! Process metrics, served by `GET /metrics` in the OpenMetrics text format
+//! (which Prometheus scrapes natively).
+//!
+//! Counters and histograms live in one process-wide registry, like the
+//! default registry of every Prometheus client: whoever observes something
+//! calls a free function here (`metrics::reload(true)`), with no handle to
+//! thread through. Gauges that describe the current state (live sessions,
+//! backends up, the hub's notification counters) are read from the gateway at
+//! scrape time instead of being kept in sync. This module must not log or
+//! block: it is called on every request.
+//!
+//! Label values are bounded: MCP method names come from a fixed list, backend
+//! names from the config, outcomes and reasons from enums here.
+
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::backend::BackendState;
+use crate::coordinator::{Fate, Kind};
+use crate::gateway::Gateway;
+
+/// The content type of [`render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    backend: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LatencyLabels {
+    method: String,
+    backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    route: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NotificationLabels {
+    kind: &'static str,
+    fate: &'static str,
+}
+
+struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_seconds: Family<LatencyLabels, Histogram>,
+    http_requests: Family<HttpLabels, Counter>,
+    http_seconds: Family<RouteLabels, Histogram>,
+    rejected: Family<ReasonLabels, Counter>,
+    reloads: Family<OutcomeLabels, Counter>,
+    restarts: Family<BackendLabels, Counter>,
+    // Set from the gateway at scrape time.
+    sessions: Gauge,
+    backend_up: Family<BackendLabels, Gauge>,
+    notifications: Family<NotificationLabels, Counter>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 ms … ~65 s: from a cached list to a slow tool call.
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    let mut registry = Registry::with_prefix("manifold");
+    let requests = Family::<RequestLabels, Counter>::default();
+    registry.register(
+        "requests",
+        "MCP requests from clients, by method, backend and outcome",
+        requests.clone(),
+    );
+    let request_seconds =
+        Family::<LatencyLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+    registry.register(
+        "request_duration_seconds",
+        "Time to answer an MCP request, by method and backend",
+        request_seconds.clone(),
+    );
+    let http_requests = Family::<HttpLabels, Counter>::default();
+    registry.register(
+        "http_requests",
+        "HTTP requests, by route and response status",
+        http_requests.clone(),
+    );
+    let http_seconds =
+        Family::<RouteLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+    registry.register(
+        "http_response_duration_seconds",
+        "Time to the HTTP response headers, by route (an MCP stream may last longer)",
+        http_seconds.clone(),
+    );
+    let rejected = Family::<ReasonLabels, Counter>::default();
+    registry.register(
+        "rejected_requests",
+        "Requests refused before reaching a session, by reason",
+        rejected.clone(),
+    );
+    let reloads = Family::<OutcomeLabels, Counter>::default();
+    registry.register(
+        "config_reloads",
+        "Config reloads, by outcome (success or failure)",
+        reloads.clone(),
+    );
+    let restarts = Family::<BackendLabels, Counter>::default();
+    registry.register(
+        "backend_restarts",
+        "Backend reconnects and process restarts",
+        restarts.clone(),
+    );
+    // Both outcomes exist from the start, so `increase()` sees the first one.
+    for outcome in ["success", "failure"] {
+        let _ = reloads.get_or_create(&OutcomeLabels { outcome });
+    }
+    let sessions = Gauge::default();
+    registry.register("sessions", "Live client sessions", sessions.clone());
+    let backend_up = Family::<BackendLabels, Gauge>::default();
+    registry.register(
+        "backend_up",
+        "1 when the backend is connected, 0 otherwise",
+        backend_up.clone(),
+    );
+    let notifications = Family::<NotificationLabels, Counter>::default();
+    registry.register(
+        "notifications",
+        "Notifications and server-to-client requests from backends, by kind and fate",
+        notifications.clone(),
+    );
+    Metrics {
+        registry,
+        requests,
+        request_seconds,
+        http_requests,
+        http_seconds,
+        rejected,
+        reloads,
+        restarts,
+        sessions,
+        backend_up,
+        notifications,
+    }
+});
+
+/// Serializes scrapes: each one rewrites the state gauges before encoding.
+static SCRAPE: Mutex<()> = Mutex::new(());
+
+/// One MCP request answered. `backend` is empty when no backend was involved
+/// (lists, `initialize`); `outcome` is one of `ok`, `error`, `tool_error`,
+/// `denied`, `timeout`.
+pub fn request(method: &str, backend: &str, outcome: &'static str, took: Duration) {
+    let m = &*METRICS;
+    m.requests
+        .get_or_create(&RequestLabels {
+            method: method.to_string(),
+            backend: backend.to_string(),
+            outcome,
+        })
+        .inc();
+    m.request_seconds
+        .get_or_create(&LatencyLabels {
+            method: method.to_string(),
+            backend: backend.to_string(),
+        })
+        .observe(took.as_secs_f64());
+}
+
+/// One HTTP response sent; `route` is a fixed label (`mcp`, `healthz`, …).
+pub fn http(route: &'static str, status: u16, took: Duration) {
+    let m = &*METRICS;
+    m.http_requests
+        .get_or_create(&HttpLabels { route, status })
+        .inc();
+    m.http_seconds
+        .get_or_create(&RouteLabels { route })
+        .observe(took.as_secs_f64());
+}
+
+/// A request refused at the edge (`unauthorized`, `rate_limited`, …).
+pub fn rejected(reason: &'static str) {
+    METRICS
+        .rejected
+        .get_or_create(&ReasonLabels { reason })
+        .inc();
+}
+
+/// A config reload finished; for the reload path to call.
+pub fn reload(ok: bool) {
+    let outcome = if ok { "success" } else { "failure" };
+    METRICS
+        .reloads
+        .get_or_create(&OutcomeLabels { outcome })
+        .inc();
+}
+
+/// A backend was restarted or reconnected; for the supervisor to call.
+pub fn backend_restart(name: &str) {
+    METRICS
+        .restarts
+        .get_or_create(&BackendLabels {
+            backend: name.to_string(),
+        })
+        .inc();
+}
+
+/// Every metric, in the OpenMetrics text format.
+pub fn render(gateway: &Gateway) -> String {
+    let m = &*METRICS;
+    let _serial = SCRAPE.lock().unwrap_or_else(|p| p.into_inner());
+    m.sessions.set(gateway.hub.session_count() as i64);
+    // Cleared first so that a removed backend disappears instead of staying at its last value.
+    m.backend_up.clear();
+    for (name, b) in &gateway.snapshot().backends {
+        let up = i64::from(b.state() == BackendState::Up);
+        // A backend that never restarted still shows, at 0.
+        let _ = m.restarts.get_or_create(&BackendLabels {
+            backend: name.clone(),
+        });
+        m.backend_up
+            .get_or_create(&BackendLabels {
+                backend: name.clone(),
+            })
+            .set(up);
+    }
+    for kind in Kind::ALL {
+        for (fate, label) in [
+            (Fate::Received, "received"),
+            (Fate::Forwarded, "forwarded"),
+            (Fate::Coalesced, "coalesced"),
+            (Fate::Dropped, "dropped"),
+        ] {
+            let counter = m.notifications.get_or_create(&NotificationLabels {
+                kind: kind.name(),
+                fate: label,
+            });
+            // The hub's counters are the source of truth; mirror them.
+            counter.inner().store(
+                gateway.hub.counters.get(kind, fate),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+    }
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &m.registry) {
+        out = format!("# encoding failed: {e}\n");
+    }
+    out
+}
