@@ -202,7 +202,7 @@ async fn the_request_timeout_ends_a_call_with_a_jsonrpc_error() {
 async fn a_backends_max_concurrent_queues_calls_and_says_when_it_stays_busy() {
     let (gw, _cfg) = gateway(&format!(
         "{}{}",
-        stdio_backend("fx", "max_concurrent = 1\ntimeout = \"1s\""),
+        stdio_backend("fx", "max_concurrent = 1\ntimeout = \"2s\""),
         stdio_backend("free", "")
     ));
     let client = client(&gw.url).await;
@@ -213,13 +213,13 @@ async fn a_backends_max_concurrent_queues_calls_and_says_when_it_stays_busy() {
     );
     assert_eq!(first_text(&r1.unwrap()), "slept 300 ms");
     assert_eq!(first_text(&r2.unwrap()), "slept 300 ms");
-    // Two calls that each hold the slot for the whole timeout (1s): a third
-    // queued behind them waits its own timeout for a slot, then is refused.
+    // Two calls that each hold the slot for the whole timeout (2s): a third
+    // queued well after them waits its own timeout for a slot, then is refused.
     let hog = |peer: rmcp::Peer<rmcp::RoleClient>| {
         tokio::spawn(async move { peer.call_tool(CallToolRequestParams::new("fx__hang")).await })
     };
     let hogs = [hog(client.peer().clone()), hog(client.peer().clone())];
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let r = client
         .call_tool(
             CallToolRequestParams::new("fx__echo").with_arguments(args(json!({"message": "m"}))),
@@ -229,7 +229,7 @@ async fn a_backends_max_concurrent_queues_calls_and_says_when_it_stays_busy() {
     assert_eq!(r.is_error, Some(true));
     assert_eq!(
         first_text(&r),
-        "backend `fx` is busy: all 1 call slots (max_concurrent) stayed taken for 1s"
+        "backend `fx` is busy: all 1 call slots (max_concurrent) stayed taken for 2s"
     );
     // Other backends are not affected.
     let r = client
