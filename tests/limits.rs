@@ -214,12 +214,18 @@ async fn a_backends_max_concurrent_queues_calls_and_says_when_it_stays_busy() {
     assert_eq!(first_text(&r1.unwrap()), "slept 300 ms");
     assert_eq!(first_text(&r2.unwrap()), "slept 300 ms");
     // Two calls that each hold the slot for the whole timeout (2s): a third
-    // queued well after them waits its own timeout for a slot, then is refused.
+    // queued after them waits its own timeout for a slot, then is refused.
     let hog = |peer: rmcp::Peer<rmcp::RoleClient>| {
         tokio::spawn(async move { peer.call_tool(CallToolRequestParams::new("fx__hang")).await })
     };
-    let hogs = [hog(client.peer().clone()), hog(client.peer().clone())];
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Spaced so the second hog is still waiting (its wait ends at 2.4 s)
+    // when the first releases the slot at 2 s, and the probe (waiting until
+    // 2.8 s) finds it taken again until 4 s: no two deadlines coincide.
+    let first = hog(client.peer().clone());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let second = hog(client.peer().clone());
+    let hogs = [first, second];
+    tokio::time::sleep(Duration::from_millis(400)).await;
     let r = client
         .call_tool(
             CallToolRequestParams::new("fx__echo").with_arguments(args(json!({"message": "m"}))),
