@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::backend::BackendState;
 use crate::config::{Config, MAX_EXPOSED_NAME};
-use crate::gateway::Gateway;
+use crate::reload::Reloader;
 
 /// A human summary of a valid config.
 pub fn summary(config: &Config, label: &str) -> String {
@@ -64,7 +64,8 @@ pub struct ConnectReport {
 pub async fn connect(config: Config) -> ConnectReport {
     let locations = config.locations.clone();
     let timeout = config.server.connect_timeout;
-    let gateway = Gateway::start(config);
+    let reloader = Reloader::start(config, None).await;
+    let gateway = reloader.gateway();
     let _ = tokio::time::timeout(timeout + Duration::from_millis(500), gateway.settled()).await;
     let snapshot = gateway.snapshot_full();
     let mut report = String::new();

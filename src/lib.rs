@@ -36,5 +36,6 @@ pub mod gateway;
 pub mod metrics;
 
 pub mod reload;
+pub mod router;
 pub mod serve;
 pub mod store;

@@ -5,9 +5,10 @@
 //! default registry of every Prometheus client: whoever observes something
 //! calls a free function here (`metrics::reload(true)`), with no handle to
 //! thread through. Gauges that describe the current state (live sessions,
-//! backends up, the hub's notification counters) are read from the gateway at
-//! scrape time instead of being kept in sync. This module must not log or
-//! block: it is called on every request.
+//! backends up, the hub's notification counters) are handed to [`render`] at
+//! scrape time as a [`Scrape`] instead of being kept in sync. This module
+//! names no other module of the crate (it sits at the bottom of the graph),
+//! and must not log or block: it is called on every request.
 //!
 //! Label values are bounded: MCP method names come from a fixed list, backend
 //! names from the config, outcomes and reasons from enums here.
@@ -21,10 +22,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-
-use crate::backend::BackendState;
-use crate::coordinator::{Fate, Kind};
-use crate::gateway::Gateway;
 
 /// The content type of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -234,15 +231,24 @@ pub fn backend_restart(name: &str) {
         .inc();
 }
 
+/// The state gauges at scrape time, read by the caller from the running gateway.
+#[derive(Default)]
+pub struct Scrape {
+    pub sessions: usize,
+    /// Every mounted backend: name, and whether it is up.
+    pub backends: Vec<(String, bool)>,
+    /// The coordinator's notification counters: kind, fate, value.
+    pub notifications: Vec<(&'static str, &'static str, u64)>,
+}
+
 /// Every metric, in the OpenMetrics text format.
-pub fn render(gateway: &Gateway) -> String {
+pub fn render(scrape: &Scrape) -> String {
     let m = &*METRICS;
     let _serial = SCRAPE.lock().unwrap_or_else(|p| p.into_inner());
-    m.sessions.set(gateway.hub.session_count() as i64);
+    m.sessions.set(scrape.sessions as i64);
     // Cleared first so that a removed backend disappears instead of staying at its last value.
     m.backend_up.clear();
-    for (name, b) in &gateway.snapshot().backends {
-        let up = i64::from(b.state() == BackendState::Up);
+    for (name, up) in &scrape.backends {
         // A backend that never restarted still shows, at 0.
         let _ = m.restarts.get_or_create(&BackendLabels {
             backend: name.clone(),
@@ -251,25 +257,16 @@ pub fn render(gateway: &Gateway) -> String {
             .get_or_create(&BackendLabels {
                 backend: name.clone(),
             })
-            .set(up);
+            .set(i64::from(*up));
     }
-    for kind in Kind::ALL {
-        for (fate, label) in [
-            (Fate::Received, "received"),
-            (Fate::Forwarded, "forwarded"),
-            (Fate::Coalesced, "coalesced"),
-            (Fate::Dropped, "dropped"),
-        ] {
-            let counter = m.notifications.get_or_create(&NotificationLabels {
-                kind: kind.name(),
-                fate: label,
-            });
-            // The hub's counters are the source of truth; mirror them.
-            counter.inner().store(
-                gateway.hub.counters.get(kind, fate),
-                std::sync::atomic::Ordering::Relaxed,
-            );
-        }
+    for &(kind, fate, value) in &scrape.notifications {
+        let counter = m
+            .notifications
+            .get_or_create(&NotificationLabels { kind, fate });
+        // The hub's counters are the source of truth; mirror them.
+        counter
+            .inner()
+            .store(value, std::sync::atomic::Ordering::Relaxed);
     }
     let mut out = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &m.registry) {

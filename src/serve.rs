@@ -9,7 +9,17 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::front::{Front, Policy};
 use crate::gateway::Gateway;
+use crate::reload::Reloader;
+
+/// Starts the gateway on `config` (empty gateway + the first apply) and the
+/// front that serves it, with its auth and limits following reloads.
+async fn start(config: Config, config_path: Option<PathBuf>) -> Front {
+    let policy = Arc::new(Policy::new(&config));
+    let reloader = Reloader::start(config, config_path).await;
+    Front::new(reloader, policy)
+}
 
 /// Binds, starts the backends, serves until `shutdown`, then stops every backend.
 ///
@@ -30,21 +40,14 @@ pub async fn serve_http(
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
     let local = listener.local_addr()?;
     let connect_timeout = config.server.connect_timeout;
-    let gateway = Gateway::start(config);
-    let server = tokio::spawn(crate::front::http::serve(
-        gateway.clone(),
-        listener,
+    let front = start(config, config_path).await;
+    let gateway = front.gateway.clone();
+    // Ends at shutdown.
+    tokio::spawn(crate::reload::watch(
+        front.reloader.clone(),
         shutdown.clone(),
-        config_path.clone(),
     ));
-    if let Some(path) = config_path {
-        // Ends at shutdown.
-        tokio::spawn(crate::reload::watch(
-            gateway.clone(),
-            path,
-            shutdown.clone(),
-        ));
-    }
+    let server = tokio::spawn(crate::front::http::serve(front, listener, shutdown.clone()));
     on_ready(local);
     // Logs the startup outcome once; ends after the first connect attempts.
     let logger = gateway.clone();
@@ -65,20 +68,18 @@ pub async fn serve_stdio(
     config_path: Option<PathBuf>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let connect_timeout = config.server.connect_timeout;
-    let gateway = Gateway::start(config);
+    let front = start(config, config_path).await;
+    let gateway = front.gateway.clone();
     let shutdown = CancellationToken::new();
-    if let Some(path) = config_path {
-        // Ends when this function returns.
-        tokio::spawn(crate::reload::watch(
-            gateway.clone(),
-            path,
-            shutdown.clone(),
-        ));
-    }
+    // Ends when this function returns.
+    tokio::spawn(crate::reload::watch(
+        front.reloader.clone(),
+        shutdown.clone(),
+    ));
     let _stop_watch = shutdown.drop_guard();
     wait_settled(&gateway, connect_timeout).await;
     log_backends(&gateway);
-    let result = crate::front::stdio::serve(gateway.clone()).await;
+    let result = crate::front::stdio::serve(front).await;
     gateway.shutdown().await;
     result
 }

@@ -21,10 +21,13 @@ use rmcp::{ClientHandler, ErrorData, RoleClient};
 use tokio::sync::oneshot;
 
 use super::{BackendRef, prefix_uri};
-use crate::coordinator::{Attribution, CallEvent, Fate, Hub, Kind, ListEvent, ListKinds, RelayJob};
+use crate::coordinator::{Attribution, CallEvent, Fate, Hub, Kind, ListKinds, RelayJob};
 
 /// How long a client may take to answer `roots/list` asked outside any call.
 const ROOTS_TIMEOUT: Duration = Duration::from_secs(5);
+/// Clients are asked for their roots outside a call at most this often per
+/// backend connection; asks in between get the last answer.
+const ROOTS_MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// Log messages a backend may send per second on average, and in one burst;
 /// beyond that they are dropped (and counted) so one chatty backend cannot
 /// flood every client.
@@ -68,6 +71,8 @@ pub struct BackendClient {
     pub(super) capabilities: ClientCapabilities,
     /// Limits log messages from this backend.
     pub(super) log_limit: std::sync::Mutex<RateLimit>,
+    /// The last answer to `roots/list` asked outside a call, and when.
+    pub(super) roots_cache: tokio::sync::Mutex<Option<(std::time::Instant, ListRootsResult)>>,
 }
 
 /// The capabilities a shared backend connection advertises: the gateway
@@ -100,10 +105,9 @@ impl BackendClient {
                 self.hub.counters.add(kind, Fate::Received, 1);
             }
         }
-        self.hub.list_changed(ListEvent::Changed {
-            backend: self.backend.clone(),
-            kinds,
-        });
+        if let Some(backend) = self.backend.upgrade() {
+            self.hub.list_changed(backend.id, kinds);
+        }
     }
 
     /// Relays a server→client request to the client whose call caused it.
@@ -131,7 +135,7 @@ impl BackendClient {
             Attribution::Call(call) => call,
             Attribution::Outside if kind == Kind::Roots => {
                 return Ok(ClientResult::ListRootsResult(
-                    self.roots_of_all_clients().await,
+                    self.roots_of_all_clients(backend.name()).await,
                 ));
             }
             Attribution::Outside => {
@@ -201,13 +205,23 @@ impl BackendClient {
         result
     }
 
-    /// `roots/list` outside any call: the union of the roots of every client that has any.
-    async fn roots_of_all_clients(&self) -> ListRootsResult {
+    /// `roots/list` outside any call: the union of the roots of every client
+    /// that has any and may use this backend. Answered from the last answer
+    /// when asked again within [`ROOTS_MIN_INTERVAL`], so a backend cannot
+    /// make the gateway poll every client in a loop.
+    async fn roots_of_all_clients(&self, backend: &str) -> ListRootsResult {
+        if let Some((at, answer)) = &*self.roots_cache.lock().await
+            && at.elapsed() < ROOTS_MIN_INTERVAL
+        {
+            return answer.clone();
+        }
+        // Held while asking, so concurrent asks wait for one answer.
+        let mut cache = self.roots_cache.lock().await;
         let asks = self
             .hub
             .sessions()
             .into_iter()
-            .filter(|s| s.capabilities.roots.is_some())
+            .filter(|s| s.capabilities.roots.is_some() && s.may_see(backend))
             .map(|s| async move {
                 tokio::time::timeout(ROOTS_TIMEOUT, s.peer.list_roots())
                     .await
@@ -222,7 +236,9 @@ impl BackendClient {
                 }
             }
         }
-        ListRootsResult::new(roots)
+        let answer = ListRootsResult::new(roots);
+        *cache = Some((std::time::Instant::now(), answer.clone()));
+        answer
     }
 }
 
@@ -292,7 +308,7 @@ impl ClientHandler for BackendClient {
     async fn on_logging_message(
         &self,
         param: LoggingMessageNotificationParam,
-        _: NotificationContext<RoleClient>,
+        ctx: NotificationContext<RoleClient>,
     ) {
         let allowed = self
             .log_limit
@@ -305,7 +321,15 @@ impl ClientHandler for BackendClient {
             return;
         }
         if let Some(backend) = self.backend.upgrade() {
-            self.hub.log(backend.name(), backend.owner, param);
+            // Over streamable HTTP the stream says which call caused it.
+            let caller = match ctx.extensions.get::<InboundStreamOrigin>() {
+                Some(InboundStreamOrigin::OutboundRequest(id)) => {
+                    let _gate = backend.routing_gate.read().await;
+                    self.hub.calls.caller_of(backend.id, id)
+                }
+                _ => None,
+            };
+            self.hub.log(backend.name(), backend.owner, caller, param);
         }
     }
 

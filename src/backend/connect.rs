@@ -14,9 +14,9 @@ use rmcp::{RoleClient, ServiceExt};
 use tokio::io::AsyncBufReadExt;
 
 use super::client::BackendClient;
-use super::{Backend, BackendEnv, BackendRef, BackendState, Catalog};
+use super::{Backend, BackendEnv, BackendRef, BackendState, Catalog, LiveEnv};
 use crate::config::{BackendConfig, DownBackends, Secret, TransportConfig};
-use crate::coordinator::{ListEvent, ListKinds};
+use crate::coordinator::ListKinds;
 
 type Running = RunningService<RoleClient, BackendClient>;
 
@@ -30,13 +30,18 @@ const CLOSE_GRACE: Duration = Duration::from_secs(3);
 /// between steps, so a dropped backend ends its supervisor.
 pub(super) async fn supervise(
     weak: BackendRef,
-    env: BackendEnv,
+    live: LiveEnv,
     capabilities: rmcp::model::ClientCapabilities,
 ) {
-    let mut backoff = Backoff::new(env.restart_min_backoff, env.restart_max_backoff);
+    let first = live.load();
+    let mut backoff = Backoff::new(first.restart_min_backoff, first.restart_max_backoff);
+    drop(first);
     loop {
+        // Each attempt reads the settings in force now (a reload may have changed them).
+        let env = live.load_full();
+        backoff.set_bounds(env.restart_min_backoff, env.restart_max_backoff);
         let pid = Arc::new(AtomicU32::new(0));
-        let outcome = run_once(&weak, &env, &capabilities, &pid).await;
+        let outcome = run_once(&weak, &env, &live, &capabilities, &pid).await;
         // A stdio child leads its own process group: whatever it started (the
         // server behind `npx`, a helper process) goes with it.
         match pid.load(Ordering::Relaxed) {
@@ -124,6 +129,13 @@ impl Backoff {
         self.ceiling = self.min;
     }
 
+    /// Takes on new bounds (a reload), keeping the current ceiling within them.
+    fn set_bounds(&mut self, min: Duration, max: Duration) {
+        self.min = min;
+        self.max = max.max(min);
+        self.ceiling = self.ceiling.clamp(self.min, self.max);
+    }
+
     fn next(&mut self) -> Duration {
         let ceiling = self.ceiling;
         self.ceiling = (self.ceiling * 2).min(self.max);
@@ -161,6 +173,7 @@ enum Outcome {
 async fn run_once(
     weak: &BackendRef,
     env: &BackendEnv,
+    live: &LiveEnv,
     capabilities: &rmcp::model::ClientCapabilities,
     pid: &Arc<AtomicU32>,
 ) -> Outcome {
@@ -177,6 +190,7 @@ async fn run_once(
         hub: env.hub.clone(),
         capabilities: capabilities.clone(),
         log_limit: std::sync::Mutex::new(super::client::RateLimit::new()),
+        roots_cache: tokio::sync::Mutex::new(None),
     };
     let attempt = async {
         let running = open(&config, env, handler, |p| {
@@ -239,11 +253,11 @@ async fn run_once(
     backend.set_state(BackendState::Up);
     restore_session_state(&backend, env).await;
     // Sessions learn about what this backend now offers.
-    env.hub.list_changed(ListEvent::Recompute(ListKinds::ALL));
+    env.hub.lists_recompute();
     drop(backend);
 
     let started = Instant::now();
-    let health = health_watch(peer, env.health_interval, env.health_timeout);
+    let health = health_watch(peer, live.clone());
     tokio::pin!(health);
     let reason = tokio::select! {
         _ = &mut waiting => Some("connection closed by the backend".to_string()),
@@ -269,11 +283,11 @@ async fn run_once(
             Outcome::Stopped
         }
         Some(reason) => {
-            if env.down_backends == DownBackends::Hide {
+            if live.load().down_backends == DownBackends::Hide {
                 backend.catalog.store(Arc::new(Catalog::default()));
             }
             backend.set_state(BackendState::Down(reason));
-            env.hub.list_changed(ListEvent::Recompute(ListKinds::ALL));
+            env.hub.lists_recompute();
             Outcome::Failed {
                 connected_for: started.elapsed(),
             }
@@ -281,13 +295,14 @@ async fn run_once(
     }
 }
 
-/// Pings the backend every `interval`; returns why when it stops answering.
-async fn health_watch(
-    peer: rmcp::Peer<RoleClient>,
-    interval: Duration,
-    timeout: Duration,
-) -> String {
+/// Pings the backend every `health_interval`; returns why when it stops
+/// answering. Reads the interval and timeout live at every round.
+async fn health_watch(peer: rmcp::Peer<RoleClient>, live: LiveEnv) -> String {
     loop {
+        let (interval, timeout) = {
+            let env = live.load();
+            (env.health_interval, env.health_timeout)
+        };
         tokio::time::sleep(interval).await;
         let ping = peer.send_request(rmcp::model::ClientRequest::PingRequest(Default::default()));
         match tokio::time::timeout(timeout, ping).await {
@@ -316,7 +331,7 @@ async fn restore_session_state(backend: &Backend, env: &BackendEnv) {
             .session(owner)
             .filter(|s| s.has_set_log_level())
             .map(|s| crate::coordinator::level_from_u8(s.log_level())),
-        None => env.hub.log_floor(),
+        None => env.hub.log_floor_for(backend.name()),
     };
     if let Some(level) = level {
         backend.set_log_level(level).await;
@@ -410,8 +425,7 @@ async fn open(
             let serve = env
                 .builtins
                 .get(set)
-                .ok_or_else(|| format!("no built-in tool set `{set}`"))?
-                .clone();
+                .ok_or_else(|| format!("no built-in tool set `{set}`"))?;
             // The pipe lives as long as both ends: the set's task ends when
             // our connection closes it.
             let (ours, theirs) = tokio::io::duplex(64 * 1024);

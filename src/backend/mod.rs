@@ -12,6 +12,7 @@
 mod catalog;
 mod client;
 mod connect;
+mod inprocess;
 pub mod sse;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -34,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use catalog::{Catalog, RawLists, prefix_uri};
 pub use client::shared_capabilities;
+pub use inprocess::{InProcessSets, NoSets, ServeFn};
 
 use crate::config::BackendConfig;
 use crate::coordinator::{CallEvent, Fate, Hub, Kind, ListKinds, RelayJob};
@@ -82,7 +84,17 @@ pub enum CallError {
     /// The client cancelled the request.
     #[error("cancelled by the client")]
     Cancelled,
+    /// A `per_session` backend already has its own connection for `limit` sessions.
+    #[error(
+        "backend `{backend}` already runs a separate connection for {limit} sessions (its `max_sessions`); try again when one ends"
+    )]
+    SessionLimit { backend: String, limit: usize },
 }
+
+/// The environment backends read live: a reload swaps in a new one and
+/// running backends see it at their next step (connect, health check,
+/// restart, relayed request) without reconnecting.
+pub type LiveEnv = Arc<ArcSwap<BackendEnv>>;
 
 /// Settings a backend needs from outside its own table.
 #[derive(Clone)]
@@ -95,8 +107,8 @@ pub struct BackendEnv {
     /// How long a client may take to answer a relayed sampling, elicitation
     /// or roots request.
     pub relay_timeout: Duration,
-    /// The in-process tool sets, for backends with transport `Builtin`.
-    pub builtins: crate::builtin::BuiltinSets,
+    /// The in-process servers, for backends with transport `Builtin`.
+    pub builtins: Arc<dyn InProcessSets>,
     pub restart_min_backoff: Duration,
     pub restart_max_backoff: Duration,
     pub health_interval: Duration,
@@ -129,7 +141,8 @@ pub struct Backend {
     pub owner: Option<u64>,
     separator: String,
     hub: Arc<Hub>,
-    relay_timeout: Duration,
+    /// Shared with the gateway; read live (see [`LiveEnv`]).
+    env: LiveEnv,
     /// Held for writing while a request is sent and its route registered, and
     /// for reading by notification handlers before they look a route up, so a
     /// backend that answers instantly cannot outrun the registration (rmcp notes, P4).
@@ -168,10 +181,11 @@ impl Backend {
     /// `owner` is the client session a per-session connection belongs to.
     pub fn start(
         config: BackendConfig,
-        env: &BackendEnv,
+        live: &LiveEnv,
         capabilities: ClientCapabilities,
         owner: Option<u64>,
     ) -> Arc<Self> {
+        let env = live.load();
         let (state, _) = watch::channel(BackendState::Connecting);
         let slots = config
             .max_concurrent
@@ -184,7 +198,7 @@ impl Backend {
             owner,
             separator: env.separator.clone(),
             hub: env.hub.clone(),
-            relay_timeout: env.relay_timeout,
+            env: live.clone(),
             routing_gate: tokio::sync::RwLock::new(()),
             state,
             peer: ArcSwapOption::empty(),
@@ -200,7 +214,7 @@ impl Backend {
         });
         let task = tokio::spawn(connect::supervise(
             Arc::downgrade(&backend),
-            env.clone(),
+            live.clone(),
             capabilities,
         ));
         *backend.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
@@ -303,8 +317,8 @@ impl Backend {
     ) -> Result<ServerResult, CallError> {
         let _slot = self.take_slot(origin.cancel).await?;
         let peer = self.peer()?;
-        let options =
-            PeerRequestOptions::with_timeout(self.config.timeout).reset_timeout_on_progress();
+        let options = PeerRequestOptions::with_timeout(self.timeout()).reset_timeout_on_progress();
+        let relay_timeout = self.env.load().relay_timeout;
         // Bounded: progress beyond it is dropped (and counted), never queued without limit.
         let (events_tx, mut events) = tokio::sync::mpsc::channel(64);
         let (handle, _route) = {
@@ -345,7 +359,7 @@ impl Backend {
                 }
                 Some(event) = events.recv() => match event {
                     CallEvent::Progress(p) => self.forward_progress(origin.peer, p).await,
-                    CallEvent::Relay(job) => relays.push(relay(origin.peer.clone(), job, self.relay_timeout)),
+                    CallEvent::Relay(job) => relays.push(relay(origin.peer.clone(), job, relay_timeout)),
                 },
                 Some(()) = relays.next(), if !relays.is_empty() => {}
                 _ = origin.cancel.cancelled() => {
@@ -368,13 +382,14 @@ impl Backend {
         let Some(slots) = &self.slots else {
             return Ok(None);
         };
+        let timeout = self.timeout();
         let busy = || CallError::Busy {
             backend: self.name().to_string(),
             limit: self.config.max_concurrent.unwrap_or_default(),
-            waited: self.config.timeout,
+            waited: timeout,
         };
         tokio::select! {
-            permit = tokio::time::timeout(self.config.timeout, slots.clone().acquire_owned()) => match permit {
+            permit = tokio::time::timeout(timeout, slots.clone().acquire_owned()) => match permit {
                 Ok(Ok(p)) => Ok(Some(p)),
                 Ok(Err(_)) => Err(CallError::Unavailable { backend: self.name().to_string(), reason: "stopped".into() }),
                 Err(_) => Err(busy()),

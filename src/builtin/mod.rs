@@ -21,7 +21,6 @@ pub mod status;
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
-use futures::future::BoxFuture;
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, ServerHandler, ServiceExt};
 
@@ -36,8 +35,7 @@ pub const CLIENT_META_KEY: &str = "io.manifold/client";
 /// `[auth]` is configured); unlike [`CLIENT_META_KEY`] a client cannot choose it.
 pub const AUTH_META_KEY: &str = "io.manifold/auth";
 
-/// Serves one connection of a built-in set on the given pipe until it closes.
-pub type ServeFn = Arc<dyn Fn(tokio::io::DuplexStream) -> BoxFuture<'static, ()> + Send + Sync>;
+pub use crate::backend::ServeFn;
 
 /// Wraps a handler factory as a [`ServeFn`].
 pub fn serve_fn<S, F>(make: F) -> ServeFn
@@ -67,9 +65,9 @@ pub struct BuiltinSets {
     messaging: Option<(crate::config::MessagingConfig, crate::config::BusConfig)>,
 }
 
-impl BuiltinSets {
-    pub fn get(&self, name: &str) -> Option<&ServeFn> {
-        self.sets.get(name)
+impl crate::backend::InProcessSets for BuiltinSets {
+    fn get(&self, name: &str) -> Option<ServeFn> {
+        self.sets.get(name).cloned()
     }
 }
 
@@ -87,6 +85,7 @@ fn builtin_backend(set: &str, config: &Config) -> BackendConfig {
         tools: NameFilter::default(),
         prompts: NameFilter::default(),
         max_concurrent: None,
+        max_sessions: crate::config::DEFAULT_MAX_SESSIONS,
     }
 }
 
@@ -101,7 +100,12 @@ fn messaging_backend(m: &crate::config::MessagingConfig, config: &Config) -> Bac
 }
 
 /// Every built-in set this config enables, with the backend that mounts it.
-pub fn enabled(config: &Config, gateway: Weak<Gateway>) -> (BuiltinSets, Vec<BackendConfig>) {
+/// `previous` is what the running gateway has (on a reload), whose state is kept.
+pub fn enabled(
+    config: &Config,
+    gateway: Weak<Gateway>,
+    previous: Option<&BuiltinSets>,
+) -> (BuiltinSets, Vec<BackendConfig>) {
     let mut sets = BuiltinSets::default();
     let mut backends = Vec::new();
     let status = builtin_backend("gateway", config);
@@ -111,10 +115,7 @@ pub fn enabled(config: &Config, gateway: Weak<Gateway>) -> (BuiltinSets, Vec<Bac
     // A reload keeps the messaging and bus state (store, queues, waiters,
     // subscriptions, the bus sink): the running `@messaging` and `@bus`
     // backends are reused and hold it, so building new state would split it.
-    let previous = gateway
-        .upgrade()
-        .map(|g| g.env().builtins.clone())
-        .filter(|p| p.messaging.is_some());
+    let previous = previous.filter(|p| p.messaging.is_some()).cloned();
     let wanted = (config.messaging.clone(), config.bus.clone());
     if let Some(previous) = previous {
         if previous.messaging.as_ref() != Some(&wanted) {

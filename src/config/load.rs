@@ -261,6 +261,7 @@ struct RawBackend {
     tools: Option<RawFilter>,
     prompts: Option<RawFilter>,
     max_concurrent: Option<Spanned<i64>>,
+    max_sessions: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -802,6 +803,8 @@ fn build_backend(
     let tools = filter(raw.tools);
     let prompts = filter(raw.prompts);
     let max_concurrent = positive(&raw.max_concurrent, "max_concurrent", cx);
+    let max_sessions = positive(&raw.max_sessions, "max_sessions", cx)
+        .unwrap_or(super::model::DEFAULT_MAX_SESSIONS);
 
     (cx.errors.len() == errors_before).then(|| BackendConfig {
         name: name.to_string(),
@@ -816,6 +819,7 @@ fn build_backend(
         tools,
         prompts,
         max_concurrent,
+        max_sessions,
     })
 }
 

@@ -1,8 +1,10 @@
 //! `gateway.toml`: the model, and loading with every error reported at once.
 
+mod diff;
 mod load;
 mod messaging;
 mod model;
 
+pub use diff::{BackendDiff, diff_backends, keep_fixed_settings, same_connection};
 pub use load::{ConfigError, ConfigErrors, join as exposed_name, load_file, parse_str};
 pub use model::*;

@@ -222,7 +222,14 @@ pub struct BackendConfig {
     /// At most this many requests in flight to this backend at once; more
     /// wait for a free slot (within the call's timeout). `None`: no limit.
     pub max_concurrent: Option<usize>,
+    /// With `isolation = "per_session"`: at most this many sessions have their
+    /// own connection (process) at once; past it a session's call gets a
+    /// clear error instead of a new process.
+    pub max_sessions: usize,
 }
+
+/// The default of `max_sessions` for per-session backends.
+pub const DEFAULT_MAX_SESSIONS: usize = 32;
 
 /// `[auth]`: bearer tokens. With none, the gateway is open to anyone who can
 /// reach it (bind it to loopback).

@@ -6,32 +6,32 @@
 //! subscriptions and counters, and owns no backend: a backend's handler keeps
 //! an `Arc<Hub>`, so if the hub held backends the two would keep each other
 //! alive and an unmounted backend's child would never die (rmcp notes, P19).
-//! List changes go through a channel to the list task in [`crate::gateway`],
-//! which refreshes caches, coalesces and tells only the sessions whose view
-//! changed.
+//! List changes are merged per backend in [`lists`] and published once per
+//! coalescing window, only to the sessions whose view changed. The coordinator
+//! names no backend type: backends are known by their numeric id, and the
+//! layer that owns them implements [`ListSource`].
 
 #![allow(deprecated)] // logging types are deprecated by SEP-2577 but are the ≤2025-11-25 wire protocol
 
 pub mod calls;
 pub mod counters;
+pub mod lists;
 mod registry;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock};
 
 use rmcp::model::{
     ClientCapabilities, LoggingLevel, LoggingMessageNotification, LoggingMessageNotificationParam,
     ResourceUpdatedNotification, ResourceUpdatedNotificationParam, ServerNotification,
 };
 use rmcp::{Peer, RoleServer};
-use tokio::sync::mpsc;
 
 pub use calls::{Attribution, CallEvent, Calls, RelayJob};
 pub use counters::{Counters, Fate, Kind};
-pub use registry::Session;
-
-use crate::backend::Backend;
+pub use lists::{ListSource, spawn_list_task};
+pub use registry::{Session, Visibility};
 
 /// Which aggregated lists changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -72,17 +72,6 @@ impl ListKinds {
     }
 }
 
-/// Sent to the list task.
-pub enum ListEvent {
-    /// A backend announced a change: refresh its cache, then publish.
-    Changed {
-        backend: Weak<Backend>,
-        kinds: ListKinds,
-    },
-    /// The set of backends or their state changed: publish without refreshing.
-    Recompute(ListKinds),
-}
-
 pub struct Hub {
     /// Live sessions by our own id. Read on every broadcast; written at
     /// session start and end. Never held across an await.
@@ -92,26 +81,23 @@ pub struct Hub {
     pub counters: Arc<Counters>,
     /// Exposed resource URI → number of sessions subscribed to it.
     subscriptions: Mutex<HashMap<String, usize>>,
-    /// To the list task. Unbounded because list events are tiny and the task
-    /// coalesces them; the task ends when the gateway is dropped.
-    list_events: mpsc::UnboundedSender<ListEvent>,
+    /// List changes waiting for the list task (bounded by the number of backends).
+    lists: Arc<lists::ListQueue>,
     /// Messages that could not be attributed to one session, for `gateway_status`.
     pub unattributable: AtomicU64,
 }
 
 impl Hub {
-    pub fn new() -> (Arc<Self>, mpsc::UnboundedReceiver<ListEvent>) {
-        let (list_events, rx) = mpsc::unbounded_channel();
-        let hub = Arc::new(Self {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
             sessions: RwLock::new(HashMap::new()),
             next_session: AtomicU64::new(0),
             calls: Calls::default(),
             counters: Arc::new(Counters::default()),
             subscriptions: Mutex::new(HashMap::new()),
-            list_events,
+            lists: Arc::default(),
             unattributable: AtomicU64::new(0),
-        });
-        (hub, rx)
+        })
     }
 
     pub fn new_session_id(&self) -> u64 {
@@ -126,6 +112,7 @@ impl Hub {
         peer: Peer<RoleServer>,
         capabilities: ClientCapabilities,
         client_name: String,
+        visible: Visibility,
         hashes: [u64; 3],
     ) -> Arc<Session> {
         let session = Session::start(
@@ -133,6 +120,7 @@ impl Hub {
             peer,
             capabilities,
             client_name,
+            visible,
             hashes,
             self.counters.clone(),
         );
@@ -187,8 +175,15 @@ impl Hub {
             .len()
     }
 
-    pub fn list_changed(&self, event: ListEvent) {
-        let _ = self.list_events.send(event);
+    /// A backend (by id) announced that some of its lists changed: refresh
+    /// them, then publish.
+    pub fn list_changed(&self, backend: u64, kinds: ListKinds) {
+        self.lists.changed(backend, kinds);
+    }
+
+    /// The set of backends or their state changed: publish without refreshing.
+    pub fn lists_recompute(&self) {
+        self.lists.recompute();
     }
 
     /// Flags every session whose last known view of the lists differs from
@@ -215,22 +210,27 @@ impl Hub {
         flagged
     }
 
-    /// The most verbose level any session asked for, if any did.
-    pub fn log_floor(&self) -> Option<LoggingLevel> {
+    /// The most verbose level asked for by a session that may see
+    /// `backend`, if any did: a client cannot turn up the logging of a
+    /// backend it may not use.
+    pub fn log_floor_for(&self, backend: &str) -> Option<LoggingLevel> {
         self.sessions()
             .iter()
-            .filter(|s| s.has_set_log_level())
+            .filter(|s| s.has_set_log_level() && s.may_see(backend))
             .map(|s| s.log_level())
             .min()
             .map(level_from_u8)
     }
 
-    /// Forwards a backend's log message to every session whose level admits
-    /// it; only to `owner` for a backend connection owned by one session.
+    /// Forwards a backend's log message. One caused by a call (`caller`) goes
+    /// to that call's session only; any other to the sessions that may see
+    /// the backend (only `owner` for a connection owned by one session);
+    /// each only if its level admits it.
     pub fn log(
         &self,
         backend: &str,
         owner: Option<u64>,
+        caller: Option<u64>,
         mut param: LoggingMessageNotificationParam,
     ) {
         self.counters.add(Kind::Log, Fate::Received, 1);
@@ -240,7 +240,11 @@ impl Hub {
         });
         let level = param.level as u8;
         for session in self.sessions() {
-            if level < session.log_level() || owner.is_some_and(|o| o != session.id) {
+            let addressed = match caller.or(owner) {
+                Some(id) => id == session.id,
+                None => session.may_see(backend),
+            };
+            if !addressed || level < session.log_level() {
                 continue;
             }
             let n = ServerNotification::LoggingMessageNotification(

@@ -21,12 +21,18 @@ pub const QUEUE_CAPACITY: usize = 256;
 /// A client that takes longer than this to accept one notification loses it.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Which backends (by name) a session's client may see; decided by the
+/// front from the client's allow-list, asked by the coordinator before it
+/// delivers anything a backend sent outside a call.
+pub type Visibility = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// One client session as the coordinator sees it.
 pub struct Session {
     pub id: u64,
     pub peer: Peer<RoleServer>,
     pub capabilities: ClientCapabilities,
     pub client_name: String,
+    visible: Visibility,
     /// `logging/setLevel` as `level as u8 + 1`; 0 until the client sets one.
     log_level: AtomicU8,
     /// Exposed resource URIs this session subscribed to.
@@ -54,6 +60,7 @@ impl Session {
         peer: Peer<RoleServer>,
         capabilities: ClientCapabilities,
         client_name: String,
+        visible: Visibility,
         list_hashes: [u64; 3],
         counters: Arc<Counters>,
     ) -> Arc<Self> {
@@ -63,6 +70,7 @@ impl Session {
             peer,
             capabilities,
             client_name,
+            visible,
             log_level: AtomicU8::new(0),
             subscriptions: Mutex::new(HashSet::new()),
             queue,
@@ -83,6 +91,11 @@ impl Session {
 
     pub fn close(&self) {
         self.closed.cancel();
+    }
+
+    /// Whether this session's client may see what `backend` sends.
+    pub fn may_see(&self, backend: &str) -> bool {
+        (self.visible)(backend)
     }
 
     pub fn set_log_level(&self, level: LoggingLevel) {

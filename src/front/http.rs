@@ -13,44 +13,35 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use super::Front;
 use super::layers::RemoteAddr;
 use super::routes::Mcp;
-use super::session::FrontSession;
-use crate::gateway::Gateway;
 
 /// How long open connections get to finish after shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-fn mcp_service(gateway: &Arc<Gateway>, shutdown: &CancellationToken) -> Mcp {
+fn mcp_service(front: &Front, shutdown: &CancellationToken) -> Mcp {
     let mut sessions = LocalSessionManager::default();
-    let server = gateway.server();
+    let server = front.gateway.server();
     sessions.session_config.keep_alive = Some(server.session_idle_timeout);
     let config = StreamableHttpServerConfig::default()
         .with_cancellation_token(shutdown.child_token())
         .with_allowed_hosts(server.allowed_hosts.clone())
         // Our own pre-filter enforces `max_request_bytes`, which a reload may change.
         .with_max_request_body_bytes(usize::MAX);
-    let factory_gateway = gateway.clone();
-    StreamableHttpService::new(
-        move || Ok(FrontSession::new(factory_gateway.clone())),
-        Arc::new(sessions),
-        config,
-    )
+    let factory = front.clone();
+    StreamableHttpService::new(move || Ok(factory.session()), Arc::new(sessions), config)
 }
 
 /// Serves until `shutdown` is cancelled, then lets open connections finish
 /// for a short grace period.
 pub async fn serve(
-    gateway: Arc<Gateway>,
+    front: Front,
     listener: TcpListener,
     shutdown: CancellationToken,
-    config_path: Option<std::path::PathBuf>,
 ) -> std::io::Result<()> {
-    let front = super::stack::build(
-        gateway.clone(),
-        mcp_service(&gateway, &shutdown),
-        config_path,
-    );
+    let mcp = mcp_service(&front, &shutdown);
+    let front = super::stack::build(front, mcp);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
     loop {

@@ -2,11 +2,14 @@
 //!
 //! HTTP requests go through [`stack`] (trace, metrics, origin, auth, body,
 //! limits; one layer per file in [`layers`]) to [`routes`], and MCP messages
-//! from there to rmcp and one [`FrontSession`] per client. [`policy`] holds
-//! the auth and limits in force; [`reject`] turns refusals into responses.
+//! from there to rmcp and one [`FrontSession`] per client, whose forwarded
+//! requests all take the path of [`pipeline`]. [`policy`] holds the auth and
+//! limits in force (it follows reloads as a `ConfigListener`); [`reject`]
+//! turns refusals into responses.
 
 pub mod http;
 pub mod layers;
+mod pipeline;
 pub mod policy;
 pub mod reject;
 mod request;
@@ -15,5 +18,36 @@ mod session;
 pub mod stack;
 pub mod stdio;
 
+use std::sync::Arc;
+
 pub use policy::Policy;
 pub use session::FrontSession;
+
+use crate::gateway::Gateway;
+use crate::reload::Reloader;
+
+/// What the front serves with: the running gateway, the clients' auth and
+/// limits, and the reloader behind `POST /admin/reload`.
+#[derive(Clone)]
+pub struct Front {
+    pub gateway: Arc<Gateway>,
+    pub policy: Arc<Policy>,
+    pub reloader: Arc<Reloader>,
+}
+
+impl Front {
+    /// A front for this reloader's gateway; `policy` follows its reloads.
+    pub fn new(reloader: Arc<Reloader>, policy: Arc<Policy>) -> Self {
+        reloader.listen(policy.clone());
+        Self {
+            gateway: reloader.gateway().clone(),
+            policy,
+            reloader,
+        }
+    }
+
+    /// A handler for one new client session.
+    pub fn session(&self) -> FrontSession {
+        FrontSession::new(self.gateway.clone(), self.policy.clone())
+    }
+}

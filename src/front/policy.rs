@@ -51,6 +51,13 @@ impl Policy {
     }
 }
 
+impl crate::reload::ConfigListener for Policy {
+    fn apply(&self, config: &Config) {
+        // New tokens, allow-lists and limits apply from the next request.
+        self.update(config);
+    }
+}
+
 /// An authenticated client and what it may use.
 #[derive(Debug)]
 pub struct Client {

@@ -24,41 +24,37 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use serde_json::json;
 use tower::Service;
 
+use super::Front;
 use super::layers::{Route, Rpc};
 use super::reject::{Body, json_response, jsonrpc_error, text};
 use super::session::FrontSession;
-use crate::gateway::Gateway;
+use crate::reload::ReloadError;
 
 pub type Mcp = StreamableHttpService<FrontSession, LocalSessionManager>;
 
 #[derive(Clone)]
 pub struct Routes {
-    gateway: Arc<Gateway>,
+    front: Front,
     mcp: Arc<Mcp>,
-    /// The config file, for `POST /admin/reload`.
-    config_path: Option<Arc<std::path::Path>>,
 }
 
 impl Routes {
-    pub fn new(gateway: Arc<Gateway>, mcp: Mcp, config_path: Option<std::path::PathBuf>) -> Self {
+    pub fn new(front: Front, mcp: Mcp) -> Self {
         Self {
-            gateway,
+            front,
             mcp: Arc::new(mcp),
-            config_path: config_path.map(Arc::from),
         }
     }
 
     /// `POST /admin/reload`: reloads the config file now.
     async fn reload(&self) -> Response<Body> {
-        let Some(path) = &self.config_path else {
-            return json_response(
+        match self.front.reloader.reload_file("admin").await {
+            Ok(report) => json_response(StatusCode::OK, json!({"ok": true, "report": report})),
+            Err(ReloadError::NoFile) => json_response(
                 StatusCode::CONFLICT,
                 json!({"ok": false, "errors": ["no config file to reload"]}),
-            );
-        };
-        match crate::reload::reload_file(&self.gateway, path, "admin").await {
-            Ok(report) => json_response(StatusCode::OK, json!({"ok": true, "report": report})),
-            Err(errors) => {
+            ),
+            Err(ReloadError::Invalid(errors)) => {
                 let lines: Vec<String> = errors.0.iter().map(|e| e.to_string()).collect();
                 json_response(
                     StatusCode::UNPROCESSABLE_ENTITY,
@@ -74,11 +70,12 @@ impl Routes {
             (Route::Mcp, _) => self.mcp.handle(req).await,
             (Route::Healthz, &Method::GET) => text(StatusCode::OK, "ok\n"),
             (Route::Status, &Method::GET) => {
-                json_response(StatusCode::OK, self.gateway.status_json())
+                json_response(StatusCode::OK, self.front.gateway.status_json())
             }
             (Route::Readyz, &Method::GET) => {
-                let ready = self.gateway.is_settled();
-                let body = json!({"ready": ready, "sessions": self.gateway.hub.session_count(), "backends": self.gateway.backends_json()});
+                let gateway = &self.front.gateway;
+                let ready = gateway.is_settled();
+                let body = json!({"ready": ready, "sessions": gateway.hub.session_count(), "backends": gateway.backends_json()});
                 let status = if ready {
                     StatusCode::OK
                 } else {
@@ -89,7 +86,12 @@ impl Routes {
             (Route::AdminReload, &Method::POST) => self.reload().await,
             (Route::Metrics, &Method::GET) => Response::builder()
                 .header(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)
-                .body(Full::new(Bytes::from(crate::metrics::render(&self.gateway))).boxed())
+                .body(
+                    Full::new(Bytes::from(crate::metrics::render(
+                        &self.front.gateway.metrics_scrape(),
+                    )))
+                    .boxed(),
+                )
                 .unwrap_or_default(),
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }

@@ -1,232 +1,119 @@
 //! One client session: the rmcp `ServerHandler` the front runs per client.
 //!
-//! A session holds the shared gateway, its own id, its coordinator entry and
-//! the backend connections it owns (backends with `isolation =
-//! "per_session"`). Every request reads the gateway's current snapshot, so a
-//! config swap reaches live sessions on their next request. Errors become wire
-//! errors here, in one place: unroutable requests are JSON-RPC errors; a
-//! backend that is down or slow is a tool error the model can read; a
-//! backend's own JSON-RPC error passes through unchanged.
+//! A session holds the shared gateway, the auth and limits in force, its own
+//! id and its coordinator entry. Every request reads the gateway's current
+//! snapshot, so a config swap reaches live sessions on their next request.
+//! Forwarded requests take the one path of [`super::pipeline`]; lists are
+//! filtered by one helper; errors become wire errors in
+//! [`super::pipeline::wire`].
 
 #![allow(deprecated)] // logging and subscriptions are deprecated by SEP-2577 but are the ≤2025-11-25 wire protocol
 
 use std::borrow::Cow;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use rmcp::model::*;
 use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 
+use super::Policy;
+use super::pipeline::{Target, prefix_block, prefix_contents, wire};
 use super::request::Req;
-use crate::backend::{Backend, CallError, Origin, prefix_uri};
-use crate::builtin::{AUTH_META_KEY, CLIENT_META_KEY, SESSION_META_KEY};
-use crate::config::{Isolation, TransportConfig};
-use crate::coordinator::Session;
+use crate::backend::Backend;
+use crate::config::Isolation;
+use crate::coordinator::{Session, Visibility};
 use crate::gateway::Gateway;
+use crate::router::Snapshot;
 
 pub struct FrontSession {
-    gateway: Arc<Gateway>,
-    id: u64,
+    pub(super) gateway: Arc<Gateway>,
+    policy: Arc<Policy>,
+    pub(super) id: u64,
     /// Set at `initialize`; absent for a handler that never initialized.
-    session: OnceLock<Arc<Session>>,
+    pub(super) session: OnceLock<Arc<Session>>,
     /// The authenticated client that initialized the session (`None`
     /// without auth). Later requests must come from the same client, so a
     /// leaked session id is no use with another token.
     client: OnceLock<Option<Arc<str>>>,
-    /// This session's own connections to `per_session` backends, by backend
-    /// name, opened on first use and stopped when the session ends.
-    private: Mutex<HashMap<String, Arc<Backend>>>,
 }
 
 impl FrontSession {
-    pub fn new(gateway: Arc<Gateway>) -> Self {
+    pub fn new(gateway: Arc<Gateway>, policy: Arc<Policy>) -> Self {
         let id = gateway.hub.new_session_id();
         Self {
             gateway,
+            policy,
             id,
             session: OnceLock::new(),
             client: OnceLock::new(),
-            private: Mutex::new(HashMap::new()),
         }
     }
 
     /// Starts handling one request: its client, span and time limit.
     fn req(&self, method: &'static str, ctx: &RequestContext<RoleServer>) -> Req {
-        let timeout = self.gateway.policy.limits().config.request_timeout;
+        let timeout = self.policy.limits().config.request_timeout;
         let req = Req::new(method, ctx, self.id, timeout);
         if let Some(bound) = self.client.get()
             && bound.as_deref() != req.client_id()
         {
-            req.refuse(ErrorData::invalid_request(
-                "this session was initialized by another client; initialize a new session",
-                None,
-            ));
+            req.refuse(wire::other_client());
         }
         req
     }
 
     fn session(&self) -> Result<&Arc<Session>, ErrorData> {
-        self.session
-            .get()
-            .ok_or_else(|| ErrorData::invalid_request("the session is not initialized", None))
+        self.session.get().ok_or_else(wire::not_initialized)
     }
 
-    /// The backend that serves this session for `shared`: itself, or this
-    /// session's own connection when the backend is isolated per session.
-    async fn resolve(&self, shared: Arc<Backend>, peer: &rmcp::Peer<RoleServer>) -> Arc<Backend> {
-        if shared.config.isolation != Isolation::PerSession {
-            return shared;
-        }
-        let name = shared.name().to_string();
-        let existing = self
-            .private
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&name)
-            .cloned();
-        let backend = match existing {
-            Some(b) if b.config == shared.config => b,
-            _ => {
-                // Toward the backend we mirror what this client can do.
-                let capabilities = peer
-                    .peer_info()
-                    .map(|i| i.capabilities.clone())
-                    .unwrap_or_default();
-                let b = Backend::start(
-                    shared.config.clone(),
-                    &self.gateway.env(),
-                    capabilities,
-                    Some(self.id),
-                );
-                let old = self
-                    .private
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(name, b.clone());
-                if let Some(old) = old {
-                    tokio::spawn(async move { old.stop().await });
-                }
-                b
-            }
-        };
-        let _ =
-            tokio::time::timeout(self.gateway.server().connect_timeout, backend.settled()).await;
-        backend
-    }
-
-    /// The `_meta` keys worth passing on: everything but protocol negotiation
-    /// (which belongs to our own connection with the backend), the progress
-    /// token (rmcp assigns its own and we map it back) and our own keys, which
-    /// only we set: built-in sets learn the calling session and client from them.
-    fn forwarded_meta(
+    /// A list's items the client may see (each routed and checked against its allow-list).
+    fn visible<T>(
         &self,
-        ctx: &RequestContext<RoleServer>,
-        to: &Backend,
         req: &Req,
-    ) -> Option<RequestMetaObject> {
-        let mut meta = RequestMetaObject::new();
-        for (k, v) in ctx.meta.0.0.iter() {
-            if k == "progressToken"
-                || k.starts_with("io.modelcontextprotocol/")
-                || k.starts_with("io.manifold/")
-            {
-                continue;
-            }
-            meta.0.0.insert(k.clone(), v.clone());
+        items: impl FnOnce(&Snapshot) -> Vec<T>,
+        target: impl Fn(&T) -> Target<'_>,
+    ) -> Vec<T> {
+        let snapshot = self.gateway.snapshot();
+        let mut items = items(&snapshot);
+        if req.client.is_some() {
+            items.retain(|item| target(item).visible(req, &snapshot));
         }
-        if matches!(to.config.transport, TransportConfig::Builtin { .. }) {
-            meta.0.0.insert(SESSION_META_KEY.into(), self.id.into());
-            // An authenticated id is the identity; a self-declared client name only a hint.
-            if let Some(id) = req.client_id() {
-                meta.0.0.insert(AUTH_META_KEY.into(), id.into());
-                meta.0.0.insert(CLIENT_META_KEY.into(), id.into());
-            } else if let Some(s) = self.session.get() {
-                meta.0
-                    .0
-                    .insert(CLIENT_META_KEY.into(), s.client_name.clone().into());
-            }
-        }
-        (!meta.0.0.is_empty()).then_some(meta)
+        items
     }
 
-    async fn forward(
-        &self,
-        shared: Arc<Backend>,
-        request: ClientRequest,
-        context: &RequestContext<RoleServer>,
-        req: &Req,
-    ) -> (Arc<Backend>, Result<ServerResult, CallError>) {
-        let backend = self.resolve(shared, &context.peer).await;
-        let origin = Origin {
-            session: self.id,
-            peer: &context.peer,
-            progress_token: context.meta.get_progress_token(),
-            cancel: &req.cancel,
-        };
-        let result = backend.request(request, &origin).await;
-        (backend, result)
+    /// What this session's client may see, for the coordinator.
+    fn visibility(req: &Req) -> Visibility {
+        match req.client.clone() {
+            Some(client) => Arc::new(move |backend: &str| client.may_use_backend(backend)),
+            None => Arc::new(|_: &str| true),
+        }
     }
 
-    async fn call_tool_inner(
-        &self,
-        request: CallToolRequestParams,
-        context: &RequestContext<RoleServer>,
-        req: &Req,
-    ) -> Result<CallToolResponse, ErrorData> {
-        let Some((shared, original)) = self.gateway.snapshot().route_tool(&request.name) else {
-            return Err(unknown("tool", &request.name));
-        };
-        req.routed(shared.name());
-        req.allow_tool(shared.name(), &request.name)?;
-        let mut params = CallToolRequestParams::new(original.to_string());
-        params.arguments = request.arguments;
-        params.input_responses = request.input_responses;
-        params.request_state = request.request_state;
-        params.meta = self.forwarded_meta(context, &shared, req);
-        let (backend, outcome) = self
-            .forward(
-                shared,
-                ClientRequest::CallToolRequest(CallToolRequest::new(params)),
-                context,
-                req,
-            )
-            .await;
-        match outcome {
-            Ok(ServerResult::CallToolResult(mut result)) => {
-                if result.is_error == Some(true) {
-                    req.tool_error();
-                }
-                for block in &mut result.content {
-                    prefix_block(&backend.config.prefix, block);
-                }
-                Ok(CallToolResponse::Complete(result))
-            }
-            Ok(ServerResult::InputRequiredResult(r)) => Ok(CallToolResponse::InputRequired(r)),
-            Ok(ServerResult::CreateTaskResult(r)) => Ok(CallToolResponse::Task(r)),
-            Ok(_) => Err(unexpected(&backend)),
-            Err(CallError::Rpc(e)) => Err(e),
-            Err(e) => {
-                req.tool_error();
-                tracing::debug!(error = %e, "call failed");
-                Ok(CallToolResponse::Complete(CallToolResult::error(vec![
-                    ContentBlock::text(e.to_string()),
-                ])))
-            }
+    /// The resource's backend, if it accepts subscriptions.
+    fn subscribable(&self, req: &Req, uri: &str) -> Result<(Arc<Backend>, String), ErrorData> {
+        let (backend, own) = self.target(req, Target::Resource(uri))?;
+        let supports = backend.server_info().is_some_and(|i| {
+            i.capabilities
+                .resources
+                .as_ref()
+                .is_some_and(|r| r.subscribe == Some(true))
+        });
+        if !supports {
+            return Err(ErrorData::invalid_params(
+                format!(
+                    "backend `{}` does not support resource subscriptions (for `{uri}`)",
+                    backend.name()
+                ),
+                None,
+            ));
         }
+        Ok((backend, own))
     }
 }
 
 impl Drop for FrontSession {
     fn drop(&mut self) {
         let orphaned = self.gateway.hub.unregister(self.id);
-        let private: Vec<Arc<Backend>> = self
-            .private
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .map(|(_, b)| b)
-            .collect();
+        let private = self.gateway.private.remove_session(self.id);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -245,49 +132,6 @@ impl Drop for FrontSession {
             // The session may have been the one asking for the most verbose logs.
             gateway.apply_log_floor().await;
         });
-    }
-}
-
-fn unknown(kind: &str, name: &str) -> ErrorData {
-    ErrorData::invalid_params(format!("unknown {kind} `{name}`"), None)
-}
-
-/// For requests other than `tools/call`, a failed backend is a JSON-RPC error.
-fn rpc_error(e: CallError) -> ErrorData {
-    match e {
-        CallError::Rpc(e) => e,
-        other => ErrorData::internal_error(other.to_string(), None),
-    }
-}
-
-fn unexpected(backend: &Backend) -> ErrorData {
-    ErrorData::internal_error(
-        format!(
-            "backend `{}` sent an unexpected response type",
-            backend.name()
-        ),
-        None,
-    )
-}
-
-/// Rewrites the backend's resource URIs in a result to their exposed form.
-fn prefix_contents(prefix: &str, contents: &mut [ResourceContents]) {
-    for c in contents {
-        match c {
-            ResourceContents::TextResourceContents { uri, .. }
-            | ResourceContents::BlobResourceContents { uri, .. } => {
-                *uri = prefix_uri(prefix, uri);
-            }
-            _ => {}
-        }
-    }
-}
-
-fn prefix_block(prefix: &str, block: &mut ContentBlock) {
-    match block {
-        ContentBlock::ResourceLink(r) => r.uri = prefix_uri(prefix, &r.uri),
-        ContentBlock::Resource(e) => prefix_contents(prefix, std::slice::from_mut(&mut e.resource)),
-        _ => {}
     }
 }
 
@@ -327,7 +171,8 @@ impl ServerHandler for FrontSession {
                 context.peer.clone(),
                 request.capabilities.clone(),
                 request.client_info.name.clone(),
-                self.gateway.list_hashes(),
+                Self::visibility(&req),
+                self.gateway.snapshot().list_hashes(),
             );
             let _ = self.session.set(session);
             tracing::debug!(client = %request.client_info.name, "session initialized");
@@ -343,16 +188,8 @@ impl ServerHandler for FrontSession {
     ) -> Result<ListToolsResult, ErrorData> {
         let req = self.req("tools/list", &context);
         req.run(async {
-            let snapshot = self.gateway.snapshot();
-            let mut tools = snapshot.tools();
-            if let Some(client) = &req.client {
-                tools.retain(|t| {
-                    snapshot
-                        .route_tool(&t.name)
-                        .is_some_and(|(b, _)| client.may_call_tool(b.name(), &t.name))
-                });
-            }
-            Ok(ListToolsResult::with_all_items(tools))
+            let items = self.visible(&req, Snapshot::tools, |t| Target::Tool(&t.name));
+            Ok(ListToolsResult::with_all_items(items))
         })
         .await
     }
@@ -364,16 +201,8 @@ impl ServerHandler for FrontSession {
     ) -> Result<ListPromptsResult, ErrorData> {
         let req = self.req("prompts/list", &context);
         req.run(async {
-            let snapshot = self.gateway.snapshot();
-            let mut prompts = snapshot.prompts();
-            if let Some(client) = &req.client {
-                prompts.retain(|p| {
-                    snapshot
-                        .route_prompt(&p.name)
-                        .is_some_and(|(b, _)| client.may_use_backend(b.name()))
-                });
-            }
-            Ok(ListPromptsResult::with_all_items(prompts))
+            let items = self.visible(&req, Snapshot::prompts, |p| Target::Prompt(&p.name));
+            Ok(ListPromptsResult::with_all_items(items))
         })
         .await
     }
@@ -385,16 +214,8 @@ impl ServerHandler for FrontSession {
     ) -> Result<ListResourcesResult, ErrorData> {
         let req = self.req("resources/list", &context);
         req.run(async {
-            let snapshot = self.gateway.snapshot();
-            let mut resources = snapshot.resources();
-            if let Some(client) = &req.client {
-                resources.retain(|r| {
-                    snapshot
-                        .route_uri(&r.uri)
-                        .is_some_and(|(b, _)| client.may_use_backend(b.name()))
-                });
-            }
-            Ok(ListResourcesResult::with_all_items(resources))
+            let items = self.visible(&req, Snapshot::resources, |r| Target::Resource(&r.uri));
+            Ok(ListResourcesResult::with_all_items(items))
         })
         .await
     }
@@ -406,16 +227,10 @@ impl ServerHandler for FrontSession {
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
         let req = self.req("resources/templates/list", &context);
         req.run(async {
-            let snapshot = self.gateway.snapshot();
-            let mut templates = snapshot.templates();
-            if let Some(client) = &req.client {
-                templates.retain(|t| {
-                    snapshot
-                        .route_uri(&t.uri_template)
-                        .is_some_and(|(b, _)| client.may_use_backend(b.name()))
-                });
-            }
-            Ok(ListResourceTemplatesResult::with_all_items(templates))
+            let items = self.visible(&req, Snapshot::templates, |t| {
+                Target::Resource(&t.uri_template)
+            });
+            Ok(ListResourceTemplatesResult::with_all_items(items))
         })
         .await
     }
@@ -426,7 +241,46 @@ impl ServerHandler for FrontSession {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let req = self.req("tools/call", &context);
-        req.run(self.call_tool_inner(request, &context, &req)).await
+        req.run(async {
+            let exposed = request.name.clone();
+            let outcome = self
+                .relay(
+                    &req,
+                    &context,
+                    Target::Tool(&exposed),
+                    |own, meta| {
+                        let mut params = CallToolRequestParams::new(own);
+                        params.arguments = request.arguments;
+                        params.input_responses = request.input_responses;
+                        params.request_state = request.request_state;
+                        params.meta = meta;
+                        ClientRequest::CallToolRequest(CallToolRequest::new(params))
+                    },
+                    |prefix, result| match result {
+                        ServerResult::CallToolResult(mut r) => {
+                            for block in &mut r.content {
+                                prefix_block(prefix, block);
+                            }
+                            Some(CallToolResponse::Complete(r))
+                        }
+                        ServerResult::InputRequiredResult(r) => {
+                            Some(CallToolResponse::InputRequired(r))
+                        }
+                        ServerResult::CreateTaskResult(r) => Some(CallToolResponse::Task(r)),
+                        _ => None,
+                    },
+                )
+                .await;
+            let response = match outcome {
+                Ok(response) => response,
+                Err(failure) => CallToolResponse::Complete(wire::tool(failure)?),
+            };
+            if matches!(&response, CallToolResponse::Complete(r) if r.is_error == Some(true)) {
+                req.tool_error();
+            }
+            Ok(response)
+        })
+        .await
     }
 
     async fn get_prompt(
@@ -436,33 +290,32 @@ impl ServerHandler for FrontSession {
     ) -> Result<GetPromptResponse, ErrorData> {
         let req = self.req("prompts/get", &context);
         req.run(async {
-            let Some((shared, original)) = self.gateway.snapshot().route_prompt(&request.name)
-            else {
-                return Err(unknown("prompt", &request.name));
-            };
-            req.routed(shared.name());
-            req.allow_backend(shared.name(), &format!("prompt `{}`", request.name))?;
-            let mut params = request;
-            params.name = original.to_string();
-            params.meta = self.forwarded_meta(&context, &shared, &req);
-            let (backend, outcome) = self
-                .forward(
-                    shared,
-                    ClientRequest::GetPromptRequest(GetPromptRequest::new(params)),
-                    &context,
-                    &req,
-                )
-                .await;
-            match outcome.map_err(rpc_error)? {
-                ServerResult::GetPromptResult(mut r) => {
-                    for message in &mut r.messages {
-                        prefix_block(&backend.config.prefix, &mut message.content);
+            let exposed = request.name.clone();
+            self.relay(
+                &req,
+                &context,
+                Target::Prompt(&exposed),
+                |own, meta| {
+                    let mut params = request;
+                    params.name = own;
+                    params.meta = meta;
+                    ClientRequest::GetPromptRequest(GetPromptRequest::new(params))
+                },
+                |prefix, result| match result {
+                    ServerResult::GetPromptResult(mut r) => {
+                        for message in &mut r.messages {
+                            prefix_block(prefix, &mut message.content);
+                        }
+                        Some(GetPromptResponse::Complete(r))
                     }
-                    Ok(GetPromptResponse::Complete(r))
-                }
-                ServerResult::InputRequiredResult(r) => Ok(GetPromptResponse::InputRequired(r)),
-                _ => Err(unexpected(&backend)),
-            }
+                    ServerResult::InputRequiredResult(r) => {
+                        Some(GetPromptResponse::InputRequired(r))
+                    }
+                    _ => None,
+                },
+            )
+            .await
+            .map_err(wire::rpc)
         })
         .await
     }
@@ -474,33 +327,30 @@ impl ServerHandler for FrontSession {
     ) -> Result<ReadResourceResponse, ErrorData> {
         let req = self.req("resources/read", &context);
         req.run(async {
-            let Some((shared, uri)) = self.gateway.snapshot().route_uri(&request.uri) else {
-                return Err(ErrorData::resource_not_found(
-                    format!("unknown resource `{}`", request.uri),
-                    None,
-                ));
-            };
-            req.routed(shared.name());
-            req.allow_backend(shared.name(), &format!("resource `{}`", request.uri))?;
-            let mut params = request;
-            params.uri = uri;
-            params.meta = self.forwarded_meta(&context, &shared, &req);
-            let (backend, outcome) = self
-                .forward(
-                    shared,
-                    ClientRequest::ReadResourceRequest(ReadResourceRequest::new(params)),
-                    &context,
-                    &req,
-                )
-                .await;
-            match outcome.map_err(rpc_error)? {
-                ServerResult::ReadResourceResult(mut r) => {
-                    prefix_contents(&backend.config.prefix, &mut r.contents);
-                    Ok(ReadResourceResponse::Complete(r))
-                }
-                ServerResult::InputRequiredResult(r) => Ok(ReadResourceResponse::InputRequired(r)),
-                _ => Err(unexpected(&backend)),
-            }
+            let exposed = request.uri.clone();
+            self.relay(
+                &req,
+                &context,
+                Target::Resource(&exposed),
+                |own, meta| {
+                    let mut params = request;
+                    params.uri = own;
+                    params.meta = meta;
+                    ClientRequest::ReadResourceRequest(ReadResourceRequest::new(params))
+                },
+                |prefix, result| match result {
+                    ServerResult::ReadResourceResult(mut r) => {
+                        prefix_contents(prefix, &mut r.contents);
+                        Some(ReadResourceResponse::Complete(r))
+                    }
+                    ServerResult::InputRequiredResult(r) => {
+                        Some(ReadResourceResponse::InputRequired(r))
+                    }
+                    _ => None,
+                },
+            )
+            .await
+            .map_err(wire::rpc)
         })
         .await
     }
@@ -512,25 +362,9 @@ impl ServerHandler for FrontSession {
     ) -> Result<CompleteResult, ErrorData> {
         let req = self.req("completion/complete", &context);
         req.run(async {
-            let snapshot = self.gateway.snapshot_full();
-            let mut params = request;
-            let shared = match &mut params.r#ref {
-                Reference::Prompt(p) => {
-                    let (backend, original) = snapshot
-                        .route_prompt(&p.name)
-                        .ok_or_else(|| unknown("prompt", &p.name))?;
-                    req.allow_backend(backend.name(), &format!("prompt `{}`", p.name))?;
-                    p.name = original.to_string();
-                    backend
-                }
-                Reference::Resource(r) => {
-                    let (backend, uri) = snapshot
-                        .route_uri(&r.uri)
-                        .ok_or_else(|| unknown("resource template", &r.uri))?;
-                    req.allow_backend(backend.name(), &format!("resource `{}`", r.uri))?;
-                    r.uri = uri;
-                    backend
-                }
+            let named = match &request.r#ref {
+                Reference::Prompt(p) => p.name.clone(),
+                Reference::Resource(r) => r.uri.clone(),
                 _ => {
                     return Err(ErrorData::invalid_params(
                         "unsupported completion reference",
@@ -538,21 +372,31 @@ impl ServerHandler for FrontSession {
                     ));
                 }
             };
-            drop(snapshot);
-            req.routed(shared.name());
-            params.meta = self.forwarded_meta(&context, &shared, &req);
-            let (backend, outcome) = self
-                .forward(
-                    shared,
-                    ClientRequest::CompleteRequest(CompleteRequest::new(params)),
-                    &context,
-                    &req,
-                )
-                .await;
-            match outcome.map_err(rpc_error)? {
-                ServerResult::CompleteResult(r) => Ok(r),
-                _ => Err(unexpected(&backend)),
-            }
+            let target = match &request.r#ref {
+                Reference::Prompt(_) => Target::Prompt(&named),
+                _ => Target::Resource(&named),
+            };
+            self.relay(
+                &req,
+                &context,
+                target,
+                |own, meta| {
+                    let mut params = request;
+                    match &mut params.r#ref {
+                        Reference::Prompt(p) => p.name = own,
+                        Reference::Resource(r) => r.uri = own,
+                        _ => {}
+                    }
+                    params.meta = meta;
+                    ClientRequest::CompleteRequest(CompleteRequest::new(params))
+                },
+                |_, result| match result {
+                    ServerResult::CompleteResult(r) => Some(r),
+                    _ => None,
+                },
+            )
+            .await
+            .map_err(wire::rpc)
         })
         .await
     }
@@ -565,15 +409,10 @@ impl ServerHandler for FrontSession {
         let req = self.req("logging/setLevel", &context);
         req.run(async {
             self.session()?.set_log_level(request.level);
+            // Shared backends follow the most verbose level of the sessions
+            // that may see them; this session's own connections its own level.
             self.gateway.apply_log_floor().await;
-            // This session's own connections follow its own level.
-            let private: Vec<Arc<Backend>> = self
-                .private
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .values()
-                .cloned()
-                .collect();
+            let private = self.gateway.private.of_session(self.id);
             futures::future::join_all(private.iter().map(|b| b.set_log_level(request.level))).await;
             Ok(())
         })
@@ -588,37 +427,17 @@ impl ServerHandler for FrontSession {
         let req = self.req("resources/subscribe", &context);
         req.run(async {
             let session = self.session()?.clone();
-            let Some((shared, original)) = self.gateway.snapshot().route_uri(&request.uri) else {
-                return Err(ErrorData::resource_not_found(
-                    format!("unknown resource `{}`", request.uri),
-                    None,
-                ));
-            };
-            req.routed(shared.name());
-            req.allow_backend(shared.name(), &format!("resource `{}`", request.uri))?;
-            let supports = shared.server_info().is_some_and(|i| {
-                i.capabilities
-                    .resources
-                    .as_ref()
-                    .is_some_and(|r| r.subscribe == Some(true))
-            });
-            if !supports {
-                return Err(ErrorData::invalid_params(
-                    format!(
-                        "backend `{}` does not support resource subscriptions (for `{}`)",
-                        shared.name(),
-                        request.uri
-                    ),
-                    None,
-                ));
-            }
+            let (shared, own) = self.subscribable(&req, &request.uri)?;
             let per_session = shared.config.isolation == Isolation::PerSession;
             let first = self.gateway.hub.subscribe(&session, &request.uri);
             if first || per_session {
-                let backend = self.resolve(shared, &context.peer).await;
-                if let Err(e) = backend.subscribe(original).await {
+                let subscribed = match self.serving(shared, &context.peer).await {
+                    Ok(backend) => backend.subscribe(own).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = subscribed {
                     self.gateway.hub.unsubscribe(&session, &request.uri);
-                    return Err(rpc_error(e));
+                    return Err(wire::call(e));
                 }
             }
             Ok(())
@@ -634,18 +453,20 @@ impl ServerHandler for FrontSession {
         let req = self.req("resources/unsubscribe", &context);
         req.run(async {
             let session = self.session()?.clone();
-            let Some((shared, original)) = self.gateway.snapshot().route_uri(&request.uri) else {
-                return Err(ErrorData::resource_not_found(
-                    format!("unknown resource `{}`", request.uri),
-                    None,
-                ));
-            };
-            req.routed(shared.name());
-            let per_session = shared.config.isolation == Isolation::PerSession;
+            let (shared, own) = self.target(&req, Target::Resource(&request.uri))?;
             let last = self.gateway.hub.unsubscribe(&session, &request.uri);
-            if last || per_session {
-                let backend = self.resolve(shared, &context.peer).await;
-                backend.unsubscribe(original).await.map_err(rpc_error)?;
+            let backend = match shared.config.isolation {
+                // Only a connection this session already has: never start one to unsubscribe.
+                Isolation::PerSession => self
+                    .gateway
+                    .private
+                    .of_session(self.id)
+                    .into_iter()
+                    .find(|b| b.name() == shared.name()),
+                Isolation::Shared => last.then_some(shared),
+            };
+            if let Some(backend) = backend {
+                backend.unsubscribe(own).await.map_err(wire::call)?;
             }
             Ok(())
         })
@@ -654,17 +475,14 @@ impl ServerHandler for FrontSession {
 
     async fn on_roots_list_changed(&self, _: NotificationContext<RoleServer>) {
         let snapshot = self.gateway.snapshot_full();
-        let private: Vec<Arc<Backend>> = self
-            .private
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let private = self.gateway.private.of_session(self.id);
+        // Only backends this client may see: they ask for roots next.
+        let may_see = |b: &&Arc<Backend>| self.session.get().is_some_and(|s| s.may_see(b.name()));
         let shared = snapshot
             .backends
             .values()
-            .filter(|b| b.config.isolation == Isolation::Shared);
+            .filter(|b| b.config.isolation == Isolation::Shared)
+            .filter(may_see);
         futures::future::join_all(shared.chain(private.iter()).map(|b| b.roots_changed())).await;
     }
 }

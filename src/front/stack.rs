@@ -5,14 +5,13 @@
 //! above it still see the response (so refusals are traced and counted).
 
 use std::convert::Infallible;
-use std::path::PathBuf;
-use std::sync::Arc;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
 
+use super::Front;
 use super::layers::auth::AuthLayer;
 use super::layers::body::BodyLayer;
 use super::layers::limits::LimitsLayer;
@@ -21,15 +20,15 @@ use super::layers::origin::{OriginLayer, OriginPolicy};
 use super::layers::trace::TraceLayer;
 use super::reject::Body;
 use super::routes::{Mcp, Routes};
-use crate::gateway::Gateway;
 
 /// The service every HTTP request goes through.
 pub type FrontService = BoxCloneSyncService<Request<Incoming>, Response<Body>, Infallible>;
 
-/// `config_path` is the file `POST /admin/reload` reads, if any.
-pub fn build(gateway: Arc<Gateway>, mcp: Mcp, config_path: Option<PathBuf>) -> FrontService {
+/// The policy (auth and limits) is the front's, passed into the layers that enforce it.
+pub fn build(front: Front, mcp: Mcp) -> FrontService {
+    let gateway = front.gateway.clone();
     let server = gateway.server();
-    let policy = gateway.policy.clone();
+    let policy = front.policy.clone();
     let stack = ServiceBuilder::new()
         // A span and an id first, so that everything below logs inside them.
         .layer(TraceLayer::new(&server.path))
@@ -45,6 +44,6 @@ pub fn build(gateway: Arc<Gateway>, mcp: Mcp, config_path: Option<PathBuf>) -> F
         .layer(BodyLayer::new(gateway.clone()))
         // After the body: only JSON-RPC requests count against limits.
         .layer(LimitsLayer::new(policy))
-        .service(Routes::new(gateway.clone(), mcp, config_path));
+        .service(Routes::new(front, mcp));
     BoxCloneSyncService::new(stack)
 }

@@ -1,0 +1,277 @@
+//! The one path every forwarded client request takes:
+//! route → authorize → rewrite → forward → map.
+//!
+//! - **route**: the exposed name or URI → the mounted backend and the
+//!   backend's own name ([`Target`], over the router's snapshot);
+//! - **authorize**: the client's allow-list for that backend (and tool);
+//! - **rewrite**: the backend's own name in the request, and the `_meta` we
+//!   pass on ([`FrontSession::forwarded_meta`]);
+//! - **forward**: to the backend that serves this session (a per-session
+//!   connection where the backend is isolated), with progress, relays and
+//!   cancellation;
+//! - **map**: the backend's result back to exposed names; every failure
+//!   becomes a wire error in [`wire`].
+
+#![allow(deprecated)] // logging and subscriptions are deprecated by SEP-2577 but are the ≤2025-11-25 wire protocol
+
+use std::sync::Arc;
+
+use rmcp::model::*;
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer};
+
+use super::request::Req;
+use super::session::FrontSession;
+use crate::backend::{Backend, CallError, Origin, prefix_uri};
+use crate::builtin::{AUTH_META_KEY, CLIENT_META_KEY, SESSION_META_KEY};
+use crate::config::TransportConfig;
+use crate::router::Snapshot;
+
+/// What a client request names.
+#[derive(Clone, Copy)]
+pub(super) enum Target<'a> {
+    Tool(&'a str),
+    Prompt(&'a str),
+    /// A resource URI or URI template.
+    Resource(&'a str),
+}
+
+impl Target<'_> {
+    /// The backend that owns the name, and the backend's own name for it.
+    pub fn route(self, snapshot: &Snapshot) -> Result<(Arc<Backend>, String), ErrorData> {
+        match self {
+            Target::Tool(name) => snapshot
+                .route_tool(name)
+                .map(|(b, n)| (b, n.to_string()))
+                .ok_or_else(|| wire::unknown("tool", name)),
+            Target::Prompt(name) => snapshot
+                .route_prompt(name)
+                .map(|(b, n)| (b, n.to_string()))
+                .ok_or_else(|| wire::unknown("prompt", name)),
+            Target::Resource(uri) => snapshot
+                .route_uri(uri)
+                .ok_or_else(|| wire::unknown_resource(uri)),
+        }
+    }
+
+    /// Whether the request's client may use it on `backend`.
+    pub fn authorize(self, req: &Req, backend: &Backend) -> Result<(), ErrorData> {
+        match self {
+            Target::Tool(name) => req.allow_tool(backend.name(), name),
+            Target::Prompt(name) => req.allow_backend(backend.name(), &format!("prompt `{name}`")),
+            Target::Resource(uri) => {
+                req.allow_backend(backend.name(), &format!("resource `{uri}`"))
+            }
+        }
+    }
+
+    /// Whether the request's client may see it in a list (no error text).
+    pub fn visible(self, req: &Req, snapshot: &Snapshot) -> bool {
+        match self.route(snapshot) {
+            Ok((backend, _)) => self.authorize(req, &backend).is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
+impl FrontSession {
+    /// Route and authorize: the mounted backend and its own name for `target`.
+    pub(super) fn target(
+        &self,
+        req: &Req,
+        target: Target<'_>,
+    ) -> Result<(Arc<Backend>, String), ErrorData> {
+        let (backend, own) = target.route(&self.gateway.snapshot())?;
+        req.routed(backend.name());
+        target.authorize(req, &backend)?;
+        Ok((backend, own))
+    }
+
+    /// The whole pipeline for one request. `build` gets the backend's own
+    /// name and the `_meta` to pass on; `map` turns the backend's result into
+    /// the answer, with the backend's prefix for rewriting names back.
+    pub(super) async fn relay<T>(
+        &self,
+        req: &Req,
+        context: &RequestContext<RoleServer>,
+        target: Target<'_>,
+        build: impl FnOnce(String, Option<RequestMetaObject>) -> ClientRequest,
+        map: impl FnOnce(&str, ServerResult) -> Option<T>,
+    ) -> Result<T, Failure> {
+        let (shared, own) = self.target(req, target).map_err(Failure::Refused)?;
+        let request = build(own, self.forwarded_meta(context, &shared, req));
+        let (backend, outcome) = self.forward(shared, request, context, req).await;
+        let result = outcome.map_err(Failure::Backend)?;
+        map(&backend.config.prefix, result)
+            .ok_or_else(|| Failure::Refused(wire::unexpected(&backend)))
+    }
+
+    /// Sends the request to the backend that serves this session for
+    /// `shared`, and waits for its answer.
+    pub(super) async fn forward(
+        &self,
+        shared: Arc<Backend>,
+        request: ClientRequest,
+        context: &RequestContext<RoleServer>,
+        req: &Req,
+    ) -> (Arc<Backend>, Result<ServerResult, CallError>) {
+        let backend = match self.serving(shared.clone(), &context.peer).await {
+            Ok(b) => b,
+            Err(e) => return (shared, Err(e)),
+        };
+        let origin = Origin {
+            session: self.id,
+            peer: &context.peer,
+            progress_token: context.meta.get_progress_token(),
+            cancel: &req.cancel,
+        };
+        let result = backend.request(request, &origin).await;
+        (backend, result)
+    }
+
+    /// The backend that serves this session for `shared`: itself, or this
+    /// session's own connection when it is isolated per session (toward
+    /// which we mirror what this client can do).
+    pub(super) async fn serving(
+        &self,
+        shared: Arc<Backend>,
+        peer: &rmcp::Peer<RoleServer>,
+    ) -> Result<Arc<Backend>, CallError> {
+        self.gateway
+            .resolve(shared, self.id, || {
+                peer.peer_info()
+                    .map(|i| i.capabilities.clone())
+                    .unwrap_or_default()
+            })
+            .await
+    }
+
+    /// The `_meta` keys worth passing on: everything but protocol negotiation
+    /// (which belongs to our own connection with the backend), the progress
+    /// token (rmcp assigns its own and we map it back) and our own keys, which
+    /// only we set: built-in sets learn the calling session and client from them.
+    pub(super) fn forwarded_meta(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+        to: &Backend,
+        req: &Req,
+    ) -> Option<RequestMetaObject> {
+        let mut meta = RequestMetaObject::new();
+        for (k, v) in ctx.meta.0.0.iter() {
+            if k == "progressToken"
+                || k.starts_with("io.modelcontextprotocol/")
+                || k.starts_with("io.manifold/")
+            {
+                continue;
+            }
+            meta.0.0.insert(k.clone(), v.clone());
+        }
+        if matches!(to.config.transport, TransportConfig::Builtin { .. }) {
+            meta.0.0.insert(SESSION_META_KEY.into(), self.id.into());
+            // An authenticated id is the identity; a self-declared client name only a hint.
+            if let Some(id) = req.client_id() {
+                meta.0.0.insert(AUTH_META_KEY.into(), id.into());
+                meta.0.0.insert(CLIENT_META_KEY.into(), id.into());
+            } else if let Some(s) = self.session.get() {
+                meta.0
+                    .0
+                    .insert(CLIENT_META_KEY.into(), s.client_name.clone().into());
+            }
+        }
+        (!meta.0.0.is_empty()).then_some(meta)
+    }
+}
+
+/// Why a forwarded request has no result.
+pub(super) enum Failure {
+    /// Refused before reaching a backend, or an unusable answer: already a wire error.
+    Refused(ErrorData),
+    /// The backend could not answer (or answered with a JSON-RPC error).
+    Backend(CallError),
+}
+
+/// Rewrites the backend's resource URIs in a result to their exposed form.
+pub(super) fn prefix_contents(prefix: &str, contents: &mut [ResourceContents]) {
+    for c in contents {
+        match c {
+            ResourceContents::TextResourceContents { uri, .. }
+            | ResourceContents::BlobResourceContents { uri, .. } => {
+                *uri = prefix_uri(prefix, uri);
+            }
+            _ => {}
+        }
+    }
+}
+
+pub(super) fn prefix_block(prefix: &str, block: &mut ContentBlock) {
+    match block {
+        ContentBlock::ResourceLink(r) => r.uri = prefix_uri(prefix, &r.uri),
+        ContentBlock::Resource(e) => prefix_contents(prefix, std::slice::from_mut(&mut e.resource)),
+        _ => {}
+    }
+}
+
+/// Every JSON-RPC error a session answers with is made here.
+pub(super) mod wire {
+    use rmcp::ErrorData;
+    use rmcp::model::{CallToolResult, ContentBlock};
+
+    use super::Failure;
+    use crate::backend::{Backend, CallError};
+
+    pub fn unknown(kind: &str, name: &str) -> ErrorData {
+        ErrorData::invalid_params(format!("unknown {kind} `{name}`"), None)
+    }
+
+    pub fn unknown_resource(uri: &str) -> ErrorData {
+        ErrorData::resource_not_found(format!("unknown resource `{uri}`"), None)
+    }
+
+    pub fn unexpected(backend: &Backend) -> ErrorData {
+        ErrorData::internal_error(
+            format!(
+                "backend `{}` sent an unexpected response type",
+                backend.name()
+            ),
+            None,
+        )
+    }
+
+    pub fn not_initialized() -> ErrorData {
+        ErrorData::invalid_request("the session is not initialized", None)
+    }
+
+    pub fn other_client() -> ErrorData {
+        ErrorData::invalid_request(
+            "this session was initialized by another client; initialize a new session",
+            None,
+        )
+    }
+
+    /// For requests other than `tools/call`: a failed backend is a JSON-RPC
+    /// error; a backend's own JSON-RPC error passes through unchanged.
+    pub fn rpc(failure: Failure) -> ErrorData {
+        match failure {
+            Failure::Refused(e) | Failure::Backend(CallError::Rpc(e)) => e,
+            Failure::Backend(other) => ErrorData::internal_error(other.to_string(), None),
+        }
+    }
+
+    pub fn call(e: CallError) -> ErrorData {
+        rpc(Failure::Backend(e))
+    }
+
+    /// For `tools/call`: a backend that is down, slow or busy is a tool
+    /// error the model can read; refusals and JSON-RPC errors stay errors.
+    pub fn tool(failure: Failure) -> Result<CallToolResult, ErrorData> {
+        match failure {
+            Failure::Backend(CallError::Rpc(e)) | Failure::Refused(e) => Err(e),
+            Failure::Backend(e) => {
+                tracing::debug!(error = %e, "call failed");
+                Ok(CallToolResult::error(vec![ContentBlock::text(
+                    e.to_string(),
+                )]))
+            }
+        }
+    }
+}
