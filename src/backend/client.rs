@@ -321,13 +321,21 @@ impl ClientHandler for BackendClient {
             return;
         }
         if let Some(backend) = self.backend.upgrade() {
-            // Over streamable HTTP the stream says which call caused it.
-            let caller = match ctx.extensions.get::<InboundStreamOrigin>() {
-                Some(InboundStreamOrigin::OutboundRequest(id)) => {
-                    let _gate = backend.routing_gate.read().await;
-                    self.hub.calls.caller_of(backend.id, id)
+            // Over streamable HTTP the stream says which call caused it; over
+            // stdio and SSE a message while one session's calls are in
+            // flight is taken as that session's.
+            let caller = {
+                let _gate = backend.routing_gate.read().await;
+                match ctx.extensions.get::<InboundStreamOrigin>() {
+                    Some(InboundStreamOrigin::OutboundRequest(id)) => {
+                        self.hub.calls.caller_of(backend.id, id)
+                    }
+                    Some(InboundStreamOrigin::Unassociated) => None,
+                    None => match self.hub.calls.attribute(backend.id, None) {
+                        Attribution::Call(call) => Some(call.session),
+                        _ => None,
+                    },
                 }
-                _ => None,
             };
             self.hub.log(backend.name(), backend.owner, caller, param);
         }

@@ -75,7 +75,7 @@ impl Reloader {
             lock: tokio::sync::Mutex::new(()),
             path,
         });
-        reloader.apply_inner(config, false).await;
+        reloader.apply_inner(config, true).await;
         reloader
     }
 
@@ -93,10 +93,12 @@ impl Reloader {
 
     /// Applies a validated config to the running gateway.
     pub async fn apply(&self, config: Config) -> ReloadReport {
-        self.apply_inner(config, true).await
+        self.apply_inner(config, false).await
     }
 
-    async fn apply_inner(&self, mut new: Config, wait_for_new: bool) -> ReloadReport {
+    /// `first`: the startup apply, which waits for no backend (they connect in
+    /// the background) and is not announced as a reload.
+    async fn apply_inner(&self, mut new: Config, first: bool) -> ReloadReport {
         let _serial = self.lock.lock().await;
         let gateway = &self.gateway;
         let old_server = gateway.server();
@@ -133,7 +135,7 @@ impl Reloader {
         // New and changed backends read the new environment from the start.
         gateway.live_env().store(Arc::new(env.clone()));
         let (next, started) = self.build(&old, &wanted, &diff.unchanged);
-        if wait_for_new {
+        if !first {
             // New and changed backends connect before the swap, so clients
             // never see a gap; one that fails is mounted down and keeps retrying.
             let connect = new.server.connect_timeout + Duration::from_millis(500);
@@ -172,12 +174,14 @@ impl Reloader {
         report.removed = diff.removed;
         report.changed = diff.changed;
         report.unchanged = diff.unchanged;
-        // Target `queue`: logged, and published on the bus (builtin::bus).
-        tracing::info!(
-            target: "queue",
-            added = ?report.added, removed = ?report.removed, changed = ?report.changed,
-            unchanged = report.unchanged.len(), "config reloaded"
-        );
+        if !first {
+            // Target `queue`: logged, and published on the bus (builtin::bus).
+            tracing::info!(
+                target: "queue",
+                added = ?report.added, removed = ?report.removed, changed = ?report.changed,
+                unchanged = report.unchanged.len(), "config reloaded"
+            );
+        }
         report
     }
 

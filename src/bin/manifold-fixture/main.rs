@@ -64,6 +64,10 @@ struct State {
     subscriptions: Mutex<BTreeSet<String>>,
     /// The last `logging/setLevel`.
     log_level: Mutex<Option<String>>,
+    /// The answer to the last `roots_later` ask (root URIs, or the error).
+    last_roots: Mutex<Option<Value>>,
+    /// How many `roots_later` asks were answered.
+    roots_answers: AtomicU64,
 }
 
 fn schema(v: Value) -> Arc<JsonObject> {
@@ -128,7 +132,16 @@ impl Fixture {
                 "Asks the client for its roots; returns their URIs",
                 obj.clone(),
             ),
-            Tool::new("log", "Sends a log message at `level`", obj.clone()),
+            Tool::new(
+                "log",
+                "Sends a log message at `level` (after the call, `later_ms` later, when given)",
+                obj.clone(),
+            ),
+            Tool::new(
+                "roots_later",
+                "Asks the client for its roots `later_ms` after answering; `stats` shows the answer",
+                obj.clone(),
+            ),
             Tool::new(
                 "add_tool",
                 "Adds tool `name` (at epoch ms `at_ms`) and announces the change",
@@ -328,8 +341,33 @@ impl ServerHandler for Fixture {
                     .map_err(|e| ErrorData::invalid_params(e.to_string(), None))?;
                 let message = text_arg(&request.arguments, "message").unwrap_or("hello").to_string();
                 let param = LoggingMessageNotificationParam::new(level, json!(message)).with_logger("fixture");
-                let _ = ctx.peer.notify_logging_message(param).await;
+                match num("later_ms") {
+                    // Outside any call: sent after the answer.
+                    Some(ms) => {
+                        let peer = ctx.peer.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_millis(ms)).await;
+                            let _ = peer.notify_logging_message(param).await;
+                        });
+                    }
+                    None => {
+                        let _ = ctx.peer.notify_logging_message(param).await;
+                    }
+                }
                 text("logged".into())
+            }
+            "roots_later" => {
+                let (peer, state, ms) = (ctx.peer.clone(), self.state.clone(), num("later_ms").unwrap_or(50));
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    let answer = match peer.list_roots().await {
+                        Ok(r) => json!(r.roots.iter().map(|r| r.uri.clone()).collect::<Vec<_>>()),
+                        Err(e) => json!(e.to_string()),
+                    };
+                    *state.last_roots.lock().unwrap_or_else(|p| p.into_inner()) = Some(answer);
+                    state.roots_answers.fetch_add(1, Ordering::SeqCst);
+                });
+                text("asking".into())
             }
             "add_tool" => {
                 if let Some(at) = num("at_ms") {
@@ -354,7 +392,9 @@ impl ServerHandler for Fixture {
                 text(format!("sent {count}"))
             }
             "announce" => {
-                let _ = ctx.peer.notify_tool_list_changed().await;
+                for _ in 0..num("count").unwrap_or(1) {
+                    let _ = ctx.peer.notify_tool_list_changed().await;
+                }
                 text("announced".into())
             }
             "touch" => {
@@ -373,6 +413,8 @@ impl ServerHandler for Fixture {
                     "cancelled": self.state.cancelled.load(Ordering::SeqCst),
                     "subscriptions": *self.state.subscriptions.lock().unwrap_or_else(|p| p.into_inner()),
                     "log_level": *self.state.log_level.lock().unwrap_or_else(|p| p.into_inner()),
+                    "last_roots": *self.state.last_roots.lock().unwrap_or_else(|p| p.into_inner()),
+                    "roots_answers": self.state.roots_answers.load(Ordering::SeqCst),
                 })
                 .to_string(),
             ),
