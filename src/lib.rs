@@ -1,30 +1,39 @@
 //! Manifold: an MCP aggregating proxy gateway.
 //!
-//! The modules in the order a request flows through them:
+//! The modules in layers, lowest first; each uses only modules below it
+//! (`python3 ../shared/tools/module-graph.py` checks). Where a lower layer must
+//! call up, it defines a trait the higher one implements.
 //!
 //! - [`config`]: `gateway.toml` → a validated [`config::Config`] (every error at once, with
-//!   `file:line:col`).
-//! - [`front`]: the client side. [`front::http`] serves MCP streamable HTTP (hyper, our tower
-//!   stack [`front::stack`]: trace, metrics, origin, auth, body, limits; then rmcp's
-//!   `StreamableHttpService`); [`front::stdio`] serves one client over stdio. Each client
-//!   session is a [`front::FrontSession`], which applies the client's allow-lists.
-//! - [`gateway`]: the [`gateway::Gateway`] and its swappable [`gateway::Snapshot`] of mounted
-//!   backends; routing of exposed names (`{prefix}{sep}{name}`, `{prefix}+{uri}`) to a backend.
-//! - [`backend`]: one supervised rmcp client per backend over stdio, streamable HTTP or legacy
-//!   SSE, with per-backend list caches ([`backend::Catalog`]).
-//! - [`coordinator`]: what sessions and backend handlers share: the session registry, in-flight
-//!   calls, subscriptions and counters; routes what backends send back to the right sessions.
-//!   Owns no backend.
-//! - [`builtin`]: tool sets served in process and mounted like backends:
-//!   `gateway_status`, client-to-client [`builtin::messaging`], the priority
-//!   [`builtin::bus`] (also fed by `tracing` events with target `queue`).
-//! - [`store`]: where messaging and the bus keep their state (memory or
-//!   Redis), and the event feed that wakes waiters on every instance.
-//! - [`check`]: `manifold check`, validation and the `--connect` name report.
+//!   `file:line:col`), and the pure diff between two configs ([`config::diff_backends`]).
+//! - [`store`]: where messaging and the bus keep their state (memory or Redis), and the event
+//!   feed that wakes waiters on every instance.
 //! - [`metrics`]: process-wide counters and histograms, served at `GET /metrics`.
+//! - [`coordinator`]: what sessions and backend handlers share: the session registry (each
+//!   session with what it may see), in-flight calls, subscriptions, counters, and the list task
+//!   that coalesces `list_changed` by backend id. Names no backend type
+//!   ([`coordinator::ListSource`] is implemented above).
+//! - [`backend`]: one supervised rmcp client per backend over stdio, streamable HTTP, legacy
+//!   SSE or an in-process pipe ([`backend::InProcessSets`], implemented by the built-in sets),
+//!   with per-backend list caches ([`backend::Catalog`]) and live settings.
+//! - [`router`]: the [`router::Snapshot`] of mounted backends: routing of exposed names
+//!   (`{prefix}{sep}{name}`, `{prefix}+{uri}`) and the aggregated lists.
+//! - [`gateway`]: the running [`gateway::Gateway`]: the swappable snapshot, the hub, the live
+//!   backend settings, sessions' own `per_session` connections, status.
+//! - [`builtin`]: tool sets served in process and mounted like backends: `gateway_status`,
+//!   client-to-client [`builtin::messaging`], the priority [`builtin::bus`] (also fed by
+//!   `tracing` events with target `queue`).
+//! - [`reload`]: startup and every reload on one path (empty gateway + apply(config)); file and
+//!   SIGHUP triggers; [`reload::ConfigListener`] for what else follows the config.
+//! - [`front`]: the client side. [`front::http`] serves MCP streamable HTTP through the tower
+//!   stack [`front::stack`] (trace, metrics, origin, auth, body, limits) and rmcp's
+//!   `StreamableHttpService`; [`front::stdio`] serves one client over stdio. Each client session
+//!   is a [`front::FrontSession`]; its requests take one route → authorize → rewrite → forward →
+//!   map pipeline.
+//! - [`serve`] and [`check`]: `manifold serve|stdio` and `manifold check`, wiring the above.
 //!
-//! Events flow back the other way: a backend's `list_changed` refreshes its catalog and the hub
-//! tells every live session.
+//! Requests flow down through front → router → backend; events flow back up through backend
+//! → coordinator → the sessions they belong to.
 
 pub mod backend;
 pub mod builtin;
@@ -34,7 +43,6 @@ pub mod coordinator;
 pub mod front;
 pub mod gateway;
 pub mod metrics;
-
 pub mod reload;
 pub mod router;
 pub mod serve;

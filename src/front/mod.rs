@@ -3,7 +3,7 @@
 //! HTTP requests go through [`stack`] (trace, metrics, origin, auth, body,
 //! limits; one layer per file in [`layers`]) to [`routes`], and MCP messages
 //! from there to rmcp and one [`FrontSession`] per client, whose forwarded
-//! requests all take the path of [`pipeline`]. [`policy`] holds the auth and
+//! requests all take the path of `pipeline.rs`. [`policy`] holds the auth and
 //! limits in force (it follows reloads as a `ConfigListener`); [`reject`]
 //! turns refusals into responses.
 

@@ -3,9 +3,9 @@
 //! A session holds the shared gateway, the auth and limits in force, its own
 //! id and its coordinator entry. Every request reads the gateway's current
 //! snapshot, so a config swap reaches live sessions on their next request.
-//! Forwarded requests take the one path of [`super::pipeline`]; lists are
+//! Forwarded requests take the one path of `pipeline.rs`; lists are
 //! filtered by one helper; errors become wire errors in
-//! [`super::pipeline::wire`].
+//! `pipeline::wire`.
 
 #![allow(deprecated)] // logging and subscriptions are deprecated by SEP-2577 but are the ≤2025-11-25 wire protocol
 
