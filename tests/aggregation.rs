@@ -65,9 +65,9 @@ async fn aggregates_stdio_http_and_sse_backends_under_prefixes() {
             "missing {expected} in {names:?}"
         );
     }
-    // 19 fixture tools each, local's 7 extra ones (served in pages of 3), and
+    // 20 fixture tools each, local's 7 extra ones (served in pages of 3), and
     // the gateway's own `gateway_status`.
-    assert_eq!(names.len(), 19 * 3 + 7 + 1, "{names:?}");
+    assert_eq!(names.len(), 20 * 3 + 7 + 1, "{names:?}");
     assert_eq!(names[0], "gateway_status");
 
     for (tool, who) in [

@@ -108,7 +108,7 @@ fn check_connect_lists_names_and_reports_collisions_and_long_names() {
     ));
     let (code, stdout, stderr) = check(&["--connect"], &cfg.path);
     assert_eq!(code, 1, "{stdout}\n{stderr}");
-    assert!(stdout.contains("one: up: 19 tools"), "{stdout}");
+    assert!(stdout.contains("one: up: 20 tools"), "{stdout}");
     assert!(stdout.contains("  tool      echo"), "{stdout}");
     let file = cfg.path.display().to_string();
     assert!(
