@@ -244,6 +244,7 @@ async fn filters_and_empty_prefix_shape_the_exposed_names() {
             "other__fail",
             "other__flood",
             "other__resource_link",
+            "other__roots_later",
             "other__rpc_error",
             "other__sleep"
         ]
