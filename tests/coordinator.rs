@@ -347,16 +347,18 @@ async fn log_messages_follow_each_sessions_level() {
         "debug",
         "the backend runs at the most verbose level asked for"
     );
+    // Sent after the calls (outside any call), so the sessions' levels
+    // decide; a message during a call would go to the caller only.
     text(
         &a,
         "fx__log",
-        json!({"level": "info", "message": "for A only"}),
+        json!({"level": "info", "message": "for A only", "later_ms": 10}),
     )
     .await;
     text(
         &a,
         "fx__log",
-        json!({"level": "error", "message": "for both"}),
+        json!({"level": "error", "message": "for both", "later_ms": 30}),
     )
     .await;
     eventually("A's two messages", || {

@@ -172,22 +172,18 @@ async fn roots_outside_a_call_are_asked_only_of_allowed_clients_and_rate_limited
     let (gw, _cfg) = gateway(&two_clients_config(""));
     let (full, full_asked) = roots_client(&gw.url, FULL, "file:///full").await;
     let (limited, limited_asked) = roots_client(&gw.url, LIMITED, "file:///limited").await;
-    let (checker, _) = connect_with_token(&gw.url, "checker", FULL).await;
-    for _ in 0..3 {
-        full.call_tool(
-            CallToolRequestParams::new("fx__roots_later")
-                .with_arguments(args(json!({"later_ms": 10}))),
-        )
-        .await
-        .expect("roots_later");
-    }
-    let mut last = Value::Null;
-    wait_until("fx got three answers to roots/list", async || {
-        let s = stats(&checker, "fx").await;
-        last = s["last_roots"].clone();
-        s["roots_answers"] == 3
-    })
-    .await;
+    let (checker, checker_logs) = connect_with_token(&gw.url, "checker", FULL).await;
+    // Three asks in a row, outside any call (no call is in flight meanwhile).
+    full.call_tool(
+        CallToolRequestParams::new("fx__roots_later")
+            .with_arguments(args(json!({"later_ms": 10, "count": 3}))),
+    )
+    .await
+    .expect("roots_later");
+    checker_logs.wait_for("fx/fixture", 1).await;
+    let s = stats(&checker, "fx").await;
+    assert_eq!(s["roots_answers"], 3, "{s}");
+    let last = s["last_roots"].clone();
     assert_eq!(
         last,
         json!(["file:///full"]),

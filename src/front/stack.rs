@@ -7,9 +7,11 @@
 use std::convert::Infallible;
 
 use http::{Request, Response};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 
 use super::Front;
 use super::layers::auth::AuthLayer;
@@ -17,7 +19,7 @@ use super::layers::body::BodyLayer;
 use super::layers::limits::LimitsLayer;
 use super::layers::metrics::MetricsLayer;
 use super::layers::origin::{OriginLayer, OriginPolicy};
-use super::layers::trace::TraceLayer;
+use super::layers::trace::{LogResponse, MakeId, REQUEST_ID_HEADER, RequestSpans, tag};
 use super::reject::Body;
 use super::routes::{Mcp, Routes};
 
@@ -30,8 +32,23 @@ pub fn build(front: Front, mcp: Mcp) -> FrontService {
     let server = gateway.server();
     let policy = front.policy.clone();
     let stack = ServiceBuilder::new()
-        // A span and an id first, so that everything below logs inside them.
-        .layer(TraceLayer::new(&server.path))
+        // Back to our body type: tower-http's `Trace` wraps it to see the body end.
+        .map_response(|r: Response<_>| {
+            r.map(|b: tower_http::trace::ResponseBody<Body, _, (), (), ()>| b.boxed())
+        })
+        // An id and a span first, so that everything below logs inside them.
+        .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeId))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(RequestSpans::new(&server.path))
+                .on_request(())
+                .on_response(LogResponse)
+                .on_body_chunk(())
+                .on_eos(())
+                .on_failure(()),
+        )
+        .map_request(tag(server.path.as_str().into()))
         // Outside the refusing steps, so refusals are counted.
         .layer(MetricsLayer)
         // Before auth: a rebinding page must not even learn whether a token works.

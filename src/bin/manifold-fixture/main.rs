@@ -139,7 +139,7 @@ impl Fixture {
             ),
             Tool::new(
                 "roots_later",
-                "Asks the client for its roots `later_ms` after answering; `stats` shows the answer",
+                "Asks the client for its roots `count` times, `later_ms` after answering, then logs \"roots asked\"; `stats` shows the answer",
                 obj.clone(),
             ),
             Tool::new(
@@ -357,15 +357,20 @@ impl ServerHandler for Fixture {
                 text("logged".into())
             }
             "roots_later" => {
-                let (peer, state, ms) = (ctx.peer.clone(), self.state.clone(), num("later_ms").unwrap_or(50));
+                let (peer, state) = (ctx.peer.clone(), self.state.clone());
+                let (ms, count) = (num("later_ms").unwrap_or(50), num("count").unwrap_or(1));
                 tokio::spawn(async move {
                     tokio::time::sleep(Duration::from_millis(ms)).await;
-                    let answer = match peer.list_roots().await {
-                        Ok(r) => json!(r.roots.iter().map(|r| r.uri.clone()).collect::<Vec<_>>()),
-                        Err(e) => json!(e.to_string()),
-                    };
-                    *state.last_roots.lock().unwrap_or_else(|p| p.into_inner()) = Some(answer);
-                    state.roots_answers.fetch_add(1, Ordering::SeqCst);
+                    for _ in 0..count {
+                        let answer = match peer.list_roots().await {
+                            Ok(r) => json!(r.roots.iter().map(|r| r.uri.clone()).collect::<Vec<_>>()),
+                            Err(e) => json!(e.to_string()),
+                        };
+                        *state.last_roots.lock().unwrap_or_else(|p| p.into_inner()) = Some(answer);
+                        state.roots_answers.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let done = LoggingMessageNotificationParam::new(LoggingLevel::Info, json!("roots asked")).with_logger("fixture");
+                    let _ = peer.notify_logging_message(done).await;
                 });
                 text("asking".into())
             }

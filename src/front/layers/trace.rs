@@ -3,25 +3,26 @@
 //! the session handler fill in as they learn them, and a request id echoed in
 //! the `x-request-id` response header.
 //!
-//! A client's own `x-request-id` is kept when it looks like an id (so a
-//! caller can follow its request through our logs); otherwise we make one.
+//! Built from tower-http's layers ([`layers`]): `SetRequestId` keeps a
+//! client's own `x-request-id` (so a caller can follow its request through
+//! our logs) or makes one, `PropagateRequestId` echoes it, and `Trace` opens
+//! our span and logs each response. A last step ([`tag`]) records the route,
+//! the id and the span as request extensions for the layers below and for the
+//! session handler, which runs in rmcp's task rather than the request's.
 
 use std::collections::hash_map::RandomState;
-use std::convert::Infallible;
 use std::hash::BuildHasher;
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
-use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::Duration;
 
-use futures::future::BoxFuture;
 use http::{HeaderName, HeaderValue, Request, Response};
-use tower::{Layer, Service};
-use tracing::Instrument;
+use tower_http::request_id::{MakeRequestId, RequestId as TowerRequestId};
+use tower_http::trace::{MakeSpan, OnResponse};
+use tracing::Span;
 use tracing::field::Empty;
 
 use super::{RequestId, RequestSpan, Route};
-use crate::front::reject::Body;
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -29,26 +30,25 @@ pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id"
 static ID_SEED: LazyLock<u64> = LazyLock::new(|| RandomState::new().hash_one(0u8));
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-fn new_request_id() -> String {
-    let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    format!("{:08x}{n:08x}", *ID_SEED as u32)
+/// Makes our request ids (for requests that brought none).
+#[derive(Clone, Copy, Default)]
+pub struct MakeId;
+
+impl MakeRequestId for MakeId {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<TowerRequestId> {
+        let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{:08x}{n:08x}", *ID_SEED as u32);
+        HeaderValue::from_str(&id).ok().map(TowerRequestId::new)
+    }
 }
 
-fn client_request_id<B>(req: &Request<B>) -> Option<String> {
-    let v = req.headers().get(&REQUEST_ID_HEADER)?.to_str().ok()?;
-    let ok = !v.is_empty()
-        && v.len() <= 128
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
-    ok.then(|| v.to_string())
-}
-
+/// Opens the request's span with every fixed field (empty until known).
 #[derive(Clone)]
-pub struct TraceLayer {
-    mcp_path: Arc<str>,
+pub struct RequestSpans {
+    mcp_path: std::sync::Arc<str>,
 }
 
-impl TraceLayer {
+impl RequestSpans {
     pub fn new(mcp_path: &str) -> Self {
         Self {
             mcp_path: mcp_path.into(),
@@ -56,67 +56,52 @@ impl TraceLayer {
     }
 }
 
-impl<S> Layer<S> for TraceLayer {
-    type Service = Trace<S>;
-    fn layer(&self, inner: S) -> Trace<S> {
-        Trace {
-            inner,
-            mcp_path: self.mcp_path.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct Trace<S> {
-    inner: S,
-    mcp_path: Arc<str>,
-}
-
-impl<S, B> Service<Request<B>> for Trace<S>
-where
-    S: Service<Request<B>, Response = Response<Body>, Error = Infallible>,
-    S::Future: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+impl<B> MakeSpan<B> for RequestSpans {
+    fn make_span(&mut self, req: &Request<B>) -> Span {
         let route = Route::of(req.uri().path(), &self.mcp_path);
-        let id = client_request_id(&req).unwrap_or_else(new_request_id);
-        let span = tracing::info_span!(
+        tracing::info_span!(
             "request",
-            request_id = %id,
+            request_id = %request_id(req),
             route = route.label(),
             method = Empty,
             tool = Empty,
             backend = Empty,
             session = Empty,
             client = Empty,
+        )
+    }
+}
+
+/// Logs each response at debug level, inside the request's span.
+#[derive(Clone, Copy, Default)]
+pub struct LogResponse;
+
+impl<B> OnResponse<B> for LogResponse {
+    fn on_response(self, response: &Response<B>, latency: Duration, _: &Span) {
+        tracing::debug!(
+            status = response.status().as_u16(),
+            took_ms = latency.as_millis() as u64,
+            "http response"
         );
-        let header = HeaderValue::from_str(&id).ok();
+    }
+}
+
+fn request_id<B>(req: &Request<B>) -> &str {
+    req.headers()
+        .get(&REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+/// Records the route, the request id and the current span (the one `Trace`
+/// entered) on the request, for every later step.
+pub fn tag<B>(mcp_path: std::sync::Arc<str>) -> impl Fn(Request<B>) -> Request<B> + Clone {
+    move |mut req: Request<B>| {
+        let route = Route::of(req.uri().path(), &mcp_path);
+        let id: std::sync::Arc<str> = request_id(&req).into();
         req.extensions_mut().insert(route);
-        req.extensions_mut().insert(RequestId(id.into()));
-        req.extensions_mut().insert(RequestSpan(span.clone()));
-        let started = Instant::now();
-        let response = self.inner.call(req).instrument(span.clone());
-        Box::pin(async move {
-            let Ok(mut response) = response.await;
-            span.in_scope(|| {
-                tracing::debug!(
-                    status = response.status().as_u16(),
-                    took_ms = started.elapsed().as_millis() as u64,
-                    "http response"
-                )
-            });
-            if let Some(v) = header {
-                response.headers_mut().insert(REQUEST_ID_HEADER, v);
-            }
-            Ok(response)
-        })
+        req.extensions_mut().insert(RequestId(id));
+        req.extensions_mut().insert(RequestSpan(Span::current()));
+        req
     }
 }
