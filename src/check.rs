@@ -78,64 +78,7 @@ pub async fn connect(config: Config) -> ConnectReport {
             .unwrap_or_default()
     };
     for b in snapshot.backends.values() {
-        let c = b.catalog();
-        match b.state() {
-            BackendState::Up => {
-                let _ = writeln!(
-                    report,
-                    "{}: up: {} tools, {} prompts, {} resources, {} templates",
-                    b.name(),
-                    c.tools.len(),
-                    c.prompts.len(),
-                    c.resources.len(),
-                    c.templates.len()
-                );
-            }
-            state => {
-                let reason = match state {
-                    BackendState::Down(r) => r,
-                    other => other.label().to_string(),
-                };
-                errors.push(format!(
-                    "{}backend `{}` is down: {reason}",
-                    at(b.name()),
-                    b.name()
-                ));
-                continue;
-            }
-        }
-        for t in &c.tools {
-            let _ = writeln!(report, "  tool      {}", t.name);
-            owners
-                .entry(format!("tool {}", t.name))
-                .or_default()
-                .push(b.name().to_string());
-        }
-        for p in &c.prompts {
-            let _ = writeln!(report, "  prompt    {}", p.name);
-            owners
-                .entry(format!("prompt {}", p.name))
-                .or_default()
-                .push(b.name().to_string());
-        }
-        for r in &c.resources {
-            let _ = writeln!(report, "  resource  {}", r.uri);
-            owners
-                .entry(format!("resource {}", r.uri))
-                .or_default()
-                .push(b.name().to_string());
-        }
-        for t in &c.templates {
-            let _ = writeln!(report, "  template  {}", t.uri_template);
-        }
-        for name in &c.too_long {
-            errors.push(format!(
-                "{}backend `{}`: exposed name \"{name}\" is {} characters, over the limit of {MAX_EXPOSED_NAME}",
-                at(b.name()),
-                b.name(),
-                name.chars().count()
-            ));
-        }
+        describe_backend(b, &at, &mut report, &mut errors, &mut owners);
     }
     for (what, backends) in owners {
         if backends.len() > 1 {
@@ -149,4 +92,74 @@ pub async fn connect(config: Config) -> ConnectReport {
     }
     gateway.shutdown().await;
     ConnectReport { report, errors }
+}
+
+/// One backend's part of the `--connect` report: its state, what it would
+/// expose (each exposed name noted in `owners` for the collision check), and
+/// its problems.
+fn describe_backend(
+    b: &crate::backend::Backend,
+    at: &dyn Fn(&str) -> String,
+    report: &mut String,
+    errors: &mut Vec<String>,
+    owners: &mut BTreeMap<String, Vec<String>>,
+) {
+    let c = b.catalog();
+    match b.state() {
+        BackendState::Up => {
+            let _ = writeln!(
+                report,
+                "{}: up: {} tools, {} prompts, {} resources, {} templates",
+                b.name(),
+                c.tools.len(),
+                c.prompts.len(),
+                c.resources.len(),
+                c.templates.len()
+            );
+        }
+        state => {
+            let reason = match state {
+                BackendState::Down(r) => r,
+                other => other.label().to_string(),
+            };
+            errors.push(format!(
+                "{}backend `{}` is down: {reason}",
+                at(b.name()),
+                b.name()
+            ));
+            return;
+        }
+    }
+    for t in &c.tools {
+        let _ = writeln!(report, "  tool      {}", t.name);
+        owners
+            .entry(format!("tool {}", t.name))
+            .or_default()
+            .push(b.name().to_string());
+    }
+    for p in &c.prompts {
+        let _ = writeln!(report, "  prompt    {}", p.name);
+        owners
+            .entry(format!("prompt {}", p.name))
+            .or_default()
+            .push(b.name().to_string());
+    }
+    for r in &c.resources {
+        let _ = writeln!(report, "  resource  {}", r.uri);
+        owners
+            .entry(format!("resource {}", r.uri))
+            .or_default()
+            .push(b.name().to_string());
+    }
+    for t in &c.templates {
+        let _ = writeln!(report, "  template  {}", t.uri_template);
+    }
+    for name in &c.too_long {
+        errors.push(format!(
+            "{}backend `{}`: exposed name \"{name}\" is {} characters, over the limit of {MAX_EXPOSED_NAME}",
+            at(b.name()),
+            b.name(),
+            name.chars().count()
+        ));
+    }
 }

@@ -138,52 +138,9 @@ impl BackendClient {
                     self.roots_of_all_clients(backend.name()).await,
                 ));
             }
-            Attribution::Outside => {
-                self.hub.counters.add(kind, Fate::Dropped, 1);
-                return Err(ErrorData::invalid_request(
-                    format!(
-                        "{} is only relayed while a client's request to backend `{}` is in flight",
-                        capability_name(kind),
-                        backend.name()
-                    ),
-                    None,
-                ));
-            }
-            Attribution::Ambiguous { sessions } => {
-                self.hub.counters.add(kind, Fate::Dropped, 1);
-                self.hub.unattributable.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(backend = %backend.name(), sessions, "server request not attributable to one client session; refused");
-                return Err(ErrorData::invalid_request(
-                    format!(
-                        "backend `{}` has calls from {sessions} client sessions in flight and its {} transport does not say which one this {} request belongs to; \
-                         set `isolation = \"per_session\"` on this backend so each client gets its own connection",
-                        backend.name(),
-                        backend.config.transport.kind(),
-                        capability_name(kind)
-                    ),
-                    None,
-                ));
-            }
+            other => return Err(self.unattributed(&backend, kind, other)),
         };
-        let session = self.hub.session(call.session);
-        let supported = session.as_ref().is_some_and(|s| match kind {
-            Kind::Sampling => s.capabilities.sampling.is_some(),
-            Kind::Elicitation => s.capabilities.elicitation.is_some(),
-            _ => s.capabilities.roots.is_some(),
-        });
-        if !supported {
-            self.hub.counters.add(kind, Fate::Dropped, 1);
-            let client = session
-                .map(|s| s.client_name.clone())
-                .unwrap_or_else(|| "the calling client".into());
-            return Err(ErrorData::invalid_request(
-                format!(
-                    "client `{client}` does not support {}",
-                    capability_name(kind)
-                ),
-                None,
-            ));
-        }
+        self.check_supported(&call, kind)?;
         let (reply, answer) = oneshot::channel();
         let job = RelayJob {
             request,
@@ -205,18 +162,73 @@ impl BackendClient {
         result
     }
 
+    /// The refusal of a request no single call can be found for (counted).
+    fn unattributed(&self, backend: &super::Backend, kind: Kind, why: Attribution) -> ErrorData {
+        self.hub.counters.add(kind, Fate::Dropped, 1);
+        let Attribution::Ambiguous { sessions } = why else {
+            return ErrorData::invalid_request(
+                format!(
+                    "{} is only relayed while a client's request to backend `{}` is in flight",
+                    capability_name(kind),
+                    backend.name()
+                ),
+                None,
+            );
+        };
+        self.hub.unattributable.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(backend = %backend.name(), sessions, "server request not attributable to one client session; refused");
+        ErrorData::invalid_request(
+            format!(
+                "backend `{}` has calls from {sessions} client sessions in flight and its {} transport does not say which one this {} request belongs to; \
+                 set `isolation = \"per_session\"` on this backend so each client gets its own connection",
+                backend.name(),
+                backend.config.transport.kind(),
+                capability_name(kind)
+            ),
+            None,
+        )
+    }
+
+    /// Whether the calling client declared the capability (counted if not).
+    fn check_supported(
+        &self,
+        call: &crate::coordinator::calls::Call,
+        kind: Kind,
+    ) -> Result<(), ErrorData> {
+        let session = self.hub.session(call.session);
+        let supported = session.as_ref().is_some_and(|s| match kind {
+            Kind::Sampling => s.capabilities.sampling.is_some(),
+            Kind::Elicitation => s.capabilities.elicitation.is_some(),
+            _ => s.capabilities.roots.is_some(),
+        });
+        if supported {
+            return Ok(());
+        }
+        self.hub.counters.add(kind, Fate::Dropped, 1);
+        let client = session
+            .map(|s| s.client_name.clone())
+            .unwrap_or_else(|| "the calling client".into());
+        Err(ErrorData::invalid_request(
+            format!(
+                "client `{client}` does not support {}",
+                capability_name(kind)
+            ),
+            None,
+        ))
+    }
+
     /// `roots/list` outside any call: the union of the roots of every client
     /// that has any and may use this backend. Answered from the last answer
     /// when asked again within [`ROOTS_MIN_INTERVAL`], so a backend cannot
     /// make the gateway poll every client in a loop.
     async fn roots_of_all_clients(&self, backend: &str) -> ListRootsResult {
-        if let Some((at, answer)) = &*self.roots_cache.lock().await
+        // Held while asking, so concurrent asks wait for one answer.
+        let mut cache = self.roots_cache.lock().await;
+        if let Some((at, answer)) = &*cache
             && at.elapsed() < ROOTS_MIN_INTERVAL
         {
             return answer.clone();
         }
-        // Held while asking, so concurrent asks wait for one answer.
-        let mut cache = self.roots_cache.lock().await;
         let asks = self
             .hub
             .sessions()

@@ -25,7 +25,7 @@ use serde_json::json;
 
 pub use watch::watch;
 
-use crate::backend::{Backend, shared_capabilities};
+use crate::backend::{Backend, BackendEnv, shared_capabilities};
 use crate::builtin::BuiltinSets;
 use crate::config::{BackendConfig, Config, ConfigErrors, diff_backends, keep_fixed_settings};
 use crate::gateway::{Gateway, Snapshot};
@@ -109,18 +109,7 @@ impl Reloader {
         for name in &report.refused {
             tracing::warn!(setting = %name, "this setting cannot change while running; restart to apply it");
         }
-        let previous = self
-            .builtins
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let (builtins, builtin_backends) =
-            crate::builtin::enabled(&new, Arc::downgrade(gateway), previous.as_ref());
-        let env = gateway.env_for(&new.server, Arc::new(builtins.clone()));
-        let wanted: Vec<BackendConfig> = builtin_backends
-            .into_iter()
-            .chain(new.enabled_backends().cloned())
-            .collect();
+        let (builtins, wanted, env) = self.wanted(&new);
         let old = gateway.snapshot_full();
         let running: BTreeMap<String, BackendConfig> = old
             .backends
@@ -161,14 +150,7 @@ impl Reloader {
             Snapshot::new(generation, next, separator),
         );
         *self.builtins.lock().unwrap_or_else(|p| p.into_inner()) = Some(builtins);
-        let listeners = self
-            .listeners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        for listener in listeners {
-            listener.apply(&new);
-        }
+        self.notify_listeners(&new);
         drain(retired);
         report.added = diff.added;
         report.removed = diff.removed;
@@ -183,6 +165,37 @@ impl Reloader {
             );
         }
         report
+    }
+
+    /// What `new` asks to mount: the built-in sets (keeping the running
+    /// sets' state), every backend config, and the backend environment.
+    fn wanted(&self, new: &Config) -> (BuiltinSets, Vec<BackendConfig>, BackendEnv) {
+        let previous = self
+            .builtins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let (builtins, builtin_backends) =
+            crate::builtin::enabled(new, Arc::downgrade(&self.gateway), previous.as_ref());
+        let env = self
+            .gateway
+            .env_for(&new.server, Arc::new(builtins.clone()));
+        let wanted = builtin_backends
+            .into_iter()
+            .chain(new.enabled_backends().cloned())
+            .collect();
+        (builtins, wanted, env)
+    }
+
+    fn notify_listeners(&self, new: &Config) {
+        let listeners = self
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for listener in listeners {
+            listener.apply(new);
+        }
     }
 
     /// The next set of backends: running ones kept (with their new per-call
