@@ -336,13 +336,7 @@ async fn restore_session_state(backend: &Backend, env: &BackendEnv) {
     if let Some(level) = level {
         backend.set_log_level(level).await;
     }
-    let supports = backend.server_info().is_some_and(|i| {
-        i.capabilities
-            .resources
-            .as_ref()
-            .is_some_and(|r| r.subscribe == Some(true))
-    });
-    if !supports {
+    if !backend.supports_subscriptions() {
         return;
     }
     let prefix = &backend.config.prefix;

@@ -247,6 +247,16 @@ impl Backend {
         self.server_info.load_full()
     }
 
+    /// Whether the backend advertised `resources.subscribe`.
+    pub fn supports_subscriptions(&self) -> bool {
+        self.server_info().is_some_and(|i| {
+            i.capabilities
+                .resources
+                .as_ref()
+                .is_some_and(|r| r.subscribe == Some(true))
+        })
+    }
+
     pub fn pid(&self) -> Option<u32> {
         match self.pid.load(Ordering::Relaxed) {
             0 => None,

@@ -91,13 +91,7 @@ impl FrontSession {
     /// The resource's backend, if it accepts subscriptions.
     fn subscribable(&self, req: &Req, uri: &str) -> Result<(Arc<Backend>, String), ErrorData> {
         let (backend, own) = self.target(req, Target::Resource(uri))?;
-        let supports = backend.server_info().is_some_and(|i| {
-            i.capabilities
-                .resources
-                .as_ref()
-                .is_some_and(|r| r.subscribe == Some(true))
-        });
-        if !supports {
+        if !backend.supports_subscriptions() {
             return Err(ErrorData::invalid_params(
                 format!(
                     "backend `{}` does not support resource subscriptions (for `{uri}`)",
