@@ -378,3 +378,103 @@ async fn a_flood_of_list_changes_is_coalesced_into_a_few_notifications() {
     assert!(coalesced <= 4999, "{coalesced}");
     let _ = c.cancel().await;
 }
+
+fn signal(pid: u64, sig: &str) {
+    let _ = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_of_the_health_check_reaches_the_running_backend() {
+    let slow = "[server]\nhealth_interval = \"60s\"\n\n";
+    let (gw, cfg) = gateway(&format!("{slow}{}", stdio_backend("fx", "")));
+    let readyz =
+        || -> Value { serde_json::from_str(&http_get(&gw.url, "/readyz").1).unwrap_or_default() };
+    let pid = readyz()["backends"]["fx"]["pid"].as_u64().expect("pid");
+    let generation = |s: &Value| s["generation"].as_u64().unwrap_or(0);
+    let before: Value = serde_json::from_str(&http_get(&gw.url, "/status").1).expect("status");
+    std::fs::write(
+        &cfg.path,
+        format!(
+            "[server]\nhealth_interval = \"200ms\"\nhealth_timeout = \"300ms\"\n\n{}",
+            stdio_backend("fx", "")
+        ),
+    )
+    .expect("rewrite config");
+    wait_until("the reload", async || {
+        let s: Value = serde_json::from_str(&http_get(&gw.url, "/status").1).unwrap_or_default();
+        generation(&s) > generation(&before)
+    })
+    .await;
+    assert_eq!(
+        readyz()["backends"]["fx"]["pid"].as_u64(),
+        Some(pid),
+        "the backend was restarted by the reload"
+    );
+    // A frozen backend is found by the new 200ms pings, not after the old 60s.
+    signal(pid, "STOP");
+    wait_until("fx found down by the health check", async || {
+        readyz()["backends"]["fx"]["state"] == "down"
+    })
+    .await;
+    signal(pid, "CONT");
+}
+
+/// A client that accepts sampling requests and never answers them.
+#[derive(Clone)]
+struct SilentSampler;
+
+impl ClientHandler for SilentSampler {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            ClientCapabilities::builder().enable_sampling().build(),
+            Implementation::new("silent", "1"),
+        )
+    }
+
+    async fn create_message(
+        &self,
+        _: CreateMessageRequestParams,
+        _: RequestContext<RoleClient>,
+    ) -> Result<CreateMessageResult, ErrorData> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_of_relay_timeout_reaches_the_running_backend() {
+    let (gw, cfg) = gateway(&format!(
+        "[server]\nrelay_timeout = \"60s\"\n\n{}",
+        stdio_backend("fx", "")
+    ));
+    let client = SilentSampler
+        .serve(StreamableHttpClientTransport::from_uri(gw.url.clone()))
+        .await
+        .expect("client connects");
+    std::fs::write(
+        &cfg.path,
+        format!(
+            "[server]\nrelay_timeout = \"300ms\"\n\n{}",
+            stdio_backend("fx", "")
+        ),
+    )
+    .expect("rewrite config");
+    wait_until("the reload", async || {
+        let s: Value = serde_json::from_str(&http_get(&gw.url, "/status").1).unwrap_or_default();
+        s["last_reload"]["ok"] == true
+    })
+    .await;
+    let call = client.call_tool(CallToolRequestParams::new("fx__sample"));
+    let r = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("the relayed sampling request must time out after the new 300ms, not the old 60s")
+        .expect("tools/call");
+    assert!(
+        first_text(&r).contains("did not answer"),
+        "{}",
+        first_text(&r)
+    );
+    let _ = client.cancel().await;
+}

@@ -298,12 +298,22 @@ async fn run_once(
 /// Pings the backend every `health_interval`; returns why when it stops
 /// answering. Reads the interval and timeout live at every round.
 async fn health_watch(peer: rmcp::Peer<RoleClient>, live: LiveEnv) -> String {
+    // Wakes at least every second to re-read the interval, so a reload that
+    // shortens it takes effect without waiting out the old one.
+    const RECHECK: Duration = Duration::from_secs(1);
+    let mut last = Instant::now();
     loop {
         let (interval, timeout) = {
             let env = live.load();
             (env.health_interval, env.health_timeout)
         };
-        tokio::time::sleep(interval).await;
+        let due = last + interval;
+        let now = Instant::now();
+        if now < due {
+            tokio::time::sleep((due - now).min(RECHECK)).await;
+            continue;
+        }
+        last = now;
         let ping = peer.send_request(rmcp::model::ClientRequest::PingRequest(Default::default()));
         match tokio::time::timeout(timeout, ping).await {
             Ok(Ok(_)) => {}
