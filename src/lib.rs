@@ -9,6 +9,8 @@
 //! - [`store`]: where messaging and the bus keep their state (memory or Redis), and the event
 //!   feed that wakes waiters on every instance.
 //! - [`metrics`]: process-wide counters and histograms, served at `GET /metrics`.
+//! - [`ratelimit`]: the one keyed token bucket behind every per-client rate limit (requests,
+//!   messages, bus publishes); a leaf that names nothing else of the crate.
 //! - [`coordinator`]: what sessions and backend handlers share: the session registry (each
 //!   session with what it may see), in-flight calls, subscriptions, counters, and the list task
 //!   that coalesces `list_changed` by backend id. Names no backend type
@@ -43,6 +45,7 @@ pub mod coordinator;
 pub mod front;
 pub mod gateway;
 pub mod metrics;
+pub mod ratelimit;
 pub mod reload;
 pub mod router;
 pub mod serve;

@@ -56,7 +56,11 @@ async fn messages_are_popped_as_markdown_with_sender_and_age() {
     }
     let (text, data) = ok(&bob, "get_messages", json!({"client_id": "bob"})).await;
     assert!(text.starts_with("# 2 messages for bob"), "{text}");
-    assert!(text.contains("## From alice, just now\n\nfirst"), "{text}");
+    // Bodies are fenced, so none can pass for a heading (issue 8, #12).
+    assert!(
+        text.contains("## From alice, just now\n\n```text\nfirst\n```"),
+        "{text}"
+    );
     assert!(
         text.find("first") < text.find("second"),
         "oldest first: {text}"

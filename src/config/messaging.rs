@@ -22,6 +22,8 @@ struct RawMessaging {
     require_checkin: Option<bool>,
     rate_limit: Option<Spanned<i64>>,
     max_wait: Option<Spanned<String>>,
+    checkin_ttl: Option<Spanned<String>>,
+    max_checkins: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -29,6 +31,9 @@ struct RawMessaging {
 struct RawBus {
     enabled: Option<bool>,
     history: Option<Spanned<i64>>,
+    rate_limit: Option<Spanned<i64>>,
+    max_message_bytes: Option<Spanned<i64>>,
+    max_metadata_bytes: Option<Spanned<i64>>,
 }
 
 /// `[messaging]`; `None` when it could not be read at all (the error is in `cx`).
@@ -105,6 +110,18 @@ pub(super) fn messaging(value: Spanned<DeValue<'_>>, cx: &mut Cx<'_>) -> Option<
             _ => cx.error(n.span(), "max_message_bytes must be between 1 and 16777216"),
         }
     }
+    m.checkin_ttl = duration(&raw.checkin_ttl, m.checkin_ttl, cx);
+    if let Some(t) = &raw.checkin_ttl
+        && m.checkin_ttl < std::time::Duration::from_secs(1)
+    {
+        cx.error(t.span(), "checkin_ttl must be at least 1s");
+    }
+    if let Some(n) = &raw.max_checkins {
+        match usize::try_from(*n.get_ref()) {
+            Ok(n @ 1..=10_000_000) => m.max_checkins = n,
+            _ => cx.error(n.span(), "max_checkins must be between 1 and 10000000"),
+        }
+    }
     if let Some(require) = raw.require_checkin {
         m.require_checkin = require;
     }
@@ -131,6 +148,34 @@ pub(super) fn bus(value: Spanned<DeValue<'_>>, cx: &mut Cx<'_>) -> Option<BusCon
         match usize::try_from(*n.get_ref()) {
             Ok(n @ 1..=1_000_000) => b.history = n,
             _ => cx.error(n.span(), "history must be between 1 and 1000000"),
+        }
+    }
+    if let Some(n) = &raw.rate_limit {
+        match u32::try_from(*n.get_ref()) {
+            Ok(n) => b.rate_limit = n,
+            Err(_) => cx.error(
+                n.span(),
+                "rate_limit must be a number of messages per minute, 0 (unlimited) or more",
+            ),
+        }
+    }
+    for (raw, field, name) in [
+        (
+            &raw.max_message_bytes,
+            &mut b.max_message_bytes,
+            "max_message_bytes",
+        ),
+        (
+            &raw.max_metadata_bytes,
+            &mut b.max_metadata_bytes,
+            "max_metadata_bytes",
+        ),
+    ] {
+        if let Some(n) = raw {
+            match usize::try_from(*n.get_ref()) {
+                Ok(n @ 1..=1_048_576) => *field = n,
+                _ => cx.error(n.span(), format!("{name} must be between 1 and 1048576")),
+            }
         }
     }
     Some(b)

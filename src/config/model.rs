@@ -136,6 +136,11 @@ pub struct MessagingConfig {
     pub rate_limit: u32,
     /// The longest `timeout` a `send_message_and_wait` may ask for.
     pub max_wait: Duration,
+    /// A check-in is forgotten this long after the client was last seen,
+    /// unless a session acts as it.
+    pub checkin_ttl: Duration,
+    /// The most check-ins kept; a new client id is refused beyond it.
+    pub max_checkins: usize,
 }
 
 impl Default for MessagingConfig {
@@ -148,6 +153,8 @@ impl Default for MessagingConfig {
             require_checkin: false,
             rate_limit: 120,
             max_wait: Duration::from_secs(10 * 60),
+            checkin_ttl: Duration::from_secs(24 * 3600),
+            max_checkins: 10_000,
         }
     }
 }
@@ -185,6 +192,12 @@ pub struct BusConfig {
     pub enabled: bool,
     /// How many messages the history keeps.
     pub history: usize,
+    /// Messages one client may publish per minute (per instance); 0 is unlimited.
+    pub rate_limit: u32,
+    /// The largest message content accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// The largest `metadata` accepted, in bytes of compact JSON.
+    pub max_metadata_bytes: usize,
 }
 
 impl Default for BusConfig {
@@ -192,6 +205,9 @@ impl Default for BusConfig {
         Self {
             enabled: true,
             history: 1000,
+            rate_limit: 60,
+            max_message_bytes: 16 * 1024,
+            max_metadata_bytes: 4 * 1024,
         }
     }
 }

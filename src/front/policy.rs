@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
@@ -16,6 +16,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{AuthConfig, Config, LimitsConfig, NameFilter};
+use crate::ratelimit::KeyedLimiter;
 
 /// The auth and limits in force; swapped whole on reload.
 pub struct Policy {
@@ -159,20 +160,12 @@ pub struct Limits {
     /// Permits for every MCP request in flight; a permit lives as long as the
     /// request's response body, so it is returned when the answer is sent.
     global: Option<Arc<Semaphore>>,
-    /// Per-client state, created on a client's first request. Locked only to
-    /// look up or insert, never across an await.
-    clients: Mutex<HashMap<String, ClientLimits>>,
-}
-
-struct ClientLimits {
-    concurrency: Option<Arc<Semaphore>>,
-    bucket: Option<Bucket>,
-}
-
-/// A token bucket: `rate` tokens per second, holding at most `burst`.
-struct Bucket {
-    tokens: f64,
-    at: Instant,
+    /// Per-client concurrency, created on a client's first request. Locked
+    /// only to look up or insert, never across an await.
+    clients: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// The per-client request rate (`rate_limit_per_second`); forgets idle
+    /// clients by itself.
+    rate: Option<KeyedLimiter>,
 }
 
 /// Permits held for one admitted request; dropping them frees the slots.
@@ -182,24 +175,33 @@ pub struct Admitted {
 
 impl Limits {
     fn new(config: &LimitsConfig) -> Self {
+        let rate = config.rate_limit_per_second.and_then(|rate| {
+            let burst = config
+                .rate_limit_burst
+                .unwrap_or_else(|| rate.ceil().clamp(1.0, f64::from(u32::MAX)) as u32);
+            KeyedLimiter::per_second(rate, burst)
+        });
         Self {
             config: config.clone(),
             global: config
                 .max_concurrent_requests
                 .map(|n| Arc::new(Semaphore::new(n))),
             clients: Mutex::new(HashMap::new()),
+            rate,
         }
     }
 
-    fn burst(&self) -> f64 {
-        match (
-            self.config.rate_limit_burst,
-            self.config.rate_limit_per_second,
-        ) {
-            (Some(b), _) => f64::from(b),
-            (None, Some(rate)) => rate.ceil().max(1.0),
-            (None, None) => 0.0,
+    /// The concurrency semaphore of `client`, created on its first request.
+    fn client_slots(&self, client: &str, limit: usize) -> Arc<Semaphore> {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if clients.len() >= MAX_TRACKED_CLIENTS && !clients.contains_key(client) {
+            // Keep the clients with requests in flight; the rest start over.
+            clients.retain(|_, s| s.available_permits() < limit);
         }
+        clients
+            .entry(client.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(limit)))
+            .clone()
     }
 
     /// Admits one MCP request from `client` (a client id or a remote
@@ -207,53 +209,20 @@ impl Limits {
     /// a client that waits gains nothing over one that retries.
     pub fn admit(&self, client: &str) -> Result<Admitted, LimitError> {
         let mut permits = Vec::with_capacity(2);
-        let per_client = {
-            let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-            if clients.len() >= MAX_TRACKED_CLIENTS && !clients.contains_key(client) {
-                // Keep the clients with requests in flight; the rest start over.
-                let limit = self.config.max_concurrent_per_client.unwrap_or_default();
-                clients.retain(|_, c| {
-                    c.concurrency
-                        .as_ref()
-                        .is_some_and(|s| s.available_permits() < limit)
-                });
-            }
-            let burst = self.burst();
-            let state = clients
-                .entry(client.to_string())
-                .or_insert_with(|| ClientLimits {
-                    concurrency: self
-                        .config
-                        .max_concurrent_per_client
-                        .map(|n| Arc::new(Semaphore::new(n))),
-                    bucket: self.config.rate_limit_per_second.map(|_| Bucket {
-                        tokens: burst,
-                        at: Instant::now(),
-                    }),
-                });
-            if let (Some(bucket), Some(rate)) =
-                (state.bucket.as_mut(), self.config.rate_limit_per_second)
-            {
-                let now = Instant::now();
-                let refill = now.duration_since(bucket.at).as_secs_f64() * rate;
-                bucket.tokens = (bucket.tokens + refill).min(burst);
-                bucket.at = now;
-                if bucket.tokens < 1.0 {
-                    let wait = (1.0 - bucket.tokens) / rate;
-                    return Err(LimitError::RateLimited {
-                        client: client.to_string(),
-                        rate,
-                        retry_after: Duration::from_millis((wait * 1000.0).ceil() as u64),
-                    });
-                }
-                bucket.tokens -= 1.0;
-            }
-            state.concurrency.clone()
-        };
-        if let Some(sem) = per_client {
-            let limit = self.config.max_concurrent_per_client.unwrap_or_default();
+        if let (Some(limiter), Some(rate)) = (&self.rate, self.config.rate_limit_per_second) {
+            limiter
+                .check(client)
+                .map_err(|wait| LimitError::RateLimited {
+                    client: client.to_string(),
+                    rate,
+                    // Whole milliseconds, rounded up, as clients read them.
+                    retry_after: Duration::from_millis(wait.as_micros().div_ceil(1000) as u64),
+                })?;
+        }
+        if let Some(limit) = self.config.max_concurrent_per_client {
             permits.push(
-                sem.try_acquire_owned()
+                self.client_slots(client, limit)
+                    .try_acquire_owned()
                     .map_err(|_| LimitError::ClientBusy {
                         client: client.to_string(),
                         limit,

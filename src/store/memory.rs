@@ -111,6 +111,27 @@ impl MemoryStore {
         out
     }
 
+    pub fn checkin_count(&self) -> usize {
+        self.state().clients.len()
+    }
+
+    /// Forgets clients last seen before `cutoff_ms`, except `keep`.
+    pub fn expire_checkins(&self, cutoff_ms: u64, keep: &[String]) -> usize {
+        let mut s = self.state();
+        let gone: Vec<String> = s
+            .seen
+            .iter()
+            .filter(|(id, at)| **at < cutoff_ms && !keep.contains(*id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut n = 0;
+        for id in gone {
+            s.seen.remove(&id);
+            n += usize::from(s.clients.remove(&id).is_some());
+        }
+        n
+    }
+
     pub fn bus_publish(&self, mut message: BusMessage, keep: usize) -> u64 {
         {
             let mut s = self.state();
@@ -206,6 +227,7 @@ mod tests {
                     session_id: None,
                     metadata: Default::default(),
                     sent_at_ms: now_ms(),
+                    sender: Default::default(),
                 },
                 3,
             );

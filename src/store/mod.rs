@@ -13,6 +13,7 @@
 
 pub mod memory;
 pub mod redis;
+mod scripts;
 mod types;
 
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-pub use types::{BusMessage, ClientRecord, Event, Message, Priority, now_ms};
+pub use types::{BusMessage, BusSender, ClientRecord, Event, Message, Priority, now_ms};
 
 use crate::config::StoreConfig;
 
@@ -174,6 +175,29 @@ impl Store {
         match &self.inner.engine {
             Engine::Memory(m) => Ok(m.clients()),
             Engine::Redis(r) => r.clients().await,
+        }
+    }
+
+    /// How many check-ins are kept.
+    pub async fn checkin_count(&self) -> Result<usize, StoreError> {
+        match &self.inner.engine {
+            Engine::Memory(m) => Ok(m.checkin_count()),
+            Engine::Redis(r) => r.checkin_count().await,
+        }
+    }
+
+    /// Forgets every client not seen for `ttl` (its check-in and its last
+    /// activity), except those in `live` and, in a shared store, those any
+    /// instance marked live; returns how many check-ins went.
+    pub async fn expire_checkins(
+        &self,
+        ttl: Duration,
+        live: &[String],
+    ) -> Result<usize, StoreError> {
+        let cutoff = now_ms().saturating_sub(ttl.as_millis() as u64);
+        match &self.inner.engine {
+            Engine::Memory(m) => Ok(m.expire_checkins(cutoff, live)),
+            Engine::Redis(r) => r.expire_checkins(cutoff, live).await,
         }
     }
 

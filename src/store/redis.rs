@@ -27,36 +27,8 @@ use tokio::sync::{OnceCell, broadcast};
 use tokio_util::sync::CancellationToken;
 
 use super::StoreError;
+use super::scripts::{EXPIRE_CHECKINS, SWEEP, TAKE_REPLY};
 use super::types::{BusMessage, ClientRecord, Event, Message, now_ms};
-
-/// Removes the oldest unexpired message from `ARGV[1]` with an id above
-/// `ARGV[2]`; atomic, so two waiters never take the same reply.
-const TAKE_REPLY: &str = r#"
-local items = redis.call('LRANGE', KEYS[1], 0, -1)
-for _, raw in ipairs(items) do
-  local m = cjson.decode(raw)
-  if m.sender == ARGV[1] and tonumber(m.id) > tonumber(ARGV[2]) and tonumber(m.expires_at_ms) > tonumber(ARGV[3]) then
-    redis.call('LREM', KEYS[1], 1, raw)
-    return raw
-  end
-end
-return false
-"#;
-
-/// Pops expired messages off the head of an inbox; forgets the inbox when empty.
-const SWEEP: &str = r#"
-local n = 0
-while true do
-  local raw = redis.call('LINDEX', KEYS[1], 0)
-  if not raw then break end
-  local m = cjson.decode(raw)
-  if tonumber(m.expires_at_ms) > tonumber(ARGV[1]) then break end
-  redis.call('LPOP', KEYS[1])
-  n = n + 1
-end
-if redis.call('LLEN', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[2]) end
-return n
-"#;
 
 /// The longest pause between attempts to re-open the event subscription.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -70,6 +42,7 @@ pub struct RedisStore {
     con: OnceCell<ConnectionManager>,
     take_reply: Script,
     sweep: Script,
+    expire_checkins: Script,
 }
 
 impl RedisStore {
@@ -90,6 +63,7 @@ impl RedisStore {
             con: OnceCell::new(),
             take_reply: Script::new(TAKE_REPLY),
             sweep: Script::new(SWEEP),
+            expire_checkins: Script::new(EXPIRE_CHECKINS),
         };
         if let Some(client) = client {
             // Forwards the shared event channel to this instance's listeners;
@@ -295,6 +269,34 @@ impl RedisStore {
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
+    }
+
+    /// How many check-ins are kept.
+    pub async fn checkin_count(&self) -> Result<usize, StoreError> {
+        let mut con = self.con().await?;
+        redis::cmd("HLEN")
+            .arg(self.key("clients"))
+            .query_async(&mut con)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// Forgets clients not seen since `cutoff_ms`, unless in `keep` or marked
+    /// live by any instance; returns how many check-ins went.
+    pub async fn expire_checkins(
+        &self,
+        cutoff_ms: u64,
+        keep: &[String],
+    ) -> Result<usize, StoreError> {
+        let mut con = self.con().await?;
+        let mut call = self.expire_checkins.key(self.key("clients"));
+        call.key(self.key("seen"))
+            .arg(cutoff_ms)
+            .arg(self.key("live:"));
+        for k in keep {
+            call.arg(k);
+        }
+        call.invoke_async(&mut con).await.map_err(|e| self.err(e))
     }
 
     pub async fn mark_live(&self, clients: &[String], ttl: Duration) -> Result<(), StoreError> {

@@ -119,6 +119,43 @@ pub struct BusMessage {
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub metadata: Map<String, Value>,
     pub sent_at_ms: u64,
+    /// Who published it, recorded by the gateway (never taken from the
+    /// publisher's arguments), so a reader can tell the gateway's own
+    /// events from a client's.
+    #[serde(default)]
+    pub sender: BusSender,
+}
+
+/// The publisher of a bus message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BusSender {
+    /// The gateway itself (the `queue` tracing target and `bus::send_*`).
+    Gateway,
+    /// A client, through the `send_client_message` tool.
+    Client {
+        /// The client id: its token's when `authenticated`, else the id the
+        /// session acts as in messaging, else its MCP client name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session_id: Option<u64>,
+        /// Whether `client_id` was proven by a bearer token.
+        #[serde(default)]
+        authenticated: bool,
+    },
+}
+
+/// A record written before senders were recorded is an unknown client's,
+/// never the gateway's.
+impl Default for BusSender {
+    fn default() -> Self {
+        BusSender::Client {
+            client_id: None,
+            session_id: None,
+            authenticated: false,
+        }
+    }
 }
 
 /// What a store announces to its listeners.

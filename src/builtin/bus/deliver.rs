@@ -73,6 +73,7 @@ pub fn to_json(m: &BusMessage) -> Value {
             std::time::UNIX_EPOCH + std::time::Duration::from_millis(m.sent_at_ms)
         ).to_string(),
         "metadata": m.metadata,
+        "sender": m.sender,
     });
     if let Some(c) = &m.client_id {
         v["client_id"] = c.clone().into();

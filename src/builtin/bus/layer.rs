@@ -20,7 +20,7 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::Context;
 
-use crate::store::{BusMessage, Priority, now_ms};
+use crate::store::{BusMessage, BusSender, Priority, now_ms};
 
 /// The target that publishes on the bus.
 pub const TARGET: &str = "queue";
@@ -62,6 +62,7 @@ impl<S: Subscriber> Layer<S> for QueueLayer {
             session_id: fields.session_id,
             metadata: fields.metadata,
             sent_at_ms: now_ms(),
+            sender: BusSender::Gateway,
         });
     }
 }

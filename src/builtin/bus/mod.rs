@@ -4,7 +4,8 @@
 //!
 //! Three ways in, one way out:
 //!
-//! - the `send_client_message` tool (`tools.rs`);
+//! - the `send_client_message` tool (`publish.rs`), which records the
+//!   calling client as the sender and refuses the gateway's own event kinds;
 //! - the Rust API: [`send`], [`send_normal`] and friends, from anywhere in
 //!   the process, without a handle;
 //! - `tracing` events with target `queue` ([`layer()`]), so gateway code
@@ -17,6 +18,7 @@
 mod deliver;
 mod filter;
 pub mod layer;
+mod publish;
 mod tools;
 
 use std::sync::{Arc, Mutex, Weak};
@@ -32,8 +34,9 @@ use super::messaging::Presence;
 use super::{ServeFn, serve_fn};
 use crate::config::BusConfig;
 use crate::gateway::Gateway;
+use crate::ratelimit::KeyedLimiter;
 pub use crate::store::Priority;
-use crate::store::{BusMessage, Store, now_ms};
+use crate::store::{BusMessage, BusSender, Store, now_ms};
 
 /// Messages published from Rust code wait here for the store; beyond it
 /// they are dropped (a log flood must not grow memory).
@@ -49,6 +52,8 @@ pub(crate) struct Bus {
     pub store: Store,
     pub presence: Arc<Presence>,
     pub subscriptions: Arc<deliver::Subscriptions>,
+    /// Publishes per client (`rate_limit`); `None` when unlimited.
+    pub limiter: Option<KeyedLimiter>,
     /// Stops the delivery and API tasks when the set is dropped with the gateway.
     _stop: DropGuard,
 }
@@ -78,6 +83,7 @@ pub fn start(
     // is dropped or another bus replaces the sink.
     tokio::spawn(api_task(rx, store.clone(), config.history, stop.clone()));
     let shared = Arc::new(Bus {
+        limiter: KeyedLimiter::per_minute(config.rate_limit),
         config,
         store,
         presence,
@@ -96,10 +102,12 @@ async fn api_task(
     stop: CancellationToken,
 ) {
     loop {
-        let message = tokio::select! {
+        let mut message = tokio::select! {
             _ = stop.cancelled() => return,
             m = rx.recv() => match m { Some(m) => m, None => return },
         };
+        // Whatever the caller filled in: this way in is the gateway's own.
+        message.sender = BusSender::Gateway;
         if let Err(e) = store.bus_publish(message, keep).await {
             // Not at target `queue`: that would publish the failure to publish.
             tracing::debug!(error = %e, "bus message not published");
@@ -118,6 +126,7 @@ pub fn send(priority: Priority, content: impl Into<String>, metadata: Map<String
         session_id: None,
         metadata,
         sent_at_ms: now_ms(),
+        sender: BusSender::Gateway,
     })
 }
 

@@ -6,20 +6,18 @@ use std::sync::Arc;
 use rmcp::model::*;
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::deliver::{Subscription, routed_to, to_json};
 use super::{Bus, Filter};
 use crate::builtin::Caller;
-use crate::store::{BusMessage, Priority, StoreError, now_ms};
+use crate::config::BusConfig;
+use crate::store::{BusMessage, BusSender, StoreError};
 
 pub const SEND: &str = "send_client_message";
 pub const HISTORY: &str = "get_queue_messages";
 pub const SUBSCRIBE: &str = "subscribe_to_messages";
 pub const UNSUBSCRIBE: &str = "unsubscribe_from_messages";
-
-/// The largest bus message content accepted, in bytes.
-pub const MAX_CONTENT_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -27,11 +25,23 @@ pub enum BusError {
     BadArgument { field: &'static str, reason: String },
     #[error("this request carries no session id: subscriptions need a live MCP session")]
     NoSession,
+    #[error(
+        "{what} is reserved for the gateway's own events; reword the message (readers tell the gateway's messages by `sender.kind = \"gateway\"`)"
+    )]
+    Reserved { what: String },
+    #[error(
+        "rate limit: client \"{client}\" may publish {limit} bus messages per minute ([bus] rate_limit); try again in {retry_ms} ms"
+    )]
+    RateLimited {
+        client: String,
+        limit: u32,
+        retry_ms: u64,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-fn bad(field: &'static str, reason: impl Into<String>) -> BusError {
+pub(super) fn bad(field: &'static str, reason: impl Into<String>) -> BusError {
     BusError::BadArgument {
         field,
         reason: reason.into(),
@@ -46,7 +56,8 @@ fn schema(v: Value) -> Arc<JsonObject> {
     Arc::new(v.as_object().cloned().unwrap_or_default())
 }
 
-fn tools(history: usize) -> Vec<Tool> {
+fn tools(config: &BusConfig) -> Vec<Tool> {
+    let history = config.history;
     let filter = json!({
         "description": "A priority (low, normal, high, urgent, critical) for that one and above, or a list of priorities for exactly those. Omit for all.",
         "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
@@ -54,15 +65,18 @@ fn tools(history: usize) -> Vec<Tool> {
     vec![
         Tool::new(
             SEND,
-            "Publish a message on the gateway's priority bus. Subscribed clients receive it as a log notification whose level follows the priority; everyone can read it with get_queue_messages.",
+            format!(
+                "Publish a message on the gateway's priority bus. Subscribed clients receive it as a log notification whose level follows the priority; everyone can read it with get_queue_messages. The gateway records you as its sender. At most {} messages per minute per client.",
+                config.rate_limit
+            ),
             schema(json!({
                 "type": "object",
                 "properties": {
-                    "content": {"type": "string", "minLength": 1, "description": "The message."},
+                    "content": {"type": "string", "minLength": 1, "description": format!("The message (at most {} bytes). It may not start like one of the gateway's own events (backend up/down, restarting backend, config reloaded).", config.max_message_bytes)},
                     "priority": {"type": "string", "enum": ["low", "normal", "high", "urgent", "critical"], "default": "normal"},
                     "client_id": {"type": "string", "description": "Deliver only to this client's subscriptions."},
                     "session_id": {"type": "integer", "description": "Deliver only to this session's subscription."},
-                    "metadata": {"type": "object", "description": "Free-form data sent along with the message."},
+                    "metadata": {"type": "object", "description": format!("Free-form data sent along with the message (at most {} bytes as JSON; keys `sender` and `source` are reserved).", config.max_metadata_bytes)},
                 },
                 "required": ["content"],
             })),
@@ -94,7 +108,7 @@ fn tools(history: usize) -> Vec<Tool> {
     ]
 }
 
-fn ok(text: String, structured: Value) -> CallToolResult {
+pub(super) fn ok(text: String, structured: Value) -> CallToolResult {
     let mut r = CallToolResult::success(vec![ContentBlock::text(text)]);
     r.structured_content = Some(structured);
     r
@@ -103,7 +117,7 @@ fn ok(text: String, structured: Value) -> CallToolResult {
 impl BusServer {
     /// The caller's client id: authenticated, else the one it acts as in
     /// messaging, else its client name.
-    fn identity(&self, caller: &Caller) -> Option<String> {
+    pub(super) fn identity(&self, caller: &Caller) -> Option<String> {
         caller
             .auth
             .clone()
@@ -113,62 +127,6 @@ impl BusServer {
                     .and_then(|s| self.shared.presence.client_of(s))
             })
             .or_else(|| caller.client.clone())
-    }
-
-    async fn send(&self, args: &JsonObject) -> Result<CallToolResult, BusError> {
-        let content = match args.get("content") {
-            Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
-            _ => return Err(bad("content", "is required and must be a non-empty string")),
-        };
-        if content.len() > MAX_CONTENT_BYTES {
-            return Err(bad(
-                "content",
-                format!(
-                    "is {} bytes, over the limit of {MAX_CONTENT_BYTES}",
-                    content.len()
-                ),
-            ));
-        }
-        let priority = match args.get("priority") {
-            None | Some(Value::Null) => Priority::Normal,
-            Some(Value::String(s)) => s.parse().map_err(|e: String| bad("priority", e))?,
-            Some(_) => return Err(bad("priority", "must be a string")),
-        };
-        let client_id = match args.get("client_id") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
-            Some(_) => return Err(bad("client_id", "must be a non-empty string")),
-        };
-        let session_id = match args.get("session_id") {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(
-                v.as_u64()
-                    .ok_or_else(|| bad("session_id", "must be a session number"))?,
-            ),
-        };
-        let metadata = match args.get("metadata") {
-            None | Some(Value::Null) => Map::new(),
-            Some(Value::Object(m)) => m.clone(),
-            Some(_) => return Err(bad("metadata", "must be an object")),
-        };
-        let message = BusMessage {
-            id: 0,
-            priority,
-            content,
-            client_id,
-            session_id,
-            metadata,
-            sent_at_ms: now_ms(),
-        };
-        let id = self
-            .shared
-            .store
-            .bus_publish(message, self.shared.config.history)
-            .await?;
-        Ok(ok(
-            format!("Published bus message {id} at priority {priority}."),
-            json!({"id": id, "priority": priority}),
-        ))
     }
 
     async fn history(
@@ -204,10 +162,11 @@ impl BusServer {
         let mut text = format!("{} bus message(s), newest last:\n", picked.len());
         for m in &picked {
             text.push_str(&format!(
-                "\n[{}] #{} {}",
+                "\n[{}] #{} from {}: {}",
                 m.priority.name().to_uppercase(),
                 m.id,
-                m.content
+                describe(&m.sender),
+                one_line(&m.content)
             ));
             if !m.metadata.is_empty() {
                 text.push_str(&format!(" {}", Value::Object(m.metadata.clone())));
@@ -251,6 +210,41 @@ impl BusServer {
     }
 }
 
+/// The sender as the text of `get_queue_messages` names it; ids are quoted
+/// so that none can pass for a label.
+fn describe(sender: &BusSender) -> String {
+    match sender {
+        BusSender::Gateway => "the gateway".into(),
+        BusSender::Client {
+            client_id,
+            session_id,
+            authenticated,
+        } => {
+            let mut s = match client_id {
+                Some(id) => format!("client {}", Value::from(id.as_str())),
+                None => "an unknown client".into(),
+            };
+            if let Some(session) = session_id {
+                s.push_str(&format!(" (session {session})"));
+            }
+            if *authenticated {
+                s.push_str(" [authenticated]");
+            }
+            s
+        }
+    }
+}
+
+/// Content on one line: as is when it has no control character, else as a
+/// JSON string, so a message can never start a line that looks like another.
+fn one_line(content: &str) -> String {
+    if content.chars().any(char::is_control) {
+        Value::from(content).to_string()
+    } else {
+        content.to_string()
+    }
+}
+
 enum Since {
     Id(u64),
     Time(u64),
@@ -290,9 +284,7 @@ impl ServerHandler for BusServer {
         _: Option<PaginatedRequestParams>,
         _: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(tools(
-            self.shared.config.history,
-        )))
+        Ok(ListToolsResult::with_all_items(tools(&self.shared.config)))
     }
 
     async fn call_tool(
@@ -303,7 +295,7 @@ impl ServerHandler for BusServer {
         let caller = Caller::of(&ctx);
         let args = request.arguments.unwrap_or_default();
         let outcome = match request.name.as_ref() {
-            SEND => self.send(&args).await,
+            SEND => self.send(&caller, &args).await,
             HISTORY => self.history(&caller, &args).await,
             SUBSCRIBE => self.subscribe(&caller, &args),
             UNSUBSCRIBE => self.unsubscribe(&caller),

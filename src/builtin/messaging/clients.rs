@@ -4,6 +4,7 @@ use rmcp::model::{CallToolResult, JsonObject};
 use serde_json::{Value, json};
 
 use super::inbox::relative;
+use super::markdown::inline;
 use super::{Messaging, MessagingError, string_arg, tool_ok};
 use crate::builtin::Caller;
 use crate::store::{ClientRecord, now_ms};
@@ -22,6 +23,13 @@ pub async fn checkin(
         .filter(|n| !n.trim().is_empty())
         .unwrap_or_else(|| id.clone());
     let capabilities = args.get("capabilities").cloned().unwrap_or(Value::Null);
+    check_sizes(&name, &capabilities)?;
+    if !m.store.is_checked_in(&id).await? && m.store.checkin_count().await? >= m.config.max_checkins
+    {
+        return Err(MessagingError::TooManyCheckins {
+            limit: m.config.max_checkins,
+        });
+    }
     let record = ClientRecord {
         id: id.clone(),
         name: name.clone(),
@@ -37,6 +45,47 @@ pub async fn checkin(
         ),
         json!({"client_id": id, "name": name, "pending": pending}),
     ))
+}
+
+/// The longest check-in name, in bytes.
+pub const MAX_NAME_BYTES: usize = 256;
+/// The largest `capabilities`, in bytes of compact JSON.
+pub const MAX_CAPABILITIES_BYTES: usize = 4096;
+/// The most entries a `capabilities` list or object may have.
+pub const MAX_CAPABILITIES_ITEMS: usize = 64;
+
+/// Check-ins are kept (and listed to everyone) until they expire, so their
+/// free-form parts are bounded.
+fn check_sizes(name: &str, capabilities: &Value) -> Result<(), MessagingError> {
+    let bad = |field, reason: String| MessagingError::BadArgument { field, reason };
+    if name.len() > MAX_NAME_BYTES {
+        return Err(bad(
+            "name",
+            format!(
+                "is {} bytes, over the limit of {MAX_NAME_BYTES}",
+                name.len()
+            ),
+        ));
+    }
+    let items = match capabilities {
+        Value::Array(a) => a.len(),
+        Value::Object(o) => o.len(),
+        _ => 0,
+    };
+    if items > MAX_CAPABILITIES_ITEMS {
+        return Err(bad(
+            "capabilities",
+            format!("has {items} entries, over the limit of {MAX_CAPABILITIES_ITEMS}"),
+        ));
+    }
+    let size = capabilities.to_string().len();
+    if size > MAX_CAPABILITIES_BYTES {
+        return Err(bad(
+            "capabilities",
+            format!("is {size} bytes as JSON, over the limit of {MAX_CAPABILITIES_BYTES}"),
+        ));
+    }
+    Ok(())
 }
 
 pub async fn list(m: &Messaging) -> Result<CallToolResult, MessagingError> {
@@ -65,11 +114,11 @@ pub async fn list(m: &Messaging) -> Result<CallToolResult, MessagingError> {
         };
         text.push_str(&format!(
             "| {} | {} | {} | {} | {} |\n",
-            c.id,
-            c.name,
+            inline(&c.id),
+            inline(&c.name),
             relative(now.saturating_sub(c.last_seen_ms)),
             if live { "yes" } else { "no" },
-            caps.replace('|', "\\|")
+            inline(&caps)
         ));
         rows.push(json!({
             "client_id": c.id,

@@ -4,6 +4,7 @@
 use rmcp::model::{CallToolResult, JsonObject};
 use serde_json::json;
 
+use super::markdown::{fenced, inline};
 use super::{Messaging, MessagingError, string_arg, tool_ok};
 use crate::builtin::Caller;
 use crate::store::{Message, now_ms};
@@ -38,8 +39,10 @@ pub async fn get_messages(
     ))
 }
 
-/// The messages as Markdown: a heading, then one section per message.
+/// The messages as Markdown: a heading, then one section per message, its
+/// body fenced so that no body can pass for a heading or another message.
 pub fn markdown(client: &str, messages: &[Message], now_ms: u64) -> String {
+    let client = inline(client);
     if messages.is_empty() {
         return format!("No messages for {client}.");
     }
@@ -51,9 +54,9 @@ pub fn markdown(client: &str, messages: &[Message], now_ms: u64) -> String {
     for msg in messages {
         out.push_str(&format!(
             "\n## From {}, {}\n\n{}\n",
-            msg.sender,
+            inline(&msg.sender),
             relative(now_ms.saturating_sub(msg.sent_at_ms)),
-            msg.body.trim_end()
+            fenced(&msg.body)
         ));
     }
     out
@@ -103,7 +106,7 @@ mod tests {
         let text = markdown("alice", &[msg], 121_000);
         assert_eq!(
             text,
-            "# 1 message for alice\n\n## From bob, 2 minutes ago\n\nlunch?\n"
+            "# 1 message for alice\n\n## From bob, 2 minutes ago\n\n```text\nlunch?\n```\n"
         );
         assert_eq!(markdown("alice", &[], 0), "No messages for alice.");
     }

@@ -11,7 +11,7 @@
 
 mod clients;
 mod inbox;
-mod limit;
+mod markdown;
 mod presence;
 mod schema;
 mod send;
@@ -30,6 +30,7 @@ pub use presence::Presence;
 use super::{Caller, ServeFn, serve_fn};
 use crate::config::MessagingConfig;
 use crate::gateway::Gateway;
+use crate::ratelimit::KeyedLimiter;
 use crate::store::{Store, StoreError};
 
 /// A bad request or a store failure, as the caller reads it in the tool result.
@@ -63,6 +64,10 @@ pub enum MessagingError {
         claimed: String,
         auth: String,
     },
+    #[error(
+        "the gateway keeps at most {limit} check-ins (`max_checkins`) and is full; check-ins expire after `checkin_ttl` without activity"
+    )]
+    TooManyCheckins { limit: usize },
     #[error("the request was cancelled while waiting for the reply")]
     Cancelled,
     #[error("the gateway is shutting down")]
@@ -76,7 +81,8 @@ pub(crate) struct Messaging {
     pub config: MessagingConfig,
     pub store: Store,
     pub presence: Arc<Presence>,
-    pub limiter: limit::RateLimiter,
+    /// Messages per sender (`rate_limit`); `None` when unlimited.
+    pub limiter: Option<KeyedLimiter>,
     pub gateway: Weak<Gateway>,
     /// Stops the push task when the set is dropped with the gateway.
     _stop: DropGuard,
@@ -99,8 +105,16 @@ pub fn start(
         gateway.clone(),
         stop.clone(),
     ));
+    // Forgets check-ins of clients gone for `checkin_ttl`; ends with this set.
+    tokio::spawn(presence::expire_task(
+        store.clone(),
+        presence.clone(),
+        gateway.clone(),
+        config.checkin_ttl,
+        stop.clone(),
+    ));
     let shared = Arc::new(Messaging {
-        limiter: limit::RateLimiter::new(config.rate_limit),
+        limiter: KeyedLimiter::per_minute(config.rate_limit),
         config,
         store,
         presence,
@@ -237,7 +251,7 @@ mod tests {
         let config = MessagingConfig::default();
         Messaging {
             store: Store::open(&StoreConfig::Memory, config.message_ttl),
-            limiter: limit::RateLimiter::new(0),
+            limiter: None,
             config,
             presence: Presence::new(),
             gateway: Weak::new(),

@@ -136,6 +136,37 @@ pub async fn push_task(
     }
 }
 
+/// Every `ttl / 4` (between 1 s and 1 min), forgets the clients not seen for
+/// `ttl` that no session here acts as (nor, with a shared store, any session
+/// elsewhere). Ends when `stop` is cancelled.
+pub async fn expire_task(
+    store: Store,
+    presence: Arc<Presence>,
+    gateway: Weak<Gateway>,
+    ttl: std::time::Duration,
+    stop: CancellationToken,
+) {
+    let every = (ttl / 4).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(60),
+    );
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Some(gw) = gateway.upgrade() else { return };
+        let live = presence.live_clients(&gw);
+        drop(gw);
+        match store.expire_checkins(ttl, &live).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(expired = n, "check-ins expired"),
+            Err(e) => tracing::debug!(error = %e, "check-in expiry failed"),
+        }
+    }
+}
+
 async fn mark_live(store: &Store, presence: &Presence, gateway: &Weak<Gateway>) {
     if store.kind() == "memory" {
         return;

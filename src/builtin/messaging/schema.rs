@@ -37,8 +37,8 @@ pub fn tools(config: &MessagingConfig) -> Vec<Tool> {
                 "type": "object",
                 "properties": {
                     "client_id": id("Your client id (see get_my_identity)."),
-                    "name": {"type": "string", "description": "A readable name, e.g. \"Alice's VS Code\"."},
-                    "capabilities": {"description": "What you can do for others: free-form text, a list or an object."},
+                    "name": {"type": "string", "description": "A readable name, e.g. \"Alice's VS Code\" (at most 256 bytes)."},
+                    "capabilities": {"description": "What you can do for others: free-form text, a list or an object (at most 4096 bytes as JSON, 64 entries)."},
                 },
                 "required": ["client_id"],
             })),

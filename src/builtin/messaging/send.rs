@@ -51,10 +51,10 @@ async fn prepare(
     if m.config.require_checkin && !m.store.is_checked_in(&recipient).await? {
         return Err(MessagingError::NotCheckedIn { recipient });
     }
-    if let Err(wait) = m.limiter.check(&sender) {
+    if let Some(Err(wait)) = m.limiter.as_ref().map(|l| l.check(&sender)) {
         return Err(MessagingError::RateLimited {
             sender,
-            limit: m.limiter.per_minute(),
+            limit: m.config.rate_limit,
             retry_ms: wait.as_millis().max(1) as u64,
         });
     }
@@ -122,9 +122,10 @@ pub async fn send_and_wait(
             let waited = started.elapsed();
             return Ok(tool_ok(
                 format!(
-                    "Reply from {recipient} after {:.1} s:\n\n{}",
+                    "Reply from {} after {:.1} s:\n\n{}",
+                    super::markdown::inline(&recipient),
                     waited.as_secs_f64(),
-                    reply.body
+                    super::markdown::fenced(&reply.body)
                 ),
                 json!({
                     "status": "replied",
