@@ -139,7 +139,8 @@ async fn send_and_wait_returns_the_reply_as_soon_as_it_lands() {
     )
     .await;
     assert!(text.starts_with("Reply from bob after"), "{text}");
-    assert!(text.ends_with("pong: ping"), "{text}");
+    // The reply's body is fenced like get_messages' bodies (issue 8, #12).
+    assert!(text.ends_with("```text\npong: ping\n```"), "{text}");
     assert_eq!(data["status"], "replied");
     assert!(
         started.elapsed() < Duration::from_secs(5),
@@ -438,7 +439,8 @@ async fn redis_two_gateways_form_one_messaging_system() {
     )
     .await;
     assert_eq!(data["status"], "replied", "{text}");
-    assert!(text.ends_with("pong: across"), "{text}");
+    // The reply's body is fenced like get_messages' bodies (issue 8, #12).
+    assert!(text.ends_with("```text\npong: across\n```"), "{text}");
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "woke late: {:?}",
