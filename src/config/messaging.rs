@@ -255,6 +255,34 @@ mod tests {
     }
 
     #[test]
+    fn bus_limits_and_checkin_keys_are_read_and_checked() {
+        let c = parse_str(
+            "[messaging]\ncheckin_ttl = \"2h\"\nmax_checkins = 5\n[bus]\nrate_limit = 0\nmax_message_bytes = 100\nmax_metadata_bytes = 200\n",
+            "g.toml",
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.messaging.checkin_ttl.as_secs(), 7200);
+        assert_eq!(c.messaging.max_checkins, 5);
+        assert_eq!(
+            (
+                c.bus.rate_limit,
+                c.bus.max_message_bytes,
+                c.bus.max_metadata_bytes
+            ),
+            (0, 100, 200)
+        );
+        let errs = errors(
+            "[messaging]\ncheckin_ttl = \"10ms\"\nmax_checkins = 0\n[bus]\nrate_limit = -1\nmax_metadata_bytes = 0\n",
+        );
+        assert_eq!(errs.len(), 4, "{errs:#?}");
+        assert!(errs[0].starts_with("gateway.toml:2:15: checkin_ttl must be at least 1s"));
+        assert!(errs[1].starts_with("gateway.toml:3:16: max_checkins must be"));
+        assert!(errs[2].starts_with("gateway.toml:5:14: rate_limit must be"));
+        assert!(errs[3].starts_with("gateway.toml:6:22: max_metadata_bytes must be"));
+    }
+
+    #[test]
     fn unknown_store_and_redis_keys_on_memory_are_errors() {
         let errs = errors("[messaging]\nstore = \"etcd\"\n");
         assert_eq!(
