@@ -8,8 +8,8 @@
 //! | `inbox:{client}` | list | JSON [`Message`]s, oldest first; expires with its newest message |
 //! | `inboxes` | set | clients that may have an inbox (for the expiry sweep) |
 //! | `msg:seq`, `bus:seq` | counter | the last message and bus ids |
-//! | `clients` | hash | client id → JSON [`ClientRecord`] |
-//! | `seen` | hash | client id → last activity (ms since epoch) |
+//! | `clients` | hash | client id → JSON [`ClientRecord`]; dropped with its `seen` entry |
+//! | `seen` | hash | client id → last activity (ms since epoch); expired by `checkin_ttl` unless live |
 //! | `live:{client}` | string | set while some instance has a live session for the client |
 //! | `bus:history` | list | JSON [`BusMessage`]s, oldest first, trimmed to the configured length |
 //! | `events` | pub/sub channel | JSON [`Event`]s: what wakes waiters and pushes notifications |
