@@ -31,36 +31,8 @@ const ROOTS_MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// Log messages a backend may send per second on average, and in one burst;
 /// beyond that they are dropped (and counted) so one chatty backend cannot
 /// flood every client.
-const LOG_RATE: f64 = 500.0;
-const LOG_BURST: f64 = 1000.0;
-
-/// A token bucket: `allow` spends one token if there is one.
-pub(super) struct RateLimit {
-    tokens: f64,
-    at: std::time::Instant,
-}
-
-impl RateLimit {
-    pub(super) fn new() -> Self {
-        Self {
-            tokens: LOG_BURST,
-            at: std::time::Instant::now(),
-        }
-    }
-
-    fn allow(&mut self) -> bool {
-        let now = std::time::Instant::now();
-        self.tokens =
-            (self.tokens + now.duration_since(self.at).as_secs_f64() * LOG_RATE).min(LOG_BURST);
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
+pub(super) const LOG_RATE: f64 = 500.0;
+pub(super) const LOG_BURST: u32 = 1000;
 
 pub struct BackendClient {
     pub(super) backend: BackendRef,
@@ -69,8 +41,8 @@ pub struct BackendClient {
     /// a shared connection, or the client's own capabilities for a
     /// per-session one.
     pub(super) capabilities: ClientCapabilities,
-    /// Limits log messages from this backend.
-    pub(super) log_limit: std::sync::Mutex<RateLimit>,
+    /// Limits log messages from this backend (one key: the connection).
+    pub(super) log_limit: Option<crate::ratelimit::KeyedLimiter>,
     /// The last answer to `roots/list` asked outside a call, and when.
     pub(super) roots_cache: tokio::sync::Mutex<Option<(std::time::Instant, ListRootsResult)>>,
 }
@@ -322,11 +294,7 @@ impl ClientHandler for BackendClient {
         param: LoggingMessageNotificationParam,
         ctx: NotificationContext<RoleClient>,
     ) {
-        let allowed = self
-            .log_limit
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .allow();
+        let allowed = self.log_limit.as_ref().is_none_or(|l| l.check("").is_ok());
         if !allowed {
             self.hub.counters.add(Kind::Log, Fate::Received, 1);
             self.hub.counters.add(Kind::Log, Fate::Dropped, 1);
@@ -417,9 +385,10 @@ mod tests {
 
     #[test]
     fn log_rate_limit_allows_a_burst_then_drops() {
-        let mut limit = RateLimit::new();
+        let limit =
+            crate::ratelimit::KeyedLimiter::per_second(LOG_RATE, LOG_BURST).expect("a finite rate");
         let allowed = (0..(LOG_BURST as usize + 50))
-            .filter(|_| limit.allow())
+            .filter(|_| limit.check("").is_ok())
             .count();
         assert!(
             allowed >= LOG_BURST as usize && allowed < LOG_BURST as usize + 50,

@@ -189,7 +189,10 @@ async fn run_once(
         backend: weak.clone(),
         hub: env.hub.clone(),
         capabilities: capabilities.clone(),
-        log_limit: std::sync::Mutex::new(super::client::RateLimit::new()),
+        log_limit: crate::ratelimit::KeyedLimiter::per_second(
+            super::client::LOG_RATE,
+            super::client::LOG_BURST,
+        ),
         roots_cache: tokio::sync::Mutex::new(None),
     };
     let attempt = async {
