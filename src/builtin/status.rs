@@ -9,9 +9,14 @@ use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde_json::json;
 
 use super::{ServeFn, serve_fn};
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, View};
 
 pub const TOOL: &str = "gateway_status";
+
+/// `_meta` key by which the front restricts what a client that is not an
+/// admin sees: `{"client": ID, "backends": [NAMES]}`. Clients cannot set it
+/// (the front drops `io.manifold/` keys they send).
+pub const VIEW_META_KEY: &str = "io.manifold/view";
 
 pub fn serve(gateway: Weak<Gateway>) -> ServeFn {
     serve_fn(move || StatusServer {
@@ -59,7 +64,17 @@ impl ServerHandler for StatusServer {
             .gateway
             .upgrade()
             .ok_or_else(|| ErrorData::internal_error("the gateway is shutting down", None))?;
-        let mut status = gateway.status_json();
+        // The front says what a restricted caller may see; absent, it may see all.
+        let view = ctx.meta.0.0.get(VIEW_META_KEY);
+        let allowed: Option<Vec<&str>> = view
+            .and_then(|v| v["backends"].as_array())
+            .map(|a| a.iter().filter_map(|b| b.as_str()).collect());
+        let backend = |name: &str| allowed.as_ref().is_none_or(|a| a.contains(&name));
+        let client = view.and_then(|v| v["client"].as_str());
+        let mut status = gateway.status_json(&View {
+            backend: &backend,
+            client,
+        });
         // Who is asking, as the gateway sees it: lets a client check its identity.
         let caller = super::Caller::of(&ctx);
         status["caller"] = json!({

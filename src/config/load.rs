@@ -224,6 +224,7 @@ struct RawToken {
     token: Spanned<String>,
     backends: Option<Vec<Spanned<String>>>,
     tools: Option<Vec<Spanned<String>>>,
+    admin: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -234,6 +235,7 @@ struct RawLimits {
     max_concurrent_per_client: Option<Spanned<i64>>,
     rate_limit_per_second: Option<Spanned<f64>>,
     rate_limit_burst: Option<Spanned<i64>>,
+    max_sessions: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -446,6 +448,7 @@ fn build_auth(raw: RawAuth, cx: &mut Cx<'_>) -> AuthConfig {
             token: Secret::new(t.token.into_inner()),
             backends,
             tools,
+            admin: t.admin.unwrap_or(false),
         });
     }
     AuthConfig { tokens }
@@ -471,11 +474,17 @@ fn build_limits(raw: RawLimits, cx: &mut Cx<'_>) -> LimitsConfig {
         l.max_concurrent_requests =
             positive(&raw.max_concurrent_requests, "max_concurrent_requests", cx);
     }
-    l.max_concurrent_per_client = positive(
-        &raw.max_concurrent_per_client,
-        "max_concurrent_per_client",
-        cx,
-    );
+    l.max_concurrent_per_client = match &raw.max_concurrent_per_client {
+        Some(_) => positive(
+            &raw.max_concurrent_per_client,
+            "max_concurrent_per_client",
+            cx,
+        ),
+        None => LimitsConfig::fair_share(l.max_concurrent_requests),
+    };
+    if let Some(n) = positive(&raw.max_sessions, "max_sessions", cx) {
+        l.max_sessions = n;
+    }
     if let Some(rate) = &raw.rate_limit_per_second {
         let r = *rate.get_ref();
         if r.is_finite() && r > 0.0 {

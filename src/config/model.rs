@@ -270,6 +270,9 @@ pub struct TokenConfig {
     pub backends: Option<NameFilter>,
     /// Globs over exposed tool names; `None`: every tool of an allowed backend.
     pub tools: Option<NameFilter>,
+    /// May use the admin routes (`/admin/*`) and see every backend and
+    /// session in status; `false` unless the token says `admin = true`.
+    pub admin: bool,
 }
 
 /// `[limits]`: every limit is off when unset, except the global concurrency cap.
@@ -279,12 +282,27 @@ pub struct LimitsConfig {
     pub request_timeout: Option<Duration>,
     /// MCP requests in flight at once over all clients.
     pub max_concurrent_requests: Option<usize>,
-    /// MCP requests in flight at once per client.
+    /// MCP requests in flight at once per client. Unset in the file, it is
+    /// a quarter of `max_concurrent_requests` (at least 1), so one client
+    /// cannot hold every slot; see [`LimitsConfig::fair_share`].
     pub max_concurrent_per_client: Option<usize>,
     /// Sustained MCP requests per second per client (token bucket).
     pub rate_limit_per_second: Option<f64>,
     /// Requests a client may make in a burst above the sustained rate.
     pub rate_limit_burst: Option<u32>,
+    /// Live client sessions at once; past it a new `initialize` is refused.
+    pub max_sessions: usize,
+}
+
+impl LimitsConfig {
+    /// The default share of the global cap one client may hold: a quarter,
+    /// at least 1. `None` when that would equal the global cap itself (a
+    /// cap of 1), where a per-client cap protects nobody.
+    pub fn fair_share(max_concurrent_requests: Option<usize>) -> Option<usize> {
+        let global = max_concurrent_requests?;
+        let share = (global / 4).max(1);
+        (share < global).then_some(share)
+    }
 }
 
 impl Default for LimitsConfig {
@@ -292,9 +310,10 @@ impl Default for LimitsConfig {
         Self {
             request_timeout: None,
             max_concurrent_requests: Some(1024),
-            max_concurrent_per_client: None,
+            max_concurrent_per_client: Self::fair_share(Some(1024)),
             rate_limit_per_second: None,
             rate_limit_burst: None,
+            max_sessions: 10_000,
         }
     }
 }

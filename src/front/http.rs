@@ -30,7 +30,10 @@ fn mcp_service(front: &Front, shutdown: &CancellationToken) -> Mcp {
         // Our own pre-filter enforces `max_request_bytes`, which a reload may change.
         .with_max_request_body_bytes(usize::MAX);
     let factory = front.clone();
-    StreamableHttpService::new(move || Ok(factory.session()), Arc::new(sessions), config)
+    let sessions = Arc::new(sessions);
+    // The session owner table prunes itself against rmcp's live sessions.
+    front.policy.sessions.track(&sessions);
+    StreamableHttpService::new(move || Ok(factory.session()), sessions, config)
 }
 
 /// Serves until `shutdown` is cancelled, then lets open connections finish

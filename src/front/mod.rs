@@ -9,6 +9,7 @@
 
 pub mod http;
 pub mod layers;
+mod params;
 mod pipeline;
 pub mod policy;
 pub mod reject;

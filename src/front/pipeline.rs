@@ -23,6 +23,7 @@ use rmcp::{ErrorData, RoleServer};
 use super::request::Req;
 use super::session::FrontSession;
 use crate::backend::{Backend, CallError, Origin, prefix_uri};
+use crate::builtin::status::VIEW_META_KEY;
 use crate::builtin::{AUTH_META_KEY, CLIENT_META_KEY, SESSION_META_KEY};
 use crate::config::TransportConfig;
 use crate::router::Snapshot;
@@ -168,6 +169,10 @@ impl FrontSession {
         }
         if matches!(to.config.transport, TransportConfig::Builtin { .. }) {
             meta.0.0.insert(SESSION_META_KEY.into(), self.id.into());
+            let snapshot = self.gateway.snapshot();
+            if let Some(view) = req.view_meta(snapshot.backends.keys().map(String::as_str)) {
+                meta.0.0.insert(VIEW_META_KEY.into(), view);
+            }
             // An authenticated id is the identity; a self-declared client name only a hint.
             if let Some(id) = req.client_id() {
                 meta.0.0.insert(AUTH_META_KEY.into(), id.into());

@@ -7,10 +7,12 @@
 //! response (that is `reject.rs`).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -22,6 +24,8 @@ use crate::ratelimit::KeyedLimiter;
 pub struct Policy {
     auth: ArcSwap<Auth>,
     limits: ArcSwap<Limits>,
+    /// Which client opened each MCP session; kept across reloads.
+    pub sessions: SessionOwners,
 }
 
 impl Policy {
@@ -29,6 +33,7 @@ impl Policy {
         Self {
             auth: ArcSwap::from_pointee(Auth::new(&config.auth)),
             limits: ArcSwap::from_pointee(Limits::new(&config.limits)),
+            sessions: SessionOwners::default(),
         }
     }
 
@@ -63,6 +68,8 @@ impl crate::reload::ConfigListener for Policy {
 #[derive(Debug)]
 pub struct Client {
     pub id: Arc<str>,
+    /// May use `/admin/*` and see everything in status.
+    pub admin: bool,
     backends: Option<NameFilter>,
     tools: Option<NameFilter>,
 }
@@ -97,6 +104,7 @@ impl Auth {
             .map(|t| {
                 let client = Client {
                     id: t.client_id.as_str().into(),
+                    admin: t.admin,
                     backends: t.backends.clone(),
                     tools: t.tools.clone(),
                 };
@@ -125,6 +133,62 @@ impl Auth {
             }
         }
         found
+    }
+}
+
+/// Which authenticated client opened each MCP session (by its
+/// `Mcp-Session-Id`), so that no other token can use it for anything: not
+/// to post, not to open its stream, not to delete it.
+///
+/// An entry goes when its session is deleted or found gone; sessions that
+/// end by themselves (idle timeout) are pruned against rmcp's session table
+/// whenever the table here has doubled since the last prune.
+#[derive(Default)]
+pub struct SessionOwners {
+    /// Locked only to look up, insert or remove; never across an await.
+    owners: Mutex<HashMap<Arc<str>, Arc<str>>>,
+    /// The size after the last prune.
+    pruned_at: AtomicUsize,
+    /// rmcp's sessions, to tell which are still alive; set once by the HTTP front.
+    live: OnceLock<Weak<LocalSessionManager>>,
+}
+
+/// The size below which the owner table is never pruned.
+const PRUNE_FLOOR: usize = 1024;
+
+impl SessionOwners {
+    /// Prunes against `sessions` from now on.
+    pub fn track(&self, sessions: &Arc<LocalSessionManager>) {
+        let _ = self.live.set(Arc::downgrade(sessions));
+    }
+
+    /// The client that opened `session`, if it is known here.
+    pub fn owner(&self, session: &str) -> Option<Arc<str>> {
+        self.lock().get(session).cloned()
+    }
+
+    /// Records that `client` opened `session`.
+    pub fn bind(&self, session: &str, client: Arc<str>) {
+        let mut owners = self.lock();
+        owners.insert(session.into(), client);
+        let threshold = (2 * self.pruned_at.load(Ordering::Relaxed)).max(PRUNE_FLOOR);
+        if owners.len() > threshold
+            && let Some(live) = self.live.get().and_then(Weak::upgrade)
+            // Never wait here: if rmcp's table is busy, prune on a later bind.
+            && let Ok(sessions) = live.sessions.try_read()
+        {
+            owners.retain(|id, _| sessions.contains_key(id));
+            self.pruned_at.store(owners.len(), Ordering::Relaxed);
+        }
+    }
+
+    /// Forgets `session` (deleted, or unknown to rmcp).
+    pub fn forget(&self, session: &str) {
+        self.lock().remove(session);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<str>>> {
+        self.owners.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -255,18 +319,21 @@ mod tests {
                     token: Secret::new("token-aaaa"),
                     backends: None,
                     tools: None,
+                    admin: true,
                 },
                 TokenConfig {
                     client_id: "b".into(),
                     token: Secret::new("token-bbbb"),
                     backends: Some(NameFilter::new(vec!["fx".into()], vec![]).unwrap()),
                     tools: None,
+                    admin: false,
                 },
             ],
         });
         assert_eq!(&*auth.authenticate("token-aaaa").unwrap().id, "a");
         let b = auth.authenticate("token-bbbb").unwrap();
         assert!(b.may_use_backend("fx") && !b.may_use_backend("other"));
+        assert!(auth.authenticate("token-aaaa").unwrap().admin && !b.admin);
         assert!(auth.authenticate("token-aaa").is_none());
         assert!(auth.authenticate("").is_none());
     }

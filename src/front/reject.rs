@@ -18,8 +18,13 @@ use super::policy::LimitError;
 
 pub type Body = BoxBody<Bytes, Infallible>;
 
-/// JSON-RPC codes of our own refusals (implementation-defined server errors).
+/// JSON-RPC codes of our own refusals (implementation-defined server errors,
+/// and the standard ones we answer at the edge).
 pub mod codes {
+    /// The request is not a valid JSON-RPC request for this protocol.
+    pub const INVALID_REQUEST: i32 = -32600;
+    /// The request's params do not fit its method.
+    pub const INVALID_PARAMS: i32 = -32602;
     /// The request took longer than `limits.request_timeout`.
     pub const REQUEST_TIMEOUT: i32 = -32001;
     /// A concurrency limit (global or per client) is reached.
@@ -48,6 +53,23 @@ pub enum Rejection {
     /// A limit refused the JSON-RPC request with this id.
     #[error("{error}")]
     Limit { error: LimitError, id: Value },
+    /// A client without `admin = true` asked for an `/admin/` route.
+    #[error(
+        "client `{0}` is not an admin (admin routes need `admin = true` on its [[auth.tokens]] entry)"
+    )]
+    NotAdmin(String),
+    /// The session does not exist, or belongs to another client: the same
+    /// answer, so a client cannot probe for other clients' sessions.
+    #[error("Not Found: Session not found")]
+    UnknownSession,
+    /// The request's params do not fit its method (or are too large).
+    #[error("{message}")]
+    InvalidParams { message: String, id: Value },
+    /// `initialize` while `limits.max_sessions` sessions are live.
+    #[error(
+        "the gateway is at its limit of {limit} sessions (limits.max_sessions); end unused sessions or retry later"
+    )]
+    TooManySessions { limit: usize, id: Value },
 }
 
 impl Rejection {
@@ -65,6 +87,10 @@ impl Rejection {
                 LimitError::ClientBusy { .. } => "client_concurrency",
                 LimitError::RateLimited { .. } => "rate_limited",
             },
+            Self::NotAdmin(_) => "not_admin",
+            Self::UnknownSession => "unknown_session",
+            Self::InvalidParams { .. } => "invalid_params",
+            Self::TooManySessions { .. } => "max_sessions",
         }
     }
 
@@ -86,6 +112,28 @@ impl Rejection {
             Self::BodyTooLarge(_) => text(StatusCode::PAYLOAD_TOO_LARGE, &format!("{message}\n")),
             Self::BodyUnreadable(_) => text(StatusCode::BAD_REQUEST, &format!("{message}\n")),
             Self::Parse(_) => jsonrpc_error(StatusCode::BAD_REQUEST, Value::Null, -32700, &message),
+            // The shape of the other `/admin/` answers.
+            Self::NotAdmin(_) => json_response(
+                StatusCode::FORBIDDEN,
+                json!({"ok": false, "errors": [message]}),
+            ),
+            // rmcp's own answer to an unknown session, word for word.
+            Self::UnknownSession => text(StatusCode::NOT_FOUND, &message),
+            // A JSON-RPC answer to a well-formed request: 200, like any error result.
+            Self::InvalidParams { id, .. } => {
+                jsonrpc_error(StatusCode::OK, id, codes::INVALID_PARAMS, &message)
+            }
+            Self::TooManySessions { id, .. } => {
+                let mut r = jsonrpc_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    id,
+                    codes::OVERLOADED,
+                    &message,
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                r
+            }
             Self::Limit { error, id } => {
                 let (status, code, retry) = match &error {
                     LimitError::Overloaded { .. } => (

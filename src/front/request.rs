@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use rmcp::model::ErrorCode;
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer};
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tracing::field::Empty;
@@ -84,6 +85,24 @@ impl Req {
 
     pub fn client_id(&self) -> Option<&str> {
         self.client.as_ref().map(|c| &*c.id)
+    }
+
+    /// The client, when what it sees is restricted: authenticated, not an admin.
+    pub fn restricted(&self) -> Option<&Client> {
+        self.client.as_deref().filter(|c| !c.admin)
+    }
+
+    /// Whether status and instructions show this client `backend`.
+    pub fn sees_backend(&self, backend: &str) -> bool {
+        self.restricted().is_none_or(|c| c.may_use_backend(backend))
+    }
+
+    /// What `gateway_status` may show a restricted client: its own
+    /// sessions and, of `backends`, those it may use.
+    pub fn view_meta<'a>(&self, backends: impl Iterator<Item = &'a str>) -> Option<Value> {
+        let c = self.restricted()?;
+        let names: Vec<&str> = backends.filter(|b| c.may_use_backend(b)).collect();
+        Some(json!({"client": &*c.id, "backends": names}))
     }
 
     /// Notes the backend the request was routed to (span and metrics).

@@ -6,10 +6,14 @@
 //! connect attempt (503 before), with each backend's state as JSON; `GET
 //! /status` is what `gateway_status` reports; `GET /metrics` is the
 //! metrics in the OpenMetrics text format; `POST /admin/reload` reloads the
-//! config file (any authenticated client may). Before rmcp sees a POST, `server/discover`
+//! config file (admin tokens only, checked by the auth layer). `/status`
+//! shows a client that is not an admin only the backends it may use and its
+//! own sessions. Before rmcp sees a POST, `server/discover`
 //! is answered with -32601 so that clients that try the 2026 lifecycle first
-//! fall back to `initialize` (rmcp notes, P9); rmcp's 415 for a well-formed
-//! JSON body that is not a JSON-RPC message becomes -32600.
+//! fall back to `initialize` (rmcp notes, P9), and an `initialize` past
+//! `limits.max_sessions` gets 503; rmcp's 415 for a well-formed
+//! JSON body that is not a JSON-RPC message becomes -32600, its plain-text
+//! 400s become JSON-RPC errors, and its 202 to a DELETE becomes 204.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -21,13 +25,14 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use rmcp::transport::streamable_http_server::StreamableHttpService;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
-use serde_json::json;
+use serde_json::{Value, json};
 use tower::Service;
 
 use super::Front;
-use super::layers::{Route, Rpc};
-use super::reject::{Body, json_response, jsonrpc_error, text};
+use super::layers::{Caller, Route, Rpc};
+use super::reject::{Body, Rejection, codes, json_response, jsonrpc_error, text};
 use super::session::FrontSession;
+use crate::gateway::View;
 use crate::reload::ReloadError;
 
 pub type Mcp = StreamableHttpService<FrontSession, LocalSessionManager>;
@@ -67,10 +72,27 @@ impl Routes {
     async fn route(self, req: Request<Full<Bytes>>) -> Response<Body> {
         match (Route::get(&req), req.method()) {
             (Route::Mcp, &Method::POST) => self.post(req).await,
-            (Route::Mcp, _) => self.mcp.handle(req).await,
+            (Route::Mcp, method) => {
+                let delete = method == Method::DELETE;
+                let response = edge_errors(self.mcp.handle(req).await, None).await;
+                // Clients expect 200 or 204 for a session's end (the Python
+                // SDK logs "Session termination failed: 202").
+                if delete && response.status() == StatusCode::ACCEPTED {
+                    return no_content();
+                }
+                response
+            }
             (Route::Healthz, &Method::GET) => text(StatusCode::OK, "ok\n"),
             (Route::Status, &Method::GET) => {
-                json_response(StatusCode::OK, self.front.gateway.status_json())
+                let caller = req.extensions().get::<Caller>().map(|c| c.0.clone());
+                let status = match caller.as_deref().filter(|c| !c.admin) {
+                    None => self.front.gateway.status_json(&View::ALL),
+                    Some(c) => self.front.gateway.status_json(&View {
+                        backend: &|b| c.may_use_backend(b),
+                        client: Some(&c.id),
+                    }),
+                };
+                json_response(StatusCode::OK, status)
             }
             (Route::Readyz, &Method::GET) => {
                 let gateway = &self.front.gateway;
@@ -110,7 +132,21 @@ impl Routes {
                 "Method not found: server/discover (this gateway speaks the initialize lifecycle, protocol versions up to 2025-11-25)",
             );
         }
-        let response = self.mcp.handle(req).await;
+        if let Some(rpc) = &rpc
+            && rpc.method.as_deref() == Some("initialize")
+            && !req.headers().contains_key("mcp-session-id")
+        {
+            let limit = self.front.policy.limits().config.max_sessions;
+            // Checked on arrival: initializes in flight together may pass
+            // the limit by at most their number.
+            if self.front.gateway.hub.session_count() >= limit {
+                tracing::warn!(limit, "initialize refused: limits.max_sessions reached");
+                let id = rpc.id.clone().unwrap_or_default();
+                return Rejection::TooManySessions { limit, id }.into_response();
+            }
+        }
+        let id = rpc.as_ref().and_then(|r| r.id.clone());
+        let response = edge_errors(self.mcp.handle(req).await, id).await;
         if let Some(rpc) = rpc
             && response.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE
         {
@@ -125,6 +161,36 @@ impl Routes {
         }
         response
     }
+}
+
+/// rmcp answers some bad requests (an unsupported `MCP-Protocol-Version`
+/// header, a missing session id) with a plain-text 400; clients parse JSON,
+/// so it becomes a JSON-RPC Invalid Request with the same words.
+async fn edge_errors(response: Response<Body>, id: Option<Value>) -> Response<Body> {
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_none_or(|t| t.as_bytes().starts_with(b"text/plain"));
+    if response.status() != StatusCode::BAD_REQUEST || !plain {
+        return response;
+    }
+    let words = match response.into_body().collect().await {
+        Ok(body) => String::from_utf8_lossy(&body.to_bytes()).trim().to_string(),
+        Err(never) => match never {},
+    };
+    jsonrpc_error(
+        StatusCode::BAD_REQUEST,
+        id.unwrap_or_default(),
+        codes::INVALID_REQUEST,
+        &words,
+    )
+}
+
+fn no_content() -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(Full::new(Bytes::new()).boxed())
+        .unwrap_or_default()
 }
 
 impl Service<Request<Full<Bytes>>> for Routes {

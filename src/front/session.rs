@@ -144,7 +144,7 @@ impl ServerHandler for FrontSession {
             .build();
         ServerConfig::new(capabilities)
             .with_server_info(Implementation::new("manifold", env!("CARGO_PKG_VERSION")))
-            .with_instructions(self.gateway.instructions())
+            .with_instructions(self.gateway.instructions(&|_| true))
     }
 
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
@@ -160,17 +160,26 @@ impl ServerHandler for FrontSession {
         req.run(async {
             context.peer.set_peer_info(request.clone());
             let _ = self.client.set(req.client_id().map(Arc::from));
+            // With auth, the session is the token's client's (status lists it so).
+            let name = req
+                .client_id()
+                .map_or_else(|| request.client_info.name.clone(), String::from);
             let session = self.gateway.hub.register(
                 self.id,
                 context.peer.clone(),
                 request.capabilities.clone(),
-                request.client_info.name.clone(),
+                name,
                 Self::visibility(&req),
                 self.gateway.snapshot().list_hashes(),
             );
             let _ = self.session.set(session);
             tracing::debug!(client = %request.client_info.name, "session initialized");
-            self.negotiate_initialize(&request)
+            let mut result = self.negotiate_initialize(&request)?;
+            if req.restricted().is_some() {
+                let visible = |b: &str| req.sees_backend(b);
+                result.instructions = Some(self.gateway.instructions(&visible));
+            }
+            Ok(result)
         })
         .await
     }

@@ -25,6 +25,7 @@ use crate::config::ServerConfig;
 use crate::coordinator::{Hub, ListKinds, ListSource};
 pub use crate::router::Snapshot;
 pub use private::PrivateBackends;
+pub use status::View;
 
 /// The running gateway: configuration, backends, and the hub sessions share.
 pub struct Gateway {

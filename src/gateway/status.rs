@@ -8,6 +8,38 @@ use crate::metrics::Scrape;
 
 use super::Gateway;
 
+/// `status_json` lists at most this many sessions.
+pub const MAX_LISTED_SESSIONS: usize = 100;
+/// A session's client name is cut to this many characters in status.
+const MAX_LISTED_NAME: usize = 64;
+
+/// What one caller may see of the gateway's state.
+pub struct View<'a> {
+    /// Whether the caller may see a backend, by name.
+    pub backend: &'a dyn Fn(&str) -> bool,
+    /// `Some(id)`: only the sessions of client `id`, and no reload report.
+    pub client: Option<&'a str>,
+}
+
+impl View<'_> {
+    /// Everything: without auth, and for admins.
+    pub const ALL: View<'static> = View {
+        backend: &every_backend,
+        client: None,
+    };
+}
+
+fn every_backend(_: &str) -> bool {
+    true
+}
+
+fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
 impl Gateway {
     /// The state of every backend, as JSON for `/readyz` and status tools.
     pub fn backends_json(&self) -> serde_json::Value {
@@ -35,35 +67,59 @@ impl Gateway {
         serde_json::Value::Object(out)
     }
 
-    /// Everything `gateway_status` and `GET /status` report.
-    pub fn status_json(&self) -> serde_json::Value {
-        let sessions: Vec<serde_json::Value> = self
+    /// Everything `gateway_status` and `GET /status` report, as `view` may
+    /// see it. Bounded whatever the number of sessions: at most
+    /// [`MAX_LISTED_SESSIONS`] are listed (`sessions_truncated` says if
+    /// more exist, `session_count` how many), client names cut short.
+    pub fn status_json(&self, view: &View<'_>) -> serde_json::Value {
+        let mine: Vec<_> = self
             .hub
             .sessions()
+            .into_iter()
+            .filter(|s| view.client.is_none_or(|c| s.client_name == c))
+            .collect();
+        let sessions: Vec<serde_json::Value> = mine
             .iter()
+            .take(MAX_LISTED_SESSIONS)
             .map(|s| {
                 serde_json::json!({
                     "id": s.id,
-                    "client": s.client_name,
+                    "client": clip(&s.client_name, MAX_LISTED_NAME),
                     "subscriptions": s.subscriptions.lock().unwrap_or_else(|p| p.into_inner()).len(),
                 })
             })
             .collect();
-        serde_json::json!({
+        let mut backends = self.backends_json();
+        if let Some(map) = backends.as_object_mut() {
+            map.retain(|name, _| (view.backend)(name));
+        }
+        let mut status = serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
             "ready": self.is_settled(),
-            "backends": self.backends_json(),
+            "backends": backends,
+            "session_count": mine.len(),
+            "sessions_truncated": mine.len() > sessions.len(),
             "sessions": sessions,
             "subscriptions": self.hub.subscription_count(),
             "notifications": self.hub.counters.to_json(),
             "unattributable_requests": self.hub.unattributable.load(std::sync::atomic::Ordering::Relaxed),
             "generation": self.snapshot.load().generation,
-            "last_reload": self.last_reload.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-        })
+        });
+        // The reload report names every backend and config error.
+        if view.client.is_none() {
+            status["last_reload"] = self
+                .last_reload
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+                .into();
+        }
+        status
     }
 
-    /// Instructions for clients: ours, then one block per backend that has any.
-    pub fn instructions(&self) -> String {
+    /// Instructions for clients: ours, then one block per backend that has
+    /// any and that the client may use (`visible`, by backend name).
+    pub fn instructions(&self, visible: &dyn Fn(&str) -> bool) -> String {
         let snapshot = self.snapshot.load();
         let server = self.server();
         let sep = &server.separator;
@@ -72,7 +128,7 @@ impl Gateway {
              `{prefix}{separator}{name}`; resource URIs are `{prefix}+{uri}`.",
         );
         for b in snapshot.backends.values() {
-            if b.state() != BackendState::Up {
+            if b.state() != BackendState::Up || !visible(b.name()) {
                 continue;
             }
             let Some(instr) = b.server_info().and_then(|i| i.instructions.clone()) else {

@@ -6,13 +6,18 @@
 //!
 //! The `Authorization` header is removed once checked, so no later layer,
 //! rmcp, or anything that logs request parts can ever print a token.
+//!
+//! A session belongs to the client whose token opened it: a request that
+//! names a session (`Mcp-Session-Id`, any method: POST, GET, DELETE) with
+//! another token is answered 404, as if the session did not exist, before
+//! rmcp sees it. `/admin/*` needs a token marked `admin = true` (403 else).
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::future::{BoxFuture, FutureExt};
-use http::{Request, Response, header};
+use http::{Method, Request, Response, StatusCode, header};
 use tower::{Layer, Service};
 
 use super::{Caller, RemoteAddr, RequestSpan, Route};
@@ -44,6 +49,21 @@ impl<S> Layer<S> for AuthLayer {
 pub struct Auth<S> {
     inner: S,
     policy: Arc<Policy>,
+}
+
+/// The MCP session header (rmcp's name for it).
+const HEADER_SESSION_ID: &str = "mcp-session-id";
+
+/// `/admin` and everything under it needs an admin token.
+fn is_admin_path(path: &str) -> bool {
+    path == "/admin" || path.starts_with("/admin/")
+}
+
+/// The session a request names, if any.
+fn session_id<B>(req: &Request<B>) -> Option<String> {
+    req.headers()
+        .get(HEADER_SESSION_ID)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }
 
 /// The token of an `Authorization: Bearer` header (scheme case-insensitive).
@@ -98,7 +118,50 @@ where
         if let Some(span) = req.extensions().get::<RequestSpan>() {
             span.0.record("client", &*client.id);
         }
-        req.extensions_mut().insert(Caller(client));
-        self.inner.call(req).boxed()
+        if is_admin_path(req.uri().path()) && !client.admin {
+            tracing::warn!(client = %client.id, "admin request refused: not an admin");
+            let refusal = Rejection::NotAdmin(client.id.to_string());
+            return futures::future::ready(Ok(refusal.into_response())).boxed();
+        }
+        let mcp = Route::get(&req) == Route::Mcp;
+        let session = session_id(&req).filter(|_| mcp);
+        if let Some(id) = &session
+            && self.policy.sessions.owner(id).as_deref() != Some(&*client.id)
+        {
+            // Another client's session, or one opened before auth was on:
+            // answered exactly like an unknown session, so nothing leaks.
+            tracing::warn!(client = %client.id, "request refused: the session belongs to another client");
+            return futures::future::ready(Ok(Rejection::UnknownSession.into_response())).boxed();
+        }
+        let opens_session = mcp && session.is_none() && req.method() == Method::POST;
+        let deletes = req.method() == Method::DELETE;
+        let policy = self.policy.clone();
+        req.extensions_mut().insert(Caller(client.clone()));
+        let response = self.inner.call(req);
+        async move {
+            let response = response.await?;
+            let sessions = &policy.sessions;
+            match session {
+                // Only `initialize` answers with a new session id.
+                None if opens_session => {
+                    if let Some(id) = response
+                        .headers()
+                        .get(HEADER_SESSION_ID)
+                        .and_then(|v| v.to_str().ok())
+                    {
+                        sessions.bind(id, client.id.clone());
+                    }
+                }
+                Some(id)
+                    if response.status() == StatusCode::NOT_FOUND
+                        || (deletes && response.status().is_success()) =>
+                {
+                    sessions.forget(&id)
+                }
+                _ => {}
+            }
+            Ok(response)
+        }
+        .boxed()
     }
 }

@@ -1,7 +1,8 @@
 //! Reads the body of a POST to the MCP endpoint, bounded by `[server]
 //! max_request_bytes` (413 past it; read per request, so a reload applies), answers malformed JSON with JSON-RPC
-//! -32700, and notes what the message asks for ([`Rpc`]) for the limits, the
-//! span and the routes. Every other request's body is dropped unread: no
+//! -32700, answers a request whose params do not fit its method with -32602
+//! (see `front/params.rs`), and notes what the message asks for ([`Rpc`])
+//! for the limits, the span and the routes. Every other request's body is dropped unread: no
 //! route but MCP POST takes one.
 //!
 //! Buffering is what rmcp does anyway before it parses; doing it here lets
@@ -19,6 +20,7 @@ use serde::Deserialize;
 use tower::{Layer, Service};
 
 use super::{RequestSpan, Route, Rpc};
+use crate::front::params;
 use crate::front::reject::{Body, Rejection};
 use crate::gateway::Gateway;
 
@@ -145,6 +147,18 @@ where
                     Ok(rpc) => rpc,
                     Err(e) => return Ok(Rejection::Parse(e.to_string()).into_response()),
                 };
+                // rmcp would misread params that do not fit their method.
+                if rpc.is_request()
+                    && let Some(method) = &rpc.method
+                    && let Err(e) = params::check(method, &bytes)
+                {
+                    let id = rpc.id.clone().unwrap_or_default();
+                    let refusal = Rejection::InvalidParams {
+                        message: e.to_string(),
+                        id,
+                    };
+                    return Ok(refusal.into_response());
+                }
                 if let Some(span) = parts.extensions.get::<RequestSpan>() {
                     if let Some(m) = &rpc.method {
                         span.0.record("method", m.as_str());
