@@ -69,13 +69,16 @@ impl Routes {
             (Route::Mcp, &Method::POST) => self.post(req).await,
             (Route::Mcp, _) => self.mcp.handle(req).await,
             (Route::Healthz, &Method::GET) => text(StatusCode::OK, "ok\n"),
-            (Route::Status, &Method::GET) => {
-                json_response(StatusCode::OK, self.front.gateway.status_json())
-            }
+            (Route::Status, &Method::GET) => json_response(
+                StatusCode::OK,
+                redacted(self.front.gateway.status_json()),
+            ),
             (Route::Readyz, &Method::GET) => {
                 let gateway = &self.front.gateway;
                 let ready = gateway.is_settled();
-                let body = json!({"ready": ready, "sessions": gateway.hub.session_count(), "backends": gateway.backends_json()});
+                let body = redacted(
+                    json!({"ready": ready, "sessions": gateway.hub.session_count(), "backends": gateway.backends_json()}),
+                );
                 let status = if ready {
                     StatusCode::OK
                 } else {
@@ -125,6 +128,15 @@ impl Routes {
         }
         response
     }
+}
+
+/// A status document fit to serve: a backend's `down` reason may quote a
+/// URL or argument that holds a secret (see `config::redact`).
+fn redacted(mut body: serde_json::Value) -> serde_json::Value {
+    if crate::config::redact::any() {
+        crate::config::redact::redact_json(&mut body);
+    }
+    body
 }
 
 impl Service<Request<Full<Bytes>>> for Routes {
