@@ -59,11 +59,34 @@ fn init_tracing(json: bool, default_filter: &str) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let registry = tracing_subscriber::registry().with(manifold::builtin::bus::layer());
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(|| RedactingStderr);
     if json {
         registry.with(fmt.json().with_filter(filter)).init();
     } else {
         registry.with(fmt.with_filter(filter)).init();
+    }
+}
+
+/// Stderr, with every secret the config loader recorded replaced by `***`
+/// (`config::redact`): whatever a log line quotes (a URL in an HTTP error,
+/// an argument in a spawn error, a backend's own stderr), no value that came
+/// from the environment reaches the log.
+struct RedactingStderr;
+
+impl Write for RedactingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // The formatter writes each event in one call, so a secret is never
+        // split across two writes.
+        if !config::redact::any() {
+            return std::io::stderr().write(buf);
+        }
+        let text = String::from_utf8_lossy(buf);
+        std::io::stderr().write_all(config::redact::redact(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
     }
 }
 

@@ -35,6 +35,14 @@ pub async fn serve_http(
     on_ready: impl FnOnce(SocketAddr),
 ) -> std::io::Result<()> {
     let addr = listen.unwrap_or(config.server.listen);
+    // The loader refuses this for `[server] listen`; `--listen` may differ.
+    if let Some(why) = crate::config::unauthenticated_exposure(&config.server, &config.auth, addr)
+    {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            why,
+        ));
+    }
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;

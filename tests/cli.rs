@@ -16,6 +16,8 @@ fn check(args: &[&str], path: &std::path::Path) -> (i32, String, String) {
         .arg(path)
         .env("GITHUB_TOKEN", "test-token")
         .env("DOCS_TOKEN", "test-token")
+        .env("MANIFOLD_TOKEN_ALICE", "test-token-alice")
+        .env("MANIFOLD_TOKEN_BOB", "test-token-bob")
         .output()
         .expect("run check");
     (

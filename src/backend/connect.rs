@@ -2,16 +2,14 @@
 //! that owns it.
 
 use std::collections::HashMap;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use rmcp::service::{ClientCacheConfig, RunningService};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::{RoleClient, ServiceExt};
-use tokio::io::AsyncBufReadExt;
 
 use super::client::BackendClient;
 use super::{Backend, BackendEnv, BackendRef, BackendState, Catalog, LiveEnv};
@@ -322,7 +320,11 @@ async fn health_watch(peer: rmcp::Peer<RoleClient>, live: LiveEnv) -> String {
             Ok(Ok(_)) => {}
             // A backend that does not implement ping is alive all the same.
             Ok(Err(rmcp::service::ServiceError::McpError(_))) => {}
-            Ok(Err(e)) => return format!("health check failed: {e}"),
+            // An HTTP client's error may quote the URL, query and all.
+            Ok(Err(e)) => {
+                return crate::config::redact::redact(&format!("health check failed: {e}"))
+                    .into_owned();
+            }
             Err(_) => {
                 return format!(
                     "health check failed: no answer to ping within {}",
@@ -374,43 +376,44 @@ async fn restore_session_state(backend: &Backend, env: &BackendEnv) {
     }
 }
 
+/// Opens the connection. The error becomes the backend's `down` reason,
+/// shown by `/readyz` and `/status`: secrets are taken out of it.
 async fn open(
     config: &BackendConfig,
     env: &BackendEnv,
     handler: BackendClient,
     on_pid: impl FnOnce(u32),
 ) -> Result<Running, String> {
-    let name = config.name.clone();
+    open_transport(config, env, handler, on_pid)
+        .await
+        .map_err(|e| crate::config::redact::redact(&e).into_owned())
+}
+
+async fn open_transport(
+    config: &BackendConfig,
+    env: &BackendEnv,
+    handler: BackendClient,
+    on_pid: impl FnOnce(u32),
+) -> Result<Running, String> {
     match &config.transport {
         TransportConfig::Stdio {
             command,
             args,
             env: vars,
             cwd,
+            inherit_env,
         } => {
-            let mut cmd = tokio::process::Command::new(command);
-            cmd.args(args).envs(vars).kill_on_drop(true);
-            if let Some(cwd) = cwd {
-                cmd.current_dir(cwd);
-            }
-            let mut wrap = process_wrap::tokio::CommandWrap::from(cmd);
-            // Its own process group, so `npx`/`uvx` grandchildren die with it.
-            wrap.wrap(process_wrap::tokio::ProcessGroup::leader());
-            let (proc, stderr) = TokioChildProcess::builder(wrap)
-                .stderr(Stdio::piped())
-                .spawn()
-                .map_err(|e| format!("failed to start `{command}`: {e}"))?;
-            if let Some(pid) = proc.id() {
+            let (proc, pid) = super::spawn::stdio(super::spawn::StdioSpec {
+                name: &config.name,
+                command,
+                args,
+                env: vars,
+                cwd: cwd.as_deref(),
+                inherit_env,
+            })
+            .await?;
+            if let Some(pid) = pid {
                 on_pid(pid);
-            }
-            if let Some(stderr) = stderr {
-                // Ends at EOF, i.e. when the child exits.
-                tokio::spawn(async move {
-                    let mut lines = tokio::io::BufReader::new(stderr).lines();
-                    while let Ok(Some(line)) = lines.next_line().await {
-                        tracing::info!(target: "manifold::backend::stderr", backend = %name, "{line}");
-                    }
-                });
             }
             handler
                 .serve(proc)

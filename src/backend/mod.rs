@@ -13,6 +13,7 @@ mod catalog;
 mod client;
 mod connect;
 mod inprocess;
+pub mod spawn;
 pub mod sse;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};

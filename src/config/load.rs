@@ -78,10 +78,25 @@ pub fn parse_str(text: &str, label: &str, base_dir: Option<&Path>) -> Result<Con
         return Err(cx.finish());
     }
     let mut root = root.into_inner();
+    // Every value taken from the environment is a potential secret.
+    let from_env = std::cell::RefCell::new(Vec::new());
+    let lookup = |name: &str| {
+        let value = std::env::var(name).ok();
+        from_env.borrow_mut().extend(value.clone());
+        value
+    };
     for (_, v) in root.iter_mut() {
-        interpolate(v, &mut cx, &|name| std::env::var(name).ok());
+        interpolate(v, &mut cx, &lookup);
     }
+    // Remembered before validation, so that no error message prints them.
+    super::redact::remember(from_env.into_inner());
     let config = build(root, &mut cx, base_dir);
+    super::redact::remember(config.backends.values().flat_map(|b| match &b.transport {
+        TransportConfig::Http { url, .. } | TransportConfig::Sse { url, .. } => {
+            super::redact::url_secrets(url)
+        }
+        _ => Vec::new(),
+    }));
     if cx.errors.is_empty() {
         Ok(config)
     } else {
@@ -110,13 +125,9 @@ impl Cx<'_> {
 
     pub(super) fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
         let location = Some(self.location(span.start));
-        self.errors.push((
-            span.start,
-            ConfigError {
-                location,
-                message: message.into(),
-            },
-        ));
+        // A message may quote a value, and the value may come from the environment.
+        let message = super::redact::redact(&message.into()).into_owned();
+        self.errors.push((span.start, ConfigError { location, message }));
     }
 
     fn toml_error(&mut self, e: &toml::de::Error) {
@@ -206,6 +217,10 @@ struct RawServer {
     down_backends: Option<RawDownBackends>,
     worker_threads: Option<Spanned<i64>>,
     max_request_bytes: Option<Spanned<i64>>,
+    header_timeout: Option<Spanned<String>>,
+    idle_timeout: Option<Spanned<String>>,
+    max_connections: Option<Spanned<i64>>,
+    allow_unauthenticated: Option<bool>,
     allowed_hosts: Option<Vec<String>>,
     allowed_origins: Option<Vec<Spanned<String>>>,
 }
@@ -254,6 +269,7 @@ struct RawBackend {
     args: Option<Spanned<Vec<String>>>,
     env: Option<Spanned<BTreeMap<String, String>>>,
     cwd: Option<Spanned<String>>,
+    inherit_env: Option<Spanned<toml::Value>>,
     url: Option<Spanned<String>>,
     headers: Option<Spanned<BTreeMap<String, String>>>,
     enabled: Option<bool>,
@@ -363,7 +379,14 @@ fn build(root: DeTable<'_>, cx: &mut Cx<'_>, base_dir: Option<&Path>) -> Config 
         }
     }
 
+    let listen_span = raw_server.listen.as_ref().map(|l| l.span());
     let server = build_server(raw_server, cx);
+    let auth = build_auth(raw_auth, cx);
+    if let Some(span) = listen_span
+        && let Some(message) = unauthenticated_exposure(&server, &auth, server.listen)
+    {
+        cx.error(span, message);
+    }
     let mut backends = BTreeMap::new();
     let mut locations = BTreeMap::new();
     let mut prefixes: HashMap<String, String> = HashMap::new();
@@ -380,7 +403,7 @@ fn build(root: DeTable<'_>, cx: &mut Cx<'_>, base_dir: Option<&Path>) -> Config 
         locations,
         messaging,
         bus,
-        auth: build_auth(raw_auth, cx),
+        auth,
         limits: build_limits(raw_limits, cx),
     }
 }
@@ -581,6 +604,12 @@ fn build_server(raw: RawServer, cx: &mut Cx<'_>) -> ServerConfig {
             "restart_max_backoff must not be below restart_min_backoff",
         );
     }
+    s.header_timeout = duration(&raw.header_timeout, s.header_timeout, cx);
+    s.idle_timeout = duration(&raw.idle_timeout, s.idle_timeout, cx);
+    if let Some(n) = positive(&raw.max_connections, "max_connections", cx) {
+        s.max_connections = n;
+    }
+    s.allow_unauthenticated = raw.allow_unauthenticated.unwrap_or(false);
     s.health_interval = duration(&raw.health_interval, s.health_interval, cx);
     s.health_timeout = duration(&raw.health_timeout, s.health_timeout, cx);
     if let Some(d) = raw.down_backends {
@@ -714,6 +743,7 @@ fn build_backend(
                 args: raw.args.map(Spanned::into_inner).unwrap_or_default(),
                 env: raw.env.map(Spanned::into_inner).unwrap_or_default(),
                 cwd,
+                inherit_env: inherit_env(raw.inherit_env, cx),
             }
         }
         TransportKind::Http | TransportKind::Sse => {
@@ -722,6 +752,7 @@ fn build_backend(
                 ("args", raw.args.as_ref().map(|v| v.span())),
                 ("env", raw.env.as_ref().map(|v| v.span())),
                 ("cwd", raw.cwd.as_ref().map(|v| v.span())),
+                ("inherit_env", raw.inherit_env.as_ref().map(|v| v.span())),
             ] {
                 if let Some(span) = span {
                     not_for(cx, span, key);
@@ -743,7 +774,8 @@ fn build_backend(
                         String::new()
                     }
                     Err(e) => {
-                        cx.error(u.span(), format!("invalid url \"{}\": {e}", u.get_ref()));
+                        let shown = super::redact::redact(u.get_ref()).into_owned();
+                        cx.error(u.span(), format!("invalid url \"{shown}\": {e}"));
                         String::new()
                     }
                 },
@@ -833,6 +865,64 @@ fn build_backend(
 }
 
 use globset::Glob;
+
+/// Why serving on `listen` with this config would expose every backend to
+/// anyone who reaches the port, if it would.
+pub fn unauthenticated_exposure(
+    server: &ServerConfig,
+    auth: &AuthConfig,
+    listen: std::net::SocketAddr,
+) -> Option<String> {
+    (!listen.ip().is_loopback() && !auth.enabled() && !server.allow_unauthenticated).then(|| {
+        format!(
+            "listening on {listen}, which is not a loopback address, without `[auth]` would let anyone who reaches the port use every backend; add `[[auth.tokens]]` (see docs/operations.md), listen on 127.0.0.1, or set `[server] allow_unauthenticated = true` if something in front of the gateway authenticates clients"
+        )
+    })
+}
+
+/// `inherit_env = true | false | ["NAME", ...]`.
+fn inherit_env(raw: Option<Spanned<toml::Value>>, cx: &mut Cx<'_>) -> InheritEnv {
+    let Some(raw) = raw else {
+        return InheritEnv::Base;
+    };
+    let span = raw.span();
+    let bad = |cx: &mut Cx<'_>, what: String| {
+        cx.error(span.clone(), what);
+        InheritEnv::Base
+    };
+    match raw.into_inner() {
+        toml::Value::Boolean(true) => InheritEnv::All,
+        toml::Value::Boolean(false) => InheritEnv::Base,
+        toml::Value::Array(items) => {
+            let mut names = Vec::new();
+            for item in items {
+                match item {
+                    toml::Value::String(n)
+                        if !n.is_empty()
+                            && !n.contains('=')
+                            && !n.contains('\0') =>
+                    {
+                        names.push(n)
+                    }
+                    other => {
+                        return bad(
+                            cx,
+                            format!("inherit_env: {other} is not an environment variable name"),
+                        );
+                    }
+                }
+            }
+            InheritEnv::Names(names)
+        }
+        other => bad(
+            cx,
+            format!(
+                "inherit_env must be true, false or a list of variable names, found {}",
+                other.type_str()
+            ),
+        ),
+    }
+}
 
 fn exposed_len(prefix: &str, sep: &str, name: &str) -> usize {
     join(prefix, sep, name).chars().count()

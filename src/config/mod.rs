@@ -4,7 +4,10 @@ mod diff;
 mod load;
 mod messaging;
 mod model;
+pub mod redact;
 
 pub use diff::{BackendDiff, diff_backends, keep_fixed_settings, same_connection};
-pub use load::{ConfigError, ConfigErrors, join as exposed_name, load_file, parse_str};
+pub use load::{
+    ConfigError, ConfigErrors, join as exposed_name, load_file, parse_str, unauthenticated_exposure,
+};
 pub use model::*;

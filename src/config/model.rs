@@ -94,6 +94,16 @@ pub struct ServerConfig {
     /// Threads of the async runtime; `None` means half the CPU cores (at
     /// least one), leaving the rest to the backends the gateway runs.
     pub worker_threads: Option<usize>,
+    /// How long a connection may take to send a complete request head; a
+    /// connection that has not done so by then is closed (slow-loris).
+    pub header_timeout: Duration,
+    /// A connection with no request in progress is closed after this long.
+    pub idle_timeout: Duration,
+    /// Open client connections at most; past it new connections are
+    /// answered 503 and closed at once instead of queueing.
+    pub max_connections: usize,
+    /// Serve on a non-loopback address without `[auth]` (refused otherwise).
+    pub allow_unauthenticated: bool,
 }
 
 impl Default for ServerConfig {
@@ -115,6 +125,10 @@ impl Default for ServerConfig {
             health_interval: Duration::from_secs(30),
             health_timeout: Duration::from_secs(10),
             down_backends: DownBackends::Hide,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+            allow_unauthenticated: false,
         }
     }
 }
@@ -329,6 +343,19 @@ pub enum Isolation {
     PerSession,
 }
 
+/// `inherit_env` of a stdio backend: which of the gateway's variables its
+/// child gets besides the base list and its own `env` table.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum InheritEnv {
+    /// Only the base list (`false`, or the key left out).
+    #[default]
+    Base,
+    /// Every variable of the gateway (`true`).
+    All,
+    /// The base list and these names.
+    Names(Vec<String>),
+}
+
 /// How to reach a backend.
 #[derive(Clone, Debug, PartialEq)]
 pub enum TransportConfig {
@@ -337,6 +364,9 @@ pub enum TransportConfig {
         args: Vec<String>,
         env: BTreeMap<String, String>,
         cwd: Option<PathBuf>,
+        /// What the child takes from the gateway's environment besides the
+        /// base list (see `backend::spawn`).
+        inherit_env: InheritEnv,
     },
     /// Streamable HTTP.
     Http {
@@ -363,18 +393,20 @@ impl TransportConfig {
         }
     }
 
-    /// A one-line description for summaries and logs; never includes header values.
+    /// A one-line description for summaries and logs; never includes header
+    /// values, values that came from the environment, URL credentials or
+    /// query values.
     pub fn describe(&self) -> String {
         match self {
             Self::Stdio { command, args, .. } => {
-                let mut s = command.clone();
+                let mut s = super::redact::redact(command).into_owned();
                 for a in args {
                     s.push(' ');
-                    s.push_str(a);
+                    s.push_str(&super::redact::redact(a));
                 }
                 s
             }
-            Self::Http { url, .. } | Self::Sse { url, .. } => url.clone(),
+            Self::Http { url, .. } | Self::Sse { url, .. } => super::redact::redact_url(url),
             Self::Builtin { set } => format!("built-in {set}"),
         }
     }

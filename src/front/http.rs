@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use super::Front;
+use super::conn::{Activity, ConnLimits, TrackedBody, Watched};
 use super::layers::RemoteAddr;
 use super::routes::Mcp;
 
@@ -44,6 +45,11 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let mcp = mcp_service(&front, &shutdown);
+    // Read at start only: the listener's limits do not change on reload.
+    let limits = {
+        let s = front.gateway.server();
+        ConnLimits::new(s.header_timeout, s.idle_timeout, s.max_connections)
+    };
     let front = super::stack::build(front, mcp);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
@@ -61,18 +67,43 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
+        let Some(slot) = limits.admit() else {
+            tracing::warn!(%peer, max_connections = limits.max_connections, "connection refused: at the connection limit");
+            // Ends within a second.
+            tokio::spawn(super::conn::refuse(stream, limits.max_connections));
+            continue;
+        };
         let front = front.clone();
+        let activity = Activity::new();
+        let tracked = activity.clone();
         let service =
             hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(RemoteAddr(peer));
-                front.clone().oneshot(req)
+                let in_progress = tracked.begin();
+                let call = front.clone().oneshot(req);
+                async move {
+                    let response = call.await?;
+                    Ok::<_, std::convert::Infallible>(
+                        response.map(|body| TrackedBody::new(body, in_progress)),
+                    )
+                }
             });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let io = TokioIo::new(Watched::new(stream, activity.clone()));
+        let conn = builder.serve_connection_with_upgrades(io, service);
         let conn = graceful.watch(conn.into_owned());
-        // Ends when the client closes the connection or graceful shutdown completes it.
+        let (header_timeout, idle_timeout) = (limits.header_timeout, limits.idle_timeout);
+        // Ends when the client closes the connection, graceful shutdown
+        // completes it, or it sat without a request past a timeout; the
+        // slot is given back then.
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            let _slot = slot;
+            tokio::select! {
+                result = conn => if let Err(e) = result {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                },
+                why = activity.expired(header_timeout, idle_timeout) => {
+                    tracing::debug!(%peer, reason = ?why, "closing a connection with no request in progress");
+                }
             }
         });
     }

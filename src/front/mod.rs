@@ -7,6 +7,7 @@
 //! limits in force (it follows reloads as a `ConfigListener`); [`reject`]
 //! turns refusals into responses.
 
+pub mod conn;
 pub mod http;
 pub mod layers;
 mod params;

@@ -92,12 +92,14 @@ impl Routes {
                         client: Some(&c.id),
                     }),
                 };
-                json_response(StatusCode::OK, status)
+                json_response(StatusCode::OK, redacted(status))
             }
             (Route::Readyz, &Method::GET) => {
                 let gateway = &self.front.gateway;
                 let ready = gateway.is_settled();
-                let body = json!({"ready": ready, "sessions": gateway.hub.session_count(), "backends": gateway.backends_json()});
+                let body = redacted(
+                    json!({"ready": ready, "sessions": gateway.hub.session_count(), "backends": gateway.backends_json()}),
+                );
                 let status = if ready {
                     StatusCode::OK
                 } else {
@@ -191,6 +193,15 @@ fn no_content() -> Response<Body> {
         .status(StatusCode::NO_CONTENT)
         .body(Full::new(Bytes::new()).boxed())
         .unwrap_or_default()
+}
+
+/// A status document fit to serve: a backend's `down` reason may quote a
+/// URL or argument that holds a secret (see `config::redact`).
+fn redacted(mut body: serde_json::Value) -> serde_json::Value {
+    if crate::config::redact::any() {
+        crate::config::redact::redact_json(&mut body);
+    }
+    body
 }
 
 impl Service<Request<Full<Bytes>>> for Routes {

@@ -46,6 +46,10 @@ struct Args {
     /// Add a tool whose name is 70 characters long.
     #[arg(long)]
     long_tool: bool,
+    /// Add `env` (prints this process's environment) and `stderr` (writes a
+    /// long line without newline and invalid UTF-8 to stderr).
+    #[arg(long)]
+    process_tools: bool,
 }
 
 #[derive(Clone)]
@@ -176,6 +180,18 @@ impl Fixture {
                 empty.clone(),
             ));
         }
+        if args.process_tools {
+            tools.push(Tool::new(
+                "env",
+                "Returns this process's environment, one NAME=VALUE a line",
+                empty.clone(),
+            ));
+            tools.push(Tool::new(
+                "stderr",
+                "Writes `bytes` bytes without a newline, then invalid UTF-8 and a newline, to stderr",
+                obj.clone(),
+            ));
+        }
         if args.long_tool {
             tools.push(Tool::new(
                 "l".repeat(70),
@@ -292,6 +308,35 @@ impl ServerHandler for Fixture {
                 text(format!("slept {ms} ms"))
             }
             "hang" => std::future::pending().await,
+            "env" => {
+                let mut vars: Vec<String> = std::env::vars_os()
+                    .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
+                    .collect();
+                vars.sort();
+                text(vars.join("\n"))
+            }
+            "stderr" => {
+                let bytes = num("bytes").unwrap_or(0);
+                // Blocking writes: the gateway must drain the pipe for them to finish.
+                let written = tokio::task::spawn_blocking(move || {
+                    let mut err = std::io::stderr().lock();
+                    let chunk = vec![b'x'; 1 << 20];
+                    let mut left = bytes;
+                    while left > 0 {
+                        let n = left.min(chunk.len() as u64) as usize;
+                        err.write_all(&chunk[..n])?;
+                        left -= n as u64;
+                    }
+                    err.write_all(b"\xff\xfe not UTF-8 \xc3\n")?;
+                    err.flush()
+                })
+                .await;
+                match written {
+                    Ok(Ok(())) => text(format!("wrote {bytes} bytes to stderr")),
+                    Ok(Err(e)) => text(format!("stderr write failed: {e}")),
+                    Err(e) => text(format!("stderr writer failed: {e}")),
+                }
+            }
             "crash" => std::process::exit(3),
             "resource_link" => Ok(CallToolResult::success(vec![ContentBlock::ResourceLink(
                 Resource::new("fixture://info", "info"),

@@ -57,8 +57,9 @@ impl Route {
             .unwrap_or(Route::Other)
     }
 
-    /// Probes must work for load balancers and orchestrators, which neither
-    /// authenticate nor use the public host name; they reveal little.
+    /// Probes must work for load balancers and orchestrators, which do not
+    /// authenticate; they reveal little. They still get the `Host` check
+    /// (`origin.rs`): list the address probes use in `allowed_hosts`.
     pub fn is_probe(self) -> bool {
         matches!(self, Self::Healthz | Self::Readyz)
     }

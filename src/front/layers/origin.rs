@@ -1,10 +1,12 @@
-//! DNS-rebinding protection for every route but the probes: the `Host`
+//! DNS-rebinding protection for every route, probes included: the `Host`
 //! header must name this gateway (`[server] allowed_hosts`), and a browser's
 //! `Origin`, when present, must be a loopback origin or one listed in
 //! `[server] allowed_origins`.
 //!
 //! rmcp checks `Host` on the MCP endpoint too; we check it here as well so
-//! that `/status` and `/metrics` get the same protection. Requests without
+//! that `/healthz`, `/readyz`, `/status` and `/metrics` get the same
+//! protection. An orchestrator probing the pod's IP needs that IP (or the
+//! name it uses) in `allowed_hosts`. Requests without
 //! `Origin` do not come from a browser page and pass the origin check.
 
 use std::convert::Infallible;
@@ -15,7 +17,6 @@ use futures::future::{BoxFuture, FutureExt};
 use http::{Request, Response, header};
 use tower::{Layer, Service};
 
-use super::Route;
 use crate::front::reject::{Body, Rejection};
 
 /// A host (lowercase, without IPv6 brackets) and an optional port.
@@ -225,9 +226,9 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        if !Route::get(&req).is_probe()
-            && let Err(rejection) = self.policy.check(&req)
-        {
+        // Every route, the probes included: `/readyz` describes the
+        // backends, and a rebinding page must not read it either.
+        if let Err(rejection) = self.policy.check(&req) {
             tracing::warn!(error = %rejection, "request refused (possible DNS rebinding or cross-origin request)");
             return futures::future::ready(Ok(rejection.into_response())).boxed();
         }

@@ -1,0 +1,508 @@
+//! Starting a stdio backend's process, and watching it: what environment it
+//! gets, the process group and parent-death signal that keep it from
+//! outliving the gateway, draining its stderr without letting it cost
+//! memory, and ending the connection when the process itself exits.
+//!
+//! Must not: decide when to restart (the supervisor in `connect.rs` does),
+//! or reap the process group (also the supervisor, after the connection ends).
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::task::AtomicWaker;
+use process_wrap::tokio::{ChildWrapper, CommandWrap, ProcessGroup};
+use rmcp::RoleClient;
+use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
+use rmcp::transport::Transport;
+use rmcp::transport::async_rw::AsyncRwTransport;
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
+
+use crate::config::InheritEnv;
+use crate::config::redact::redact;
+
+/// The gateway's variables every stdio child gets (when the gateway has
+/// them): what programs need to find themselves, their home, their locale
+/// and a temp dir. Nothing that usually carries a credential. Documented in
+/// docs/configuration.md; `inherit_env` adds more.
+pub const BASE_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LC_COLLATE",
+    "LC_MESSAGES",
+    "LC_MONETARY",
+    "LC_NUMERIC",
+    "LC_TIME",
+    "TERM",
+    "TZ",
+    "TMPDIR",
+    "TEMP",
+    "TMP",
+    "XDG_RUNTIME_DIR",
+    "XDG_CONFIG_HOME",
+    "XDG_CACHE_HOME",
+    "XDG_DATA_HOME",
+    // Windows needs these to start most programs at all.
+    "SYSTEMROOT",
+    "SYSTEMDRIVE",
+    "WINDIR",
+    "COMSPEC",
+    "PATHEXT",
+    "APPDATA",
+    "LOCALAPPDATA",
+    "USERPROFILE",
+    "PROGRAMDATA",
+];
+
+/// A stderr line is logged up to this many bytes; the rest of it is counted
+/// and dropped, so a child that writes without newlines costs no memory.
+pub const STDERR_LINE_CAP: usize = 8 * 1024;
+
+/// How long closing the connection waits for the child to exit on its own
+/// (stdin closed) before the supervisor signals its process group.
+const EXIT_GRACE: Duration = Duration::from_secs(3);
+
+/// What a stdio backend's child is started with.
+pub(super) struct StdioSpec<'a> {
+    pub name: &'a str,
+    pub command: &'a str,
+    pub args: &'a [String],
+    pub env: &'a BTreeMap<String, String>,
+    pub cwd: Option<&'a Path>,
+    pub inherit_env: &'a InheritEnv,
+}
+
+/// Starts the child; returns the connection's transport and the child's pid
+/// (which is also its process group id).
+pub(super) async fn stdio(spec: StdioSpec<'_>) -> Result<(StdioTransport, Option<u32>), String> {
+    let mut cmd = tokio::process::Command::new(spec.command);
+    cmd.args(spec.args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    if *spec.inherit_env != InheritEnv::All {
+        cmd.env_clear();
+        cmd.envs(inherited(spec.inherit_env, std::env::vars_os()));
+    }
+    cmd.envs(spec.env);
+    if let Some(cwd) = spec.cwd {
+        cmd.current_dir(cwd);
+    }
+    set_parent_death_signal(&mut cmd);
+    let mut wrap = CommandWrap::from(cmd);
+    // Its own process group, so `npx`/`uvx` grandchildren die with it.
+    wrap.wrap(ProcessGroup::leader());
+    let command = spec.command.to_string();
+    let mut child = on_spawner_thread(move || wrap.spawn())
+        .await
+        .and_then(|r| r.map_err(|e| e.to_string()))
+        .map_err(|e| format!("failed to start `{}`: {e}", redact(&command)))?;
+    let pid = child.id();
+    let (Some(stdin), Some(stdout)) = (child.stdin().take(), child.stdout().take()) else {
+        return Err("the child's stdin or stdout was not piped".into());
+    };
+    if let Some(stderr) = child.stderr().take() {
+        // Ends at EOF: when the child and everything that inherited its
+        // stderr have exited.
+        tokio::spawn(drain_stderr(spec.name.to_string(), stderr));
+    }
+    let exit = Arc::new(ExitFlag::default());
+    // Ends when the child exits (the supervisor kills its group when the
+    // connection ends, and `kill_on_drop` covers a runtime shutting down).
+    tokio::spawn(watch_exit(spec.name.to_string(), child, exit.clone()));
+    let stdout = UntilExit {
+        inner: stdout,
+        exit: exit.clone(),
+    };
+    Ok((
+        StdioTransport {
+            inner: AsyncRwTransport::new_client(stdout, stdin),
+            exit,
+        },
+        pid,
+    ))
+}
+
+/// The gateway's variables a child gets: the base list, plus the listed names.
+fn inherited(
+    inherit: &InheritEnv,
+    vars: impl Iterator<Item = (OsString, OsString)>,
+) -> Vec<(OsString, OsString)> {
+    vars.filter(|(k, _)| {
+        let Some(k) = k.to_str() else { return false };
+        let listed = |names: &[&str]| names.iter().any(|n| n.eq_ignore_ascii_case(k));
+        // Windows spells these in any case; elsewhere names are exact.
+        let base = if cfg!(windows) {
+            listed(BASE_ENV)
+        } else {
+            BASE_ENV.contains(&k)
+        };
+        base || match inherit {
+            InheritEnv::All => true,
+            InheritEnv::Base => false,
+            InheritEnv::Names(names) => names.iter().any(|n| n == k),
+        }
+    })
+    .collect()
+}
+
+/// Asks the kernel to SIGKILL the child when the gateway dies, so that a
+/// gateway killed with SIGKILL (or by the OOM killer) leaves no orphan.
+///
+/// Linux sends it when the *thread* that forked the child exits, not the
+/// process; that is why children are forked from [`on_spawner_thread`],
+/// which lives as long as the process. Grandchildren do not get the
+/// signal; they see their stdin close when the gateway's end of the pipe
+/// goes, which ends any MCP server that reads it.
+fn set_parent_death_signal(cmd: &mut tokio::process::Command) {
+    #[cfg(target_os = "linux")]
+    {
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: runs between fork and exec, and calls only async-signal-safe
+        // functions (prctl, getppid), allocating nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The gateway died between fork and prctl: nobody will wait for us.
+                if libc::getppid() != parent {
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cmd;
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Runs `f` (a fork) on one thread that lives as long as the process; see
+/// [`set_parent_death_signal`] for why. The caller's runtime is entered
+/// there, so the child's pipes belong to it.
+async fn on_spawner_thread<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    static SPAWNER: OnceLock<Option<Mutex<std::sync::mpsc::Sender<Job>>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        // Never ends: the sender lives in a static.
+        std::thread::Builder::new()
+            .name("manifold-spawner".into())
+            .spawn(move || {
+                for job in rx {
+                    job();
+                }
+            })
+            .ok()
+            .map(|_| Mutex::new(tx))
+    });
+    let handle = tokio::runtime::Handle::current();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let job: Job = Box::new(move || {
+        let _runtime = handle.enter();
+        let _ = tx.send(f());
+    });
+    let sent = spawner
+        .as_ref()
+        .and_then(|s| s.lock().ok().map(|s| s.send(job)));
+    match sent {
+        Some(Ok(())) => rx
+            .await
+            .map_err(|_| "the spawner thread dropped the request".to_string()),
+        // No thread could be started: fork here; the parent-death signal then
+        // fires if this runtime thread ends first (see docs/operations.md).
+        Some(Err(std::sync::mpsc::SendError(job))) => {
+            job();
+            rx.await.map_err(|_| "spawn failed".to_string())
+        }
+        None => Err("could not start the spawner thread".into()),
+    }
+}
+
+/// Set once the child has exited; wakes the reader of its stdout.
+#[derive(Default)]
+struct ExitFlag {
+    exited: AtomicBool,
+    waker: AtomicWaker,
+    notify: tokio::sync::Notify,
+}
+
+impl ExitFlag {
+    fn set(&self) {
+        self.exited.store(true, Ordering::Release);
+        self.waker.wake();
+        self.notify.notify_waiters();
+    }
+    fn is_set(&self) -> bool {
+        self.exited.load(Ordering::Acquire)
+    }
+    async fn wait(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.is_set() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Waits for the child itself (not its process group) to exit. A
+/// grandchild that keeps the stdout pipe open (`sleep 1000 &`) must not keep
+/// a dead backend looking alive.
+async fn watch_exit(name: String, mut child: Box<dyn ChildWrapper>, exit: Arc<ExitFlag>) {
+    // The leader alone: `ProcessGroupChild::wait` would wait for the whole group.
+    let status = child.inner_mut().wait().await;
+    match status {
+        Ok(s) => tracing::info!(backend = %name, status = %s, "backend process exited"),
+        Err(e) => tracing::warn!(backend = %name, error = %e, "cannot wait for the backend process"),
+    }
+    exit.set();
+}
+
+/// The child's stdout, which ends (EOF) once the child has exited and what
+/// it wrote before exiting has been read, even if a grandchild still holds
+/// the pipe open.
+struct UntilExit {
+    inner: ChildStdout,
+    exit: Arc<ExitFlag>,
+}
+
+impl AsyncRead for UntilExit {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Pending => {
+                self.exit.waker.register(cx.waker());
+                if self.exit.is_set() {
+                    Poll::Ready(Ok(())) // nothing filled: EOF
+                } else {
+                    Poll::Pending
+                }
+            }
+            ready => ready,
+        }
+    }
+}
+
+/// The connection to a stdio child: rmcp's line transport over its pipes,
+/// whose `close` gives the child a moment to exit on its own.
+pub(super) struct StdioTransport {
+    inner: AsyncRwTransport<RoleClient, UntilExit, ChildStdin>,
+    exit: Arc<ExitFlag>,
+}
+
+impl Transport<RoleClient> for StdioTransport {
+    type Error = std::io::Error;
+
+    fn send(
+        &mut self,
+        item: TxJsonRpcMessage<RoleClient>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        self.inner.send(item)
+    }
+
+    fn receive(&mut self) -> impl Future<Output = Option<RxJsonRpcMessage<RoleClient>>> + Send {
+        self.inner.receive()
+    }
+
+    async fn close(&mut self) -> Result<(), Self::Error> {
+        // Closing stdin asks an MCP server to exit (the stdio shutdown of
+        // the specification); the supervisor signals the group afterwards.
+        let closed = self.inner.close().await;
+        let _ = tokio::time::timeout(EXIT_GRACE, self.exit.wait()).await;
+        closed
+    }
+}
+
+/// Logs the child's stderr line by line at `info`, until EOF. Lines are
+/// capped at [`STDERR_LINE_CAP`] bytes and decoded lossily, and reading
+/// never stops early: a child whose stderr is not drained blocks, and one
+/// whose stderr is closed dies of SIGPIPE.
+async fn drain_stderr(name: String, mut stderr: ChildStderr) {
+    let mut chunk = vec![0u8; 8 * 1024];
+    let mut lines = LineCap::default();
+    loop {
+        match stderr.read(&mut chunk).await {
+            Ok(0) => break,
+            Ok(n) => lines.feed(&chunk[..n], |line| log_stderr(&name, line)),
+            // Reading a pipe fails only if it is gone; nothing more will come.
+            Err(e) => {
+                tracing::debug!(backend = %name, error = %e, "stopped reading stderr");
+                break;
+            }
+        }
+    }
+    lines.finish(|line| log_stderr(&name, line));
+}
+
+fn log_stderr(name: &str, line: StderrLine<'_>) {
+    let text = String::from_utf8_lossy(line.bytes);
+    let text = text.trim_end_matches('\r');
+    match line.kind {
+        LineKind::Whole => {
+            tracing::info!(target: "manifold::backend::stderr", backend = %name, "{text}")
+        }
+        LineKind::Truncated => {
+            tracing::info!(target: "manifold::backend::stderr", backend = %name, "{text} [line longer than {STDERR_LINE_CAP} bytes; the rest is dropped]")
+        }
+        LineKind::DroppedTail(n) => {
+            tracing::info!(target: "manifold::backend::stderr", backend = %name, "[{n} more bytes of that line dropped]")
+        }
+    }
+}
+
+/// One piece of stderr output to log.
+struct StderrLine<'a> {
+    bytes: &'a [u8],
+    kind: LineKind,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum LineKind {
+    /// A line (without its newline), at most the cap long.
+    Whole,
+    /// The first cap bytes of a longer line, logged as soon as the cap is hit.
+    Truncated,
+    /// The end of a long line: how many bytes were dropped.
+    DroppedTail(u64),
+}
+
+/// Splits a byte stream into lines of at most [`STDERR_LINE_CAP`] bytes.
+#[derive(Default)]
+struct LineCap {
+    line: Vec<u8>,
+    /// `Some(n)` while dropping the rest of a line that hit the cap.
+    dropping: Option<u64>,
+}
+
+impl LineCap {
+    fn feed(&mut self, mut bytes: &[u8], mut emit: impl FnMut(StderrLine<'_>)) {
+        while !bytes.is_empty() {
+            let newline = memchr::memchr(b'\n', bytes);
+            let (part, rest) = match newline {
+                Some(i) => (&bytes[..i], &bytes[i + 1..]),
+                None => (bytes, &[][..]),
+            };
+            bytes = rest;
+            if let Some(dropped) = &mut self.dropping {
+                *dropped += part.len() as u64;
+            } else {
+                let room = STDERR_LINE_CAP - self.line.len();
+                if part.len() <= room {
+                    self.line.extend_from_slice(part);
+                } else {
+                    self.line.extend_from_slice(&part[..room]);
+                    emit(StderrLine {
+                        bytes: &self.line,
+                        kind: LineKind::Truncated,
+                    });
+                    self.line.clear();
+                    self.dropping = Some((part.len() - room) as u64);
+                }
+            }
+            if newline.is_some() {
+                self.end_line(&mut emit);
+            }
+        }
+    }
+
+    fn end_line(&mut self, emit: &mut impl FnMut(StderrLine<'_>)) {
+        match self.dropping.take() {
+            Some(n) => emit(StderrLine {
+                bytes: &[],
+                kind: LineKind::DroppedTail(n),
+            }),
+            None => {
+                emit(StderrLine {
+                    bytes: &self.line,
+                    kind: LineKind::Whole,
+                });
+                self.line.clear();
+            }
+        }
+    }
+
+    /// At EOF: what is left of an unterminated last line.
+    fn finish(mut self, mut emit: impl FnMut(StderrLine<'_>)) {
+        if !self.line.is_empty() || self.dropping.is_some() {
+            self.end_line(&mut emit);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(input: &[&[u8]]) -> Vec<(usize, LineKind)> {
+        let mut out = Vec::new();
+        let mut cap = LineCap::default();
+        for chunk in input {
+            cap.feed(chunk, |l| out.push((l.bytes.len(), l.kind)));
+        }
+        cap.finish(|l| out.push((l.bytes.len(), l.kind)));
+        out
+    }
+
+    #[test]
+    fn stderr_lines_are_capped_and_split_across_chunks() {
+        assert_eq!(
+            split(&[b"ab", b"c\nde\n", b"f"]),
+            vec![
+                (3, LineKind::Whole),
+                (2, LineKind::Whole),
+                (1, LineKind::Whole)
+            ]
+        );
+        let long = vec![b'x'; STDERR_LINE_CAP + 10];
+        assert_eq!(
+            split(&[&long, &long, b"\nok\n"]),
+            vec![
+                (STDERR_LINE_CAP, LineKind::Truncated),
+                (0, LineKind::DroppedTail(10 + STDERR_LINE_CAP as u64 + 10)),
+                (2, LineKind::Whole)
+            ]
+        );
+    }
+
+    #[test]
+    fn children_get_the_base_environment_and_what_is_listed() {
+        let vars = || {
+            [("PATH", "/bin"), ("SECRET_TOKEN", "s"), ("EXTRA", "e")]
+                .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+                .into_iter()
+        };
+        let names = |v: Vec<(OsString, OsString)>| -> Vec<String> {
+            v.into_iter()
+                .map(|(k, _)| k.into_string().unwrap())
+                .collect()
+        };
+        assert_eq!(names(inherited(&InheritEnv::Base, vars())), ["PATH"]);
+        assert_eq!(
+            names(inherited(&InheritEnv::Names(vec!["EXTRA".into()]), vars())),
+            ["PATH", "EXTRA"]
+        );
+        assert_eq!(names(inherited(&InheritEnv::All, vars())).len(), 3);
+    }
+}
