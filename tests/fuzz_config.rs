@@ -66,7 +66,10 @@ fn assert_located(errors: &ConfigErrors, label: &str, text: &str) {
         let rendered = e.to_string();
         let head = format!("{label}:{}:{}: ", l.line, l.column);
         assert!(rendered.starts_with(&head), "rendered as {rendered:?}");
-        assert!(rendered.len() > head.len(), "an empty message: {rendered:?}");
+        assert!(
+            rendered.len() > head.len(),
+            "an empty message: {rendered:?}"
+        );
     }
 }
 
@@ -149,7 +152,14 @@ const MESSAGING_KEYS: &[&str] = &[
     "max_wait",
 ];
 const BUS_KEYS: &[&str] = &["enabled", "history"];
-const UNKNOWN_KEYS: &[&str] = &["bogus", "Listen", "tranport", "x.y.z", "\"quoted key\"", "ü"];
+const UNKNOWN_KEYS: &[&str] = &[
+    "bogus",
+    "Listen",
+    "tranport",
+    "x.y.z",
+    "\"quoted key\"",
+    "ü",
+];
 
 /// Strings a value may be: good and bad durations, addresses, globs,
 /// transports, environment references and plain junk.
