@@ -26,7 +26,7 @@ impl Reply {
 /// Sends `request` on a fresh connection and reads the response. `Err` says
 /// what was wrong with it (no answer before `deadline`, or malformed).
 /// `open_stream` marks a request that may legitimately be answered with an
-/// endless SSE stream (a GET): then the head and one second of body suffice.
+/// endless SSE stream (a GET): then the head and 300 ms of body suffice.
 pub fn exchange(
     addr: &str,
     request: &[u8],
@@ -50,7 +50,7 @@ pub fn exchange(
         }
         if let Some(t) = head_at
             && open_stream
-            && now - t > Duration::from_secs(1)
+            && now - t > Duration::from_millis(300)
         {
             return parse(&buf, true);
         }
