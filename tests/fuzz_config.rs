@@ -122,8 +122,9 @@ const LIMITS_KEYS: &[&str] = &[
     "max_concurrent_per_client",
     "rate_limit_per_second",
     "rate_limit_burst",
+    "max_sessions",
 ];
-const TOKEN_KEYS: &[&str] = &["client_id", "token", "backends", "tools"];
+const TOKEN_KEYS: &[&str] = &["client_id", "token", "backends", "tools", "admin"];
 const BACKEND_KEYS: &[&str] = &[
     "transport",
     "command",
@@ -139,6 +140,7 @@ const BACKEND_KEYS: &[&str] = &[
     "tools",
     "prompts",
     "max_concurrent",
+    "max_sessions",
 ];
 const MESSAGING_KEYS: &[&str] = &[
     "enabled",
@@ -150,8 +152,16 @@ const MESSAGING_KEYS: &[&str] = &[
     "require_checkin",
     "rate_limit",
     "max_wait",
+    "checkin_ttl",
+    "max_checkins",
 ];
-const BUS_KEYS: &[&str] = &["enabled", "history"];
+const BUS_KEYS: &[&str] = &[
+    "enabled",
+    "history",
+    "rate_limit",
+    "max_message_bytes",
+    "max_metadata_bytes",
+];
 const UNKNOWN_KEYS: &[&str] = &[
     "bogus",
     "Listen",

@@ -211,7 +211,8 @@ fn run_case(t: &Target, reqs: &[Req]) -> Result<(), TestCaseError> {
                 s.spawn(move || {
                     let bytes = req.render(&t.addr, &live);
                     let open_stream = req.method == "GET";
-                    let reply = exchange(&t.addr, &bytes, open_stream, DEADLINE)?;
+                    let reply = exchange(&t.addr, &bytes, open_stream, DEADLINE)
+                        .map_err(|e| format!("{e}\nrequest: {}", summary(&bytes)))?;
                     *t.statuses
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
