@@ -54,13 +54,33 @@ impl fmt::Display for ConfigErrors {
 /// the file's directory.
 pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
     let label = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let bytes = std::fs::read(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             location: None,
             message: format!("{label}: cannot read config: {e}"),
         }])
     })?;
-    parse_str(&text, &label, path.parent())
+    match std::str::from_utf8(&bytes) {
+        Ok(text) => parse_str(text, &label, path.parent()),
+        Err(e) => Err(not_utf8(&bytes, e, &label)),
+    }
+}
+
+/// A file that is not UTF-8, located at its first bad byte (an editor that
+/// saved Latin-1 shows where to look).
+fn not_utf8(bytes: &[u8], e: std::str::Utf8Error, label: &str) -> ConfigErrors {
+    let valid = &bytes[..e.valid_up_to()];
+    let mut cx = Cx {
+        // The prefix before the first bad byte is valid UTF-8 by definition.
+        text: std::str::from_utf8(valid).unwrap_or_default(),
+        label,
+        errors: Vec::new(),
+    };
+    cx.error(
+        valid.len()..valid.len(),
+        "the file is not valid UTF-8 (save it as UTF-8)",
+    );
+    cx.finish()
 }
 
 /// Parses config text; `label` names the file in messages.
