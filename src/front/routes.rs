@@ -167,19 +167,33 @@ impl Routes {
 
 /// rmcp answers some bad requests (an unsupported `MCP-Protocol-Version`
 /// header, a missing session id) with a plain-text 400; clients parse JSON,
-/// so it becomes a JSON-RPC Invalid Request with the same words.
+/// so it becomes a JSON-RPC Invalid Request with the same words. A request
+/// that races its session's end gets rmcp's plain-text 500 ("Session service
+/// terminated"): the session is gone, which the protocol says with a 404.
 async fn edge_errors(response: Response<Body>, id: Option<Value>) -> Response<Body> {
     let plain = response
         .headers()
         .get(header::CONTENT_TYPE)
         .is_none_or(|t| t.as_bytes().starts_with(b"text/plain"));
-    if response.status() != StatusCode::BAD_REQUEST || !plain {
+    let status = response.status();
+    if !plain || !matches!(status, StatusCode::BAD_REQUEST | StatusCode::INTERNAL_SERVER_ERROR) {
         return response;
     }
     let words = match response.into_body().collect().await {
         Ok(body) => String::from_utf8_lossy(&body.to_bytes()).trim().to_string(),
         Err(never) => match never {},
     };
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
+        if !words.contains("Session") {
+            return text(status, &words);
+        }
+        return jsonrpc_error(
+            StatusCode::NOT_FOUND,
+            id.unwrap_or_default(),
+            codes::INVALID_REQUEST,
+            "Session not found: it has ended; initialize a new session",
+        );
+    }
     jsonrpc_error(
         StatusCode::BAD_REQUEST,
         id.unwrap_or_default(),
