@@ -7,7 +7,9 @@
 //! limits in force (it follows reloads as a `ConfigListener`); [`reject`]
 //! turns refusals into responses.
 
+pub mod execute;
 pub mod http;
+pub mod invoke;
 pub mod layers;
 mod pipeline;
 pub mod policy;

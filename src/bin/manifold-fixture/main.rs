@@ -46,6 +46,10 @@ struct Args {
     /// Add a tool whose name is 70 characters long.
     #[arg(long)]
     long_tool: bool,
+    /// Add `append`, which appends a line to a file: a side effect that
+    /// tests count outside the gateway (jobs run exactly once).
+    #[arg(long)]
+    append_tool: bool,
 }
 
 #[derive(Clone)]
@@ -176,6 +180,13 @@ impl Fixture {
                 empty.clone(),
             ));
         }
+        if args.append_tool {
+            tools.push(Tool::new(
+                "append",
+                "Waits `ms` milliseconds, then appends `line` and a newline to the file `path`",
+                obj.clone(),
+            ));
+        }
         if args.long_tool {
             tools.push(Tool::new(
                 "l".repeat(70),
@@ -292,6 +303,21 @@ impl ServerHandler for Fixture {
                 text(format!("slept {ms} ms"))
             }
             "hang" => std::future::pending().await,
+            "append" if self.args.append_tool => {
+                tokio::time::sleep(Duration::from_millis(num("ms").unwrap_or(0))).await;
+                let (Some(path), Some(line)) = (text_arg(&request.arguments, "path"), text_arg(&request.arguments, "line")) else {
+                    return Err(ErrorData::invalid_params("`path` and `line` are required", None));
+                };
+                let written = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
+                match written {
+                    Ok(()) => text(format!("appended to {path}")),
+                    Err(e) => Ok(CallToolResult::error(vec![ContentBlock::text(format!("cannot append to {path}: {e}"))]).into()),
+                }
+            }
             "crash" => std::process::exit(3),
             "resource_link" => Ok(CallToolResult::success(vec![ContentBlock::ResourceLink(
                 Resource::new("fixture://info", "info"),
