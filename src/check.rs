@@ -49,6 +49,26 @@ pub fn summary(config: &Config, label: &str) -> String {
             "  auth: none (anyone who reaches the address may connect)"
         );
     }
+    let j = &config.jobs;
+    if j.enabled {
+        let store = match &j.store {
+            crate::config::JobStoreConfig::Sqlite { path } => {
+                format!("sqlite at {}", path.display())
+            }
+            // The URL may hold a password: only the engine is shown.
+            crate::config::JobStoreConfig::Postgres { .. } => "postgres".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "  jobs: {store}; {} at once per instance, timeout {}, retention {}, on_interrupt {:?}",
+            j.max_concurrent,
+            humantime::format_duration(j.timeout),
+            humantime::format_duration(j.retention),
+            j.on_interrupt
+        );
+    } else {
+        let _ = writeln!(out, "  jobs: off (no [jobs] section)");
+    }
     out
 }
 

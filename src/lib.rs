@@ -6,6 +6,8 @@
 //!
 //! - [`config`]: `gateway.toml` → a validated [`config::Config`] (every error at once, with
 //!   `file:line:col`), and the pure diff between two configs ([`config::diff_backends`]).
+//! - [`jobs`]: the job queue behind the `queue` tool and `POST /api/v1/execute`:
+//!   jobs in SQLite or PostgreSQL, run through a tool invoker the front implements.
 //! - [`store`]: where messaging and the bus keep their state (memory or Redis), and the event
 //!   feed that wakes waiters on every instance.
 //! - [`metrics`]: process-wide counters and histograms, served at `GET /metrics`.
@@ -44,6 +46,7 @@ pub mod config;
 pub mod coordinator;
 pub mod front;
 pub mod gateway;
+pub mod jobs;
 pub mod metrics;
 pub mod ratelimit;
 pub mod reload;

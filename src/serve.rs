@@ -49,6 +49,8 @@ pub async fn serve_http(
     let local = listener.local_addr()?;
     let connect_timeout = config.server.connect_timeout;
     let front = start(config, config_path).await;
+    crate::front::invoke::attach_jobs(&front).await;
+    let front_jobs = front.reloader.jobs();
     let gateway = front.gateway.clone();
     // Ends at shutdown.
     tokio::spawn(crate::reload::watch(
@@ -66,6 +68,7 @@ pub async fn serve_http(
     let result = server
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    stop_jobs(&front_jobs).await;
     gateway.shutdown().await;
     result
 }
@@ -77,6 +80,8 @@ pub async fn serve_stdio(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let connect_timeout = config.server.connect_timeout;
     let front = start(config, config_path).await;
+    crate::front::invoke::attach_jobs(&front).await;
+    let front_jobs = front.reloader.jobs();
     let gateway = front.gateway.clone();
     let shutdown = CancellationToken::new();
     // Ends when this function returns.
@@ -88,8 +93,17 @@ pub async fn serve_stdio(
     wait_settled(&gateway, connect_timeout).await;
     log_backends(&gateway);
     let result = crate::front::stdio::serve(front).await;
+    stop_jobs(&front_jobs).await;
     gateway.shutdown().await;
     result
+}
+
+/// Lets running jobs end as `interrupted` (or stay for requeue) before the
+/// backends they call are stopped.
+async fn stop_jobs(jobs: &Option<Arc<crate::jobs::Jobs>>) {
+    if let Some(jobs) = jobs {
+        jobs.shutdown().await;
+    }
 }
 
 async fn wait_settled(gateway: &Arc<Gateway>, connect_timeout: Duration) {

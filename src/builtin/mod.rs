@@ -15,6 +15,7 @@
 //! sets such as messaging enforce identity rules then.
 
 pub mod bus;
+pub mod jobs;
 pub mod messaging;
 pub mod status;
 
@@ -63,11 +64,20 @@ pub struct BuiltinSets {
     sets: HashMap<String, ServeFn>,
     /// The settings the messaging and bus state was built with, when it was.
     messaging: Option<(crate::config::MessagingConfig, crate::config::BusConfig)>,
+    /// The job queue, when `[jobs]` mounted it (with the settings it was opened with).
+    jobs: Option<(crate::config::JobsConfig, Arc<crate::jobs::Jobs>)>,
 }
 
 impl crate::backend::InProcessSets for BuiltinSets {
     fn get(&self, name: &str) -> Option<ServeFn> {
         self.sets.get(name).cloned()
+    }
+}
+
+impl BuiltinSets {
+    /// The job queue, if `@jobs` is mounted.
+    pub fn jobs(&self) -> Option<&Arc<crate::jobs::Jobs>> {
+        self.jobs.as_ref().map(|(_, j)| j)
     }
 }
 
@@ -112,6 +122,7 @@ pub fn enabled(
     sets.sets
         .insert("gateway".into(), status::serve(gateway.clone()));
     backends.push(status);
+    jobs::mount(config, &gateway, previous, &mut sets, &mut backends);
     // A reload keeps the messaging and bus state (store, queues, waiters,
     // subscriptions, the bus sink): the running `@messaging` and `@bus`
     // backends are reused and hold it, so building new state would split it.

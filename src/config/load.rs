@@ -345,6 +345,7 @@ fn build(root: DeTable<'_>, cx: &mut Cx<'_>, base_dir: Option<&Path>) -> Config 
     let mut raw_backends = Vec::new();
     let mut messaging = MessagingConfig::default();
     let mut bus = BusConfig::default();
+    let mut jobs = super::JobsConfig::default();
     for (key, value) in root {
         match key.get_ref().as_ref() {
             "server" => {
@@ -390,10 +391,15 @@ fn build(root: DeTable<'_>, cx: &mut Cx<'_>, base_dir: Option<&Path>) -> Config 
                     bus = b;
                 }
             }
+            "jobs" => {
+                if let Some(j) = super::jobs::jobs(value, cx, base_dir) {
+                    jobs = j;
+                }
+            }
             other => cx.error(
                 key.span(),
                 format!(
-                    "unknown section `{other}` (expected `server`, `auth`, `limits`, `backends`, `messaging` or `bus`)"
+                    "unknown section `{other}` (expected `server`, `auth`, `limits`, `backends`, `messaging`, `bus` or `jobs`)"
                 ),
             ),
         }
@@ -425,6 +431,7 @@ fn build(root: DeTable<'_>, cx: &mut Cx<'_>, base_dir: Option<&Path>) -> Config 
         bus,
         auth,
         limits: build_limits(raw_limits, cx),
+        jobs,
     }
 }
 

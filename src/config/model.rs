@@ -35,6 +35,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// `[limits]`: how much each client and the whole gateway may ask for.
     pub limits: LimitsConfig,
+    /// `[jobs]`: the built-in job queue (off unless the section is present).
+    pub jobs: super::JobsConfig,
 }
 
 impl Config {

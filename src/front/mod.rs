@@ -8,7 +8,9 @@
 //! turns refusals into responses.
 
 pub mod conn;
+pub mod execute;
 pub mod http;
+pub mod invoke;
 pub mod layers;
 mod params;
 mod pipeline;

@@ -121,6 +121,15 @@ impl Auth {
         !self.clients.is_empty()
     }
 
+    /// The configured client with this id (for calls made on its behalf
+    /// without a token at hand, such as its jobs).
+    pub fn client(&self, id: &str) -> Option<Arc<Client>> {
+        self.clients
+            .iter()
+            .find(|(_, c)| &*c.id == id)
+            .map(|(_, c)| c.clone())
+    }
+
     /// The client a presented token belongs to. Compares digests (fixed
     /// length) in constant time against every token, so neither the length
     /// nor the position of a match shows in the timing.

@@ -41,6 +41,8 @@ pub type Mcp = StreamableHttpService<FrontSession, LocalSessionManager>;
 pub struct Routes {
     front: Front,
     mcp: Arc<Mcp>,
+    /// Calls tools for `POST /api/v1/execute`; made on first use.
+    invoker: Arc<tokio::sync::OnceCell<Arc<super::invoke::GatewayInvoker>>>,
 }
 
 impl Routes {
@@ -48,6 +50,7 @@ impl Routes {
         Self {
             front,
             mcp: Arc::new(mcp),
+            invoker: Arc::default(),
         }
     }
 
@@ -108,6 +111,9 @@ impl Routes {
                 json_response(status, body)
             }
             (Route::AdminReload, &Method::POST) => self.reload().await,
+            (Route::Execute, &Method::POST) => {
+                super::execute::handle(&self.front, &self.invoker, req).await
+            }
             (Route::Metrics, &Method::GET) => Response::builder()
                 .header(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)
                 .body(

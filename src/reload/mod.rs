@@ -83,6 +83,15 @@ impl Reloader {
         &self.gateway
     }
 
+    /// The job queue, when `[jobs]` mounted it.
+    pub fn jobs(&self) -> Option<Arc<crate::jobs::Jobs>> {
+        self.builtins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(|b| b.jobs().cloned())
+    }
+
     /// Registers something that follows every later config.
     pub fn listen(&self, listener: Arc<dyn ConfigListener>) {
         self.listeners

@@ -50,6 +50,10 @@ struct Args {
     /// long line without newline and invalid UTF-8 to stderr).
     #[arg(long)]
     process_tools: bool,
+    /// Add `append`, which appends a line to a file: a side effect that
+    /// tests count outside the gateway (jobs run exactly once).
+    #[arg(long)]
+    append_tool: bool,
 }
 
 #[derive(Clone)]
@@ -189,6 +193,13 @@ impl Fixture {
             tools.push(Tool::new(
                 "stderr",
                 "Writes `bytes` bytes without a newline, then invalid UTF-8 and a newline, to stderr",
+                obj.clone(),
+            ));
+        }
+        if args.append_tool {
+            tools.push(Tool::new(
+                "append",
+                "Waits `ms` milliseconds, then appends `line` and a newline to the file `path`",
                 obj.clone(),
             ));
         }
@@ -335,6 +346,21 @@ impl ServerHandler for Fixture {
                     Ok(Ok(())) => text(format!("wrote {bytes} bytes to stderr")),
                     Ok(Err(e)) => text(format!("stderr write failed: {e}")),
                     Err(e) => text(format!("stderr writer failed: {e}")),
+                }
+            }
+            "append" if self.args.append_tool => {
+                tokio::time::sleep(Duration::from_millis(num("ms").unwrap_or(0))).await;
+                let (Some(path), Some(line)) = (text_arg(&request.arguments, "path"), text_arg(&request.arguments, "line")) else {
+                    return Err(ErrorData::invalid_params("`path` and `line` are required", None));
+                };
+                let written = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
+                match written {
+                    Ok(()) => text(format!("appended to {path}")),
+                    Err(e) => Ok(CallToolResult::error(vec![ContentBlock::text(format!("cannot append to {path}: {e}"))]).into()),
                 }
             }
             "crash" => std::process::exit(3),

@@ -127,7 +127,9 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let max = self.gateway.server().max_request_bytes;
         Box::pin(async move {
-            let takes_body = Route::get(&req) == Route::Mcp && req.method() == Method::POST;
+            let route = Route::get(&req);
+            let takes_body =
+                matches!(route, Route::Mcp | Route::Execute) && req.method() == Method::POST;
             let json = is_json(&req);
             let (mut parts, body) = req.into_parts();
             if !takes_body {
@@ -142,7 +144,8 @@ where
                 }
                 Err(e) => return Ok(Rejection::BodyUnreadable(e.to_string()).into_response()),
             };
-            if json {
+            // `/api/v1/execute` reads its own JSON (and answers its own errors).
+            if json && route == Route::Mcp {
                 let rpc = match classify(&bytes) {
                     Ok(rpc) => rpc,
                     Err(e) => return Ok(Rejection::Parse(e.to_string()).into_response()),

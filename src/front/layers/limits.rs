@@ -81,6 +81,8 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let request_id = match req.extensions().get::<Rpc>() {
             Some(rpc) if Route::get(&req) == Route::Mcp && rpc.is_request() => rpc.id.clone(),
+            // A call through `POST /api/v1/execute` counts like an MCP request.
+            _ if Route::get(&req) == Route::Execute && req.method() == http::Method::POST => None,
             _ => return self.inner.call(req).boxed(),
         };
         let key = client_key(&req);

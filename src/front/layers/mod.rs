@@ -33,6 +33,8 @@ pub enum Route {
     Status,
     Metrics,
     AdminReload,
+    /// `POST /api/v1/execute`: the queue and the tools over plain HTTP.
+    Execute,
     Other,
 }
 
@@ -45,6 +47,7 @@ impl Route {
             "/status" => Self::Status,
             "/metrics" => Self::Metrics,
             "/admin/reload" => Self::AdminReload,
+            "/api/v1/execute" => Self::Execute,
             _ => Self::Other,
         }
     }
@@ -72,6 +75,7 @@ impl Route {
             Self::Status => "status",
             Self::Metrics => "metrics",
             Self::AdminReload => "admin_reload",
+            Self::Execute => "execute",
             Self::Other => "other",
         }
     }
