@@ -178,6 +178,9 @@ pub struct Gateway {
     pub policy: Arc<crate::front::Policy>,
     /// What backends are started with (per-session ones too); swapped by a reload.
     pub(crate) env: ArcSwap<BackendEnv>,
+    /// The audit log: the request path and the gateway's events record here;
+    /// a reload applies a new `[audit]` with `audit.apply`.
+    pub audit: crate::audit::Audit,
     /// Serializes reloads; held across a whole reload, never by requests.
     pub(crate) reload_lock: tokio::sync::Mutex<()>,
     /// The outcome of the last reload, for status and metrics.
@@ -197,7 +200,14 @@ impl Gateway {
                 .user_agent(concat!("manifold/", env!("CARGO_PKG_VERSION")))
                 .build()
                 .unwrap_or_default();
-            let env = backend_env(&config.server, hub.clone(), http, builtins);
+            let audit = crate::audit::Audit::start(&config.audit, http.clone());
+            let env = backend_env(
+                &config.server,
+                hub.clone(),
+                http,
+                builtins,
+                audit.clone(),
+            );
             let backends = builtin_backends
                 .iter()
                 .chain(config.enabled_backends())
@@ -215,6 +225,7 @@ impl Gateway {
                 hub: hub.clone(),
                 policy: Arc::new(crate::front::Policy::new(&config)),
                 env: ArcSwap::from_pointee(env),
+                audit,
                 reload_lock: tokio::sync::Mutex::new(()),
                 last_reload: Mutex::new(None),
                 applied_log_floor: Mutex::new(None),
@@ -343,6 +354,7 @@ impl Gateway {
             "unattributable_requests": self.hub.unattributable.load(std::sync::atomic::Ordering::Relaxed),
             "generation": self.snapshot.load().generation,
             "last_reload": self.last_reload.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            "audit": self.audit.status_json(),
         })
     }
 
@@ -388,6 +400,7 @@ pub(crate) fn backend_env(
     hub: Arc<Hub>,
     http: reqwest::Client,
     builtins: crate::builtin::BuiltinSets,
+    audit: crate::audit::Audit,
 ) -> BackendEnv {
     BackendEnv {
         separator: server.separator.clone(),
@@ -401,6 +414,7 @@ pub(crate) fn backend_env(
         health_interval: server.health_interval,
         health_timeout: server.health_timeout,
         down_backends: server.down_backends,
+        audit,
     }
 }
 

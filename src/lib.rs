@@ -20,12 +20,16 @@
 //!   [`builtin::bus`] (also fed by `tracing` events with target `queue`).
 //! - [`store`]: where messaging and the bus keep their state (memory or
 //!   Redis), and the event feed that wakes waiters on every instance.
+//! - [`audit`]: the audit log: a [`audit::LogEntry`] per call and gateway event, handed without
+//!   waiting to per-destination queues (SQLite, PostgreSQL, Kafka, Elasticsearch, HTTP,
+//!   stderr); `query_logs` and `GET /api/v1/logs` read the local store.
 //! - [`check`]: `manifold check`, validation and the `--connect` name report.
 //! - [`metrics`]: process-wide counters and histograms, served at `GET /metrics`.
 //!
 //! Events flow back the other way: a backend's `list_changed` refreshes its catalog and the hub
 //! tells every live session.
 
+pub mod audit;
 pub mod backend;
 pub mod builtin;
 pub mod check;

@@ -87,6 +87,20 @@ struct Metrics {
     sessions: Gauge,
     backend_up: Family<BackendLabels, Gauge>,
     notifications: Family<NotificationLabels, Counter>,
+    // audit: mirrored from each destination's lane at scrape time.
+    audit: Family<AuditLabels, Counter>,
+    audit_failing: Family<DestinationLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuditLabels {
+    destination: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DestinationLabels {
+    destination: &'static str,
 }
 
 fn latency_histogram() -> Histogram {
@@ -152,6 +166,18 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "1 when the backend is connected, 0 otherwise",
         backend_up.clone(),
     );
+    let audit = Family::<AuditLabels, Counter>::default();
+    registry.register(
+        "audit_entries",
+        "Audit log entries per destination: written, retried (batches), dropped; and batches written",
+        audit.clone(),
+    );
+    let audit_failing = Family::<DestinationLabels, Gauge>::default();
+    registry.register(
+        "audit_destination_failing",
+        "1 while an audit destination's writes fail",
+        audit_failing.clone(),
+    );
     let notifications = Family::<NotificationLabels, Counter>::default();
     registry.register(
         "notifications",
@@ -170,6 +196,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         sessions,
         backend_up,
         notifications,
+        audit,
+        audit_failing,
     }
 });
 
@@ -270,6 +298,29 @@ pub fn render(gateway: &Gateway) -> String {
                 std::sync::atomic::Ordering::Relaxed,
             );
         }
+    }
+    m.audit.clear();
+    m.audit_failing.clear();
+    for (destination, stats) in gateway.audit.stats() {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (outcome, value) in [
+            ("written", stats.written.load(Relaxed)),
+            ("batches", stats.batches.load(Relaxed)),
+            ("retried", stats.retried.load(Relaxed)),
+            ("dropped", stats.dropped.load(Relaxed)),
+        ] {
+            m.audit
+                .get_or_create(&AuditLabels {
+                    destination,
+                    outcome,
+                })
+                .inner()
+                .store(value, Relaxed);
+        }
+        let failing = stats.failing.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+        m.audit_failing
+            .get_or_create(&DestinationLabels { destination })
+            .set(i64::from(failing));
     }
     let mut out = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &m.registry) {

@@ -81,6 +81,7 @@ impl Gateway {
             self.hub.clone(),
             old_env.http.clone(),
             builtins,
+            self.audit.clone(),
         );
         let old = self.snapshot.load_full();
         let separator_changed = old_server.separator != new.server.separator;
@@ -134,6 +135,7 @@ impl Gateway {
             .collect();
         let separator = new.server.separator.clone();
         self.env.store(Arc::new(env));
+        self.audit.apply(&new.audit);
         // New tokens, allow-lists and limits apply from the next request.
         self.policy.update(&new);
         self.server.store(Arc::new(new.server));
@@ -158,6 +160,12 @@ impl Gateway {
             target: "queue",
             added = ?report.added, removed = ?report.removed, changed = ?report.changed,
             unchanged = report.unchanged.len(), "config reloaded"
+        );
+        self.audit.event(
+            "info",
+            "reload_applied",
+            "config reloaded",
+            json!({"added": report.added, "removed": report.removed, "changed": report.changed, "refused": report.refused}),
         );
         report
     }
@@ -191,6 +199,12 @@ pub async fn reload_file(
                 "config reload failed; keeping the running config:\n{errors}"
             );
             let lines: Vec<String> = errors.0.iter().map(|e| e.to_string()).collect();
+            gateway.audit.event(
+                "error",
+                "reload_refused",
+                "config reload refused; the running config stays",
+                json!({"trigger": trigger, "errors": lines}),
+            );
             gateway
                 .record_reload(json!({"ok": false, "at": at, "trigger": trigger, "errors": lines}));
             Err(errors)

@@ -65,6 +65,16 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
 
 /// Parses config text; `label` names the file in messages.
 pub fn parse_str(text: &str, label: &str, base_dir: Option<&Path>) -> Result<Config, ConfigErrors> {
+    parse_with_env(text, label, base_dir, &|name| std::env::var(name).ok())
+}
+
+/// [`parse_str`] with the environment given as a function (tests).
+fn parse_with_env(
+    text: &str,
+    label: &str,
+    base_dir: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
     let mut cx = Cx {
         text,
         label,
@@ -79,9 +89,9 @@ pub fn parse_str(text: &str, label: &str, base_dir: Option<&Path>) -> Result<Con
     }
     let mut root = root.into_inner();
     for (_, v) in root.iter_mut() {
-        interpolate(v, &mut cx, &|name| std::env::var(name).ok());
+        interpolate(v, &mut cx, env);
     }
-    let config = build(root, &mut cx, base_dir);
+    let config = build(root, &mut cx, base_dir, env);
     if cx.errors.is_empty() {
         Ok(config)
     } else {
@@ -115,6 +125,17 @@ impl Cx<'_> {
             ConfigError {
                 location,
                 message: message.into(),
+            },
+        ));
+    }
+
+    /// An error with no place in the file (an environment variable's).
+    pub(super) fn general(&mut self, message: String) {
+        self.errors.push((
+            usize::MAX,
+            ConfigError {
+                location: None,
+                message,
             },
         ));
     }
@@ -224,6 +245,7 @@ struct RawToken {
     token: Spanned<String>,
     backends: Option<Vec<Spanned<String>>>,
     tools: Option<Vec<Spanned<String>>>,
+    admin: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -299,7 +321,13 @@ pub(super) fn deserialize<'de, T: Deserialize<'de>>(
     }
 }
 
-fn build(root: DeTable<'_>, cx: &mut Cx<'_>, base_dir: Option<&Path>) -> Config {
+fn build(
+    root: DeTable<'_>,
+    cx: &mut Cx<'_>,
+    base_dir: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Config {
+    let mut raw_audit = None;
     let mut raw_server = RawServer::default();
     let mut raw_auth = RawAuth::default();
     let mut raw_limits = RawLimits::default();
@@ -351,10 +379,11 @@ fn build(root: DeTable<'_>, cx: &mut Cx<'_>, base_dir: Option<&Path>) -> Config 
                     bus = b;
                 }
             }
+            "audit" => raw_audit = Some(value),
             other => cx.error(
                 key.span(),
                 format!(
-                    "unknown section `{other}` (expected `server`, `auth`, `limits`, `backends`, `messaging` or `bus`)"
+                    "unknown section `{other}` (expected `server`, `auth`, `limits`, `backends`, `messaging`, `bus` or `audit`)"
                 ),
             ),
         }
@@ -377,6 +406,7 @@ fn build(root: DeTable<'_>, cx: &mut Cx<'_>, base_dir: Option<&Path>) -> Config 
         locations,
         messaging,
         bus,
+        audit: super::audit::audit(raw_audit, cx, base_dir, env),
         auth: build_auth(raw_auth, cx),
         limits: build_limits(raw_limits, cx),
     }
@@ -445,6 +475,7 @@ fn build_auth(raw: RawAuth, cx: &mut Cx<'_>) -> AuthConfig {
             token: Secret::new(t.token.into_inner()),
             backends,
             tools,
+            admin: t.admin.unwrap_or(false),
         });
     }
     AuthConfig { tokens }
@@ -832,6 +863,18 @@ pub fn join(prefix: &str, sep: &str, name: &str) -> String {
     } else {
         format!("{prefix}{sep}{name}")
     }
+}
+
+/// Parses `text` as `g.toml` with the given environment; errors as lines.
+#[cfg(test)]
+pub(super) fn test_parse_with_env(text: &str, env: &[(&str, &str)]) -> Result<Config, Vec<String>> {
+    let lookup = |name: &str| {
+        env.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    };
+    parse_with_env(text, "g.toml", None, &lookup)
+        .map_err(|e| e.0.iter().map(|e| e.to_string()).collect())
 }
 
 #[cfg(test)]

@@ -31,6 +31,8 @@ pub struct Config {
     pub messaging: MessagingConfig,
     /// `[bus]`: the priority message bus.
     pub bus: BusConfig,
+    /// `[audit]`: the audit log of every call.
+    pub audit: super::AuditConfig,
     /// `[auth]`: who may use the gateway, and what each client may see.
     pub auth: AuthConfig,
     /// `[limits]`: how much each client and the whole gateway may ask for.
@@ -247,6 +249,9 @@ pub struct TokenConfig {
     pub backends: Option<NameFilter>,
     /// Globs over exposed tool names; `None`: every tool of an allowed backend.
     pub tools: Option<NameFilter>,
+    /// An administrator: sees every client's entries in the audit log
+    /// (`query_logs`, `GET /api/v1/logs`); others see only their own.
+    pub admin: bool,
 }
 
 /// `[limits]`: every limit is off when unset, except the global concurrency cap.

@@ -5,6 +5,7 @@
 //! from there to rmcp and one [`FrontSession`] per client. [`policy`] holds
 //! the auth and limits in force; [`reject`] turns refusals into responses.
 
+mod audit;
 pub mod http;
 pub mod layers;
 pub mod policy;

@@ -57,6 +57,8 @@ pub struct Client {
     pub id: Arc<str>,
     backends: Option<NameFilter>,
     tools: Option<NameFilter>,
+    /// `admin = true` on its token: may read every client's audit entries.
+    pub admin: bool,
 }
 
 impl Client {
@@ -91,6 +93,7 @@ impl Auth {
                     id: t.client_id.as_str().into(),
                     backends: t.backends.clone(),
                     tools: t.tools.clone(),
+                    admin: t.admin,
                 };
                 (digest(t.token.expose()), Arc::new(client))
             })
@@ -279,12 +282,14 @@ mod tests {
                     token: Secret::new("token-aaaa"),
                     backends: None,
                     tools: None,
+                    admin: false,
                 },
                 TokenConfig {
                     client_id: "b".into(),
                     token: Secret::new("token-bbbb"),
                     backends: Some(NameFilter::new(vec!["fx".into()], vec![]).unwrap()),
                     tools: None,
+                    admin: false,
                 },
             ],
         });

@@ -20,7 +20,7 @@ use rmcp::{ErrorData, RoleServer, ServerHandler};
 
 use super::request::Req;
 use crate::backend::{Backend, CallError, Origin, prefix_uri};
-use crate::builtin::{AUTH_META_KEY, CLIENT_META_KEY, SESSION_META_KEY};
+use crate::builtin::{ADMIN_META_KEY, AUTH_META_KEY, CLIENT_META_KEY, SESSION_META_KEY};
 use crate::config::{Isolation, TransportConfig};
 use crate::coordinator::Session;
 use crate::gateway::Gateway;
@@ -135,12 +135,20 @@ impl FrontSession {
             }
             meta.0.0.insert(k.clone(), v.clone());
         }
+        // Every backend learns the correlation id, so its own logs can be joined with ours.
+        meta.0.0.insert(
+            crate::audit::CORRELATION_META_KEY.into(),
+            req.correlation_id.to_string().into(),
+        );
         if matches!(to.config.transport, TransportConfig::Builtin { .. }) {
             meta.0.0.insert(SESSION_META_KEY.into(), self.id.into());
             // An authenticated id is the identity; a self-declared client name only a hint.
             if let Some(id) = req.client_id() {
                 meta.0.0.insert(AUTH_META_KEY.into(), id.into());
                 meta.0.0.insert(CLIENT_META_KEY.into(), id.into());
+                if req.client.as_ref().is_some_and(|c| c.admin) {
+                    meta.0.0.insert(ADMIN_META_KEY.into(), true.into());
+                }
             } else if let Some(s) = self.session.get() {
                 meta.0
                     .0
@@ -148,6 +156,42 @@ impl FrontSession {
             }
         }
         (!meta.0.0.is_empty()).then_some(meta)
+    }
+
+    /// audit: the name and (unredacted, for now) arguments of a request,
+    /// or nothing when the audit log is off, so an off log costs no clone.
+    fn audit_target(
+        &self,
+        name: &str,
+        args: impl FnOnce() -> Option<serde_json::Value>,
+    ) -> Option<(String, Option<serde_json::Value>)> {
+        self.gateway
+            .audit
+            .enabled()
+            .then(|| (name.to_string(), args()))
+    }
+
+    /// audit: one entry for a completed request (the front's only audit hook).
+    fn audit<T: Clone + Into<ServerResult>>(
+        &self,
+        req: &Req,
+        target: Option<(String, Option<serde_json::Value>)>,
+        result: &Result<T, ErrorData>,
+        function: &'static str,
+    ) {
+        let Some((name, args)) = target else { return };
+        let client_name = self.session.get().map(|s| s.client_name.clone());
+        super::audit::record(
+            &self.gateway.audit,
+            req,
+            super::audit::Target {
+                name: &name,
+                args,
+                client_name: client_name.as_deref(),
+            },
+            result,
+            function,
+        );
     }
 
     async fn forward(
@@ -426,7 +470,13 @@ impl ServerHandler for FrontSession {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let req = self.req("tools/call", &context);
-        req.run(self.call_tool_inner(request, &context, &req)).await
+        // audit: what the call was for, kept only when the audit log is on.
+        let target = self.audit_target(&request.name, || {
+            request.arguments.clone().map(serde_json::Value::Object)
+        });
+        let result = req.run(self.call_tool_inner(request, &context, &req)).await;
+        self.audit(&req, target, &result, "call_tool");
+        result
     }
 
     async fn get_prompt(
@@ -435,7 +485,13 @@ impl ServerHandler for FrontSession {
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
         let req = self.req("prompts/get", &context);
-        req.run(async {
+        let target = self.audit_target(&request.name, || {
+            request
+                .arguments
+                .clone()
+                .map(|a| serde_json::to_value(a).unwrap_or_default())
+        });
+        let result = req.run(async {
             let Some((shared, original)) = self.gateway.snapshot().route_prompt(&request.name)
             else {
                 return Err(unknown("prompt", &request.name));
@@ -464,7 +520,9 @@ impl ServerHandler for FrontSession {
                 _ => Err(unexpected(&backend)),
             }
         })
-        .await
+        .await;
+        self.audit(&req, target, &result, "get_prompt");
+        result
     }
 
     async fn read_resource(
@@ -473,7 +531,8 @@ impl ServerHandler for FrontSession {
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
         let req = self.req("resources/read", &context);
-        req.run(async {
+        let target = self.audit_target(&request.uri, || None);
+        let result = req.run(async {
             let Some((shared, uri)) = self.gateway.snapshot().route_uri(&request.uri) else {
                 return Err(ErrorData::resource_not_found(
                     format!("unknown resource `{}`", request.uri),
@@ -502,7 +561,9 @@ impl ServerHandler for FrontSession {
                 _ => Err(unexpected(&backend)),
             }
         })
-        .await
+        .await;
+        self.audit(&req, target, &result, "read_resource");
+        result
     }
 
     async fn complete(
@@ -511,7 +572,15 @@ impl ServerHandler for FrontSession {
         context: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, ErrorData> {
         let req = self.req("completion/complete", &context);
-        req.run(async {
+        let name = match &request.r#ref {
+            Reference::Prompt(p) => p.name.clone(),
+            Reference::Resource(r) => r.uri.clone(),
+            _ => String::new(),
+        };
+        let target = self.audit_target(&name, || {
+            Some(serde_json::json!({"argument": {"name": request.argument.name, "value": request.argument.value}}))
+        });
+        let result = req.run(async {
             let snapshot = self.gateway.snapshot_full();
             let mut params = request;
             let shared = match &mut params.r#ref {
@@ -554,7 +623,9 @@ impl ServerHandler for FrontSession {
                 _ => Err(unexpected(&backend)),
             }
         })
-        .await
+        .await;
+        self.audit(&req, target, &result, "complete");
+        result
     }
 
     async fn set_level(

@@ -46,6 +46,9 @@ struct Args {
     /// Add a tool whose name is 70 characters long.
     #[arg(long)]
     long_tool: bool,
+    /// Add tool `meta`, which returns the request's `_meta` (audit tests).
+    #[arg(long)]
+    meta_tool: bool,
 }
 
 #[derive(Clone)]
@@ -163,6 +166,13 @@ impl Fixture {
                 empty.clone(),
             ));
         }
+        if args.meta_tool {
+            tools.push(Tool::new(
+                "meta",
+                "Returns the request's `_meta` as JSON",
+                empty.clone(),
+            ));
+        }
         if args.long_tool {
             tools.push(Tool::new(
                 "l".repeat(70),
@@ -242,6 +252,7 @@ impl ServerHandler for Fixture {
             )
         };
         match request.name.as_ref() {
+            "meta" => text(serde_json::to_string(&ctx.meta).unwrap_or_default()),
             "echo" => match text_arg(&request.arguments, "message") {
                 Some(m) => text(m.to_string()),
                 None => Err(ErrorData::invalid_params("missing `message`", None)),

@@ -33,6 +33,8 @@ pub enum Route {
     Status,
     Metrics,
     AdminReload,
+    /// `GET /api/v1/logs`: the audit log.
+    Logs,
     Other,
 }
 
@@ -45,6 +47,7 @@ impl Route {
             "/status" => Self::Status,
             "/metrics" => Self::Metrics,
             "/admin/reload" => Self::AdminReload,
+            "/api/v1/logs" => Self::Logs,
             _ => Self::Other,
         }
     }
@@ -71,6 +74,7 @@ impl Route {
             Self::Status => "status",
             Self::Metrics => "metrics",
             Self::AdminReload => "admin_reload",
+            Self::Logs => "logs",
             Self::Other => "other",
         }
     }

@@ -29,7 +29,8 @@ pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id"
 static ID_SEED: LazyLock<u64> = LazyLock::new(|| RandomState::new().hash_one(0u8));
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-fn new_request_id() -> String {
+/// A fresh id; also used for requests that arrive without HTTP (stdio).
+pub(crate) fn new_request_id() -> String {
     let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     format!("{:08x}{n:08x}", *ID_SEED as u32)
 }
