@@ -201,13 +201,7 @@ impl Gateway {
                 .build()
                 .unwrap_or_default();
             let audit = crate::audit::Audit::start(&config.audit, http.clone());
-            let env = backend_env(
-                &config.server,
-                hub.clone(),
-                http,
-                builtins,
-                audit.clone(),
-            );
+            let env = backend_env(&config.server, hub.clone(), http, builtins, audit.clone());
             let backends = builtin_backends
                 .iter()
                 .chain(config.enabled_backends())

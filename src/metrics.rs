@@ -317,7 +317,11 @@ pub fn render(gateway: &Gateway) -> String {
                 .inner()
                 .store(value, Relaxed);
         }
-        let failing = stats.failing.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+        let failing = stats
+            .failing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
         m.audit_failing
             .get_or_create(&DestinationLabels { destination })
             .set(i64::from(failing));

@@ -85,7 +85,10 @@ impl Elasticsearch {
                         let text = String::from_utf8_lossy(&bytes);
                         return Err(AuditError::write(
                             KIND,
-                            format!("{host}{path} answered {status}: {}", super::entry::cut(&text, 300)),
+                            format!(
+                                "{host}{path} answered {status}: {}",
+                                super::entry::cut(&text, 300)
+                            ),
                         ));
                     }
                     return Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null));
@@ -98,7 +101,8 @@ impl Elasticsearch {
 
     async fn bulk(&self, batch: &[Arc<LogEntry>]) -> Result<(), AuditError> {
         if !self.template_put.load(Ordering::Relaxed) {
-            let body = serde_json::to_vec(&self.template()).map_err(|e| AuditError::write(KIND, e))?;
+            let body =
+                serde_json::to_vec(&self.template()).map_err(|e| AuditError::write(KIND, e))?;
             let path = format!("/_index_template/{}", self.prefix);
             self.send(reqwest::Method::PUT, &path, "application/json", body)
                 .await?;
@@ -107,7 +111,11 @@ impl Elasticsearch {
         let mut body = Vec::new();
         for e in batch {
             // `2026-11-29T…` → `{prefix}-2026.11.29`
-            let day = e.timestamp.get(..10).unwrap_or("1970-01-01").replace('-', ".");
+            let day = e
+                .timestamp
+                .get(..10)
+                .unwrap_or("1970-01-01")
+                .replace('-', ".");
             let action = json!({"index": {"_index": format!("{}-{day}", self.prefix)}});
             serde_json::to_writer(&mut body, &action).map_err(|e| AuditError::write(KIND, e))?;
             body.push(b'\n');
@@ -115,14 +123,22 @@ impl Elasticsearch {
             body.push(b'\n');
         }
         let answer = self
-            .send(reqwest::Method::POST, "/_bulk", "application/x-ndjson", body)
+            .send(
+                reqwest::Method::POST,
+                "/_bulk",
+                "application/x-ndjson",
+                body,
+            )
             .await?;
         if answer.get("errors").and_then(Value::as_bool) == Some(true) {
             let first = answer["items"]
                 .as_array()
                 .and_then(|items| items.iter().find_map(|i| i["index"].get("error").cloned()))
                 .unwrap_or(Value::Null);
-            return Err(AuditError::write(KIND, format!("bulk item failed: {first}")));
+            return Err(AuditError::write(
+                KIND,
+                format!("bulk item failed: {first}"),
+            ));
         }
         Ok(())
     }

@@ -94,12 +94,9 @@ impl LogEntry {
         let mut out = Map::new();
         for (k, v) in map {
             let v = match v {
-                Value::Object(inner) => Value::Object(
-                    inner
-                        .into_iter()
-                        .map(|(ik, iv)| (camel(&ik), iv))
-                        .collect(),
-                ),
+                Value::Object(inner) => {
+                    Value::Object(inner.into_iter().map(|(ik, iv)| (camel(&ik), iv)).collect())
+                }
                 other => other,
             };
             out.insert(camel(&k), v);

@@ -29,7 +29,8 @@ impl Http {
 
     async fn post(&self, batch: &[Arc<LogEntry>]) -> Result<(), AuditError> {
         let logs: Vec<Value> = batch.iter().map(|e| e.to_camel_json()).collect();
-        let body = serde_json::to_vec(&json!({ "logs": logs })).map_err(|e| AuditError::write(KIND, e))?;
+        let body =
+            serde_json::to_vec(&json!({ "logs": logs })).map_err(|e| AuditError::write(KIND, e))?;
         let mut req = self
             .client
             .post(&self.url)
@@ -43,7 +44,10 @@ impl Http {
         if status.is_success() {
             Ok(())
         } else {
-            Err(AuditError::write(KIND, format!("{} answered {status}", self.url)))
+            Err(AuditError::write(
+                KIND,
+                format!("{} answered {status}", self.url),
+            ))
         }
     }
 }

@@ -68,7 +68,12 @@ impl Kafka {
                 protocol_error: ProtocolError::TopicAlreadyExists,
                 ..
             }) => {}
-            Err(e) => return Err(AuditError::write(KIND, format!("create topic {}: {e}", self.topic))),
+            Err(e) => {
+                return Err(AuditError::write(
+                    KIND,
+                    format!("create topic {}: {e}", self.topic),
+                ));
+            }
         }
         let mut out = Vec::new();
         for p in 0..self.partitions {

@@ -124,10 +124,14 @@ impl Postgres {
             }
         }
         if let Some(t) = &f.since {
-            q.push(" AND timestamp >= ").push_bind(t.clone()).push("::timestamptz");
+            q.push(" AND timestamp >= ")
+                .push_bind(t.clone())
+                .push("::timestamptz");
         }
         if let Some(t) = &f.until {
-            q.push(" AND timestamp < ").push_bind(t.clone()).push("::timestamptz");
+            q.push(" AND timestamp < ")
+                .push_bind(t.clone())
+                .push("::timestamptz");
         }
         if let Some(t) = &f.text {
             q.push(" AND (strpos(message, ")

@@ -67,7 +67,9 @@ impl Sqlite {
                     .max_connections(4)
                     .connect_with(options)
                     .await
-                    .map_err(|e| AuditError::write(KIND, format!("{}: {e}", self.path.display())))?;
+                    .map_err(|e| {
+                        AuditError::write(KIND, format!("{}: {e}", self.path.display()))
+                    })?;
                 for stmt in SCHEMA {
                     sqlx::query(stmt)
                         .execute(&pool)

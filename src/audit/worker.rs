@@ -34,7 +34,11 @@ pub struct LaneStats {
 
 impl LaneStats {
     pub fn to_json(&self) -> serde_json::Value {
-        let failing = self.failing.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let failing = self
+            .failing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         json!({
             "written": self.written.load(Ordering::Relaxed),
             "batches": self.batches.load(Ordering::Relaxed),

@@ -249,8 +249,10 @@ pub(super) fn audit(
     a.stderr = raw.stderr.unwrap_or(false);
     a.queue_size = count(&raw.queue_size, "queue_size", 10_000_000, cx).unwrap_or(a.queue_size);
     a.batch_size = count(&raw.batch_size, "batch_size", 100_000, cx).unwrap_or(a.batch_size);
-    a.max_arg_chars = count(&raw.max_arg_chars, "max_arg_chars", 1 << 20, cx).unwrap_or(a.max_arg_chars);
-    a.summary_chars = count(&raw.summary_chars, "summary_chars", 1 << 20, cx).unwrap_or(a.summary_chars);
+    a.max_arg_chars =
+        count(&raw.max_arg_chars, "max_arg_chars", 1 << 20, cx).unwrap_or(a.max_arg_chars);
+    a.summary_chars =
+        count(&raw.summary_chars, "summary_chars", 1 << 20, cx).unwrap_or(a.summary_chars);
     a.batch_interval = duration(&raw.batch_interval, a.batch_interval, cx);
     a.retry_delay = duration(&raw.retry_delay, a.retry_delay, cx);
     a.redact_keys = raw.redact_keys.clone();
@@ -288,7 +290,10 @@ pub(super) fn audit(
     a.local = match local.value.as_str() {
         "none" => LocalStore::None,
         "sqlite" => {
-            let file = raw.path.as_ref().map_or("manifold-audit.db", |p| p.get_ref());
+            let file = raw
+                .path
+                .as_ref()
+                .map_or("manifold-audit.db", |p| p.get_ref());
             let path = PathBuf::from(file);
             let path = match base_dir {
                 Some(dir) if path.is_relative() => dir.join(path),
@@ -323,7 +328,9 @@ pub(super) fn audit(
             report(
                 cx,
                 &local,
-                format!("unknown local store \"{other}\" (expected \"sqlite\", \"postgres\" or \"none\")"),
+                format!(
+                    "unknown local store \"{other}\" (expected \"sqlite\", \"postgres\" or \"none\")"
+                ),
             );
             LocalStore::None
         }
@@ -341,7 +348,13 @@ pub(super) fn audit(
     a
 }
 
-fn env_u64(lookup: Lookup<'_>, var: &'static str, min: u64, max: u64, cx: &mut Cx<'_>) -> Option<u64> {
+fn env_u64(
+    lookup: Lookup<'_>,
+    var: &'static str,
+    min: u64,
+    max: u64,
+    cx: &mut Cx<'_>,
+) -> Option<u64> {
     let v = lookup(var)?;
     match v.trim().parse::<u64>() {
         Ok(n) if (min..=max).contains(&n) => Some(n),
@@ -412,7 +425,10 @@ fn production(
                 }
             }
             if servers.is_empty() {
-                missing(cx, "[audit.kafka] bootstrap_servers (or KAFKA_BOOTSTRAP_SERVERS)");
+                missing(
+                    cx,
+                    "[audit.kafka] bootstrap_servers (or KAFKA_BOOTSTRAP_SERVERS)",
+                );
                 return None;
             }
             let topic = lookup("KAFKA_TOPIC")
@@ -458,7 +474,11 @@ fn production(
                 return None;
             };
             if let Err(e) = url::Url::parse(&url) {
-                report(cx, &kind, format!("invalid HTTP destination url \"{url}\": {e}"));
+                report(
+                    cx,
+                    &kind,
+                    format!("invalid HTTP destination url \"{url}\": {e}"),
+                );
                 return None;
             }
             let api_key = lookup("CONVEX_API_KEY")
@@ -470,7 +490,9 @@ fn production(
             report(
                 cx,
                 &kind,
-                format!("unknown production destination \"{other}\" (expected \"none\", \"kafka\", \"elasticsearch\", \"postgres\" or \"http\")"),
+                format!(
+                    "unknown production destination \"{other}\" (expected \"none\", \"kafka\", \"elasticsearch\", \"postgres\" or \"http\")"
+                ),
             );
             None
         }
@@ -490,7 +512,13 @@ mod tests {
     fn absent_section_is_off_and_present_section_defaults_to_sqlite() {
         assert!(!parse("", &[]).unwrap().enabled());
         let a = parse("[audit]\n", &[]).unwrap();
-        assert!(matches!(a.local, LocalStore::Sqlite { retention_days: 30, .. }));
+        assert!(matches!(
+            a.local,
+            LocalStore::Sqlite {
+                retention_days: 30,
+                ..
+            }
+        ));
         assert!(a.production.is_none());
     }
 

@@ -5,6 +5,6 @@ mod load;
 mod messaging;
 mod model;
 
-pub use load::{ConfigError, ConfigErrors, join as exposed_name, load_file, parse_str};
 pub use audit::{AuditConfig, LocalStore, Production};
+pub use load::{ConfigError, ConfigErrors, join as exposed_name, load_file, parse_str};
 pub use model::*;

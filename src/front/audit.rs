@@ -61,13 +61,20 @@ pub(super) fn record<T: Clone + Into<ServerResult>>(
             (status, Some(e.message.to_string()), None)
         }
     };
-    let level = if status == "success" { "info" } else { "warning" };
+    let level = if status == "success" {
+        "info"
+    } else {
+        "warning"
+    };
     let request_bytes = target
         .args
         .as_ref()
         .map_or(0, |a| serde_json::to_vec(a).map_or(0, |v| v.len()));
-    let mut entry = LogEntry::now(log_type, level, format!("{method} {}", target.name))
-        .at("manifold::front::session", function, line!());
+    let mut entry = LogEntry::now(log_type, level, format!("{method} {}", target.name)).at(
+        "manifold::front::session",
+        function,
+        line!(),
+    );
     entry.correlation_id = req.correlation_id.to_string();
     entry.tool_name = Some(target.name.to_string());
     entry.duration_ms = Some(req.started.elapsed().as_secs_f64() * 1000.0);

@@ -491,36 +491,37 @@ impl ServerHandler for FrontSession {
                 .clone()
                 .map(|a| serde_json::to_value(a).unwrap_or_default())
         });
-        let result = req.run(async {
-            let Some((shared, original)) = self.gateway.snapshot().route_prompt(&request.name)
-            else {
-                return Err(unknown("prompt", &request.name));
-            };
-            req.routed(shared.name());
-            req.allow_backend(shared.name(), &format!("prompt `{}`", request.name))?;
-            let mut params = request;
-            params.name = original.to_string();
-            params.meta = self.forwarded_meta(&context, &shared, &req);
-            let (backend, outcome) = self
-                .forward(
-                    shared,
-                    ClientRequest::GetPromptRequest(GetPromptRequest::new(params)),
-                    &context,
-                    &req,
-                )
-                .await;
-            match outcome.map_err(rpc_error)? {
-                ServerResult::GetPromptResult(mut r) => {
-                    for message in &mut r.messages {
-                        prefix_block(&backend.config.prefix, &mut message.content);
+        let result = req
+            .run(async {
+                let Some((shared, original)) = self.gateway.snapshot().route_prompt(&request.name)
+                else {
+                    return Err(unknown("prompt", &request.name));
+                };
+                req.routed(shared.name());
+                req.allow_backend(shared.name(), &format!("prompt `{}`", request.name))?;
+                let mut params = request;
+                params.name = original.to_string();
+                params.meta = self.forwarded_meta(&context, &shared, &req);
+                let (backend, outcome) = self
+                    .forward(
+                        shared,
+                        ClientRequest::GetPromptRequest(GetPromptRequest::new(params)),
+                        &context,
+                        &req,
+                    )
+                    .await;
+                match outcome.map_err(rpc_error)? {
+                    ServerResult::GetPromptResult(mut r) => {
+                        for message in &mut r.messages {
+                            prefix_block(&backend.config.prefix, &mut message.content);
+                        }
+                        Ok(GetPromptResponse::Complete(r))
                     }
-                    Ok(GetPromptResponse::Complete(r))
+                    ServerResult::InputRequiredResult(r) => Ok(GetPromptResponse::InputRequired(r)),
+                    _ => Err(unexpected(&backend)),
                 }
-                ServerResult::InputRequiredResult(r) => Ok(GetPromptResponse::InputRequired(r)),
-                _ => Err(unexpected(&backend)),
-            }
-        })
-        .await;
+            })
+            .await;
         self.audit(&req, target, &result, "get_prompt");
         result
     }
@@ -532,36 +533,39 @@ impl ServerHandler for FrontSession {
     ) -> Result<ReadResourceResponse, ErrorData> {
         let req = self.req("resources/read", &context);
         let target = self.audit_target(&request.uri, || None);
-        let result = req.run(async {
-            let Some((shared, uri)) = self.gateway.snapshot().route_uri(&request.uri) else {
-                return Err(ErrorData::resource_not_found(
-                    format!("unknown resource `{}`", request.uri),
-                    None,
-                ));
-            };
-            req.routed(shared.name());
-            req.allow_backend(shared.name(), &format!("resource `{}`", request.uri))?;
-            let mut params = request;
-            params.uri = uri;
-            params.meta = self.forwarded_meta(&context, &shared, &req);
-            let (backend, outcome) = self
-                .forward(
-                    shared,
-                    ClientRequest::ReadResourceRequest(ReadResourceRequest::new(params)),
-                    &context,
-                    &req,
-                )
-                .await;
-            match outcome.map_err(rpc_error)? {
-                ServerResult::ReadResourceResult(mut r) => {
-                    prefix_contents(&backend.config.prefix, &mut r.contents);
-                    Ok(ReadResourceResponse::Complete(r))
+        let result = req
+            .run(async {
+                let Some((shared, uri)) = self.gateway.snapshot().route_uri(&request.uri) else {
+                    return Err(ErrorData::resource_not_found(
+                        format!("unknown resource `{}`", request.uri),
+                        None,
+                    ));
+                };
+                req.routed(shared.name());
+                req.allow_backend(shared.name(), &format!("resource `{}`", request.uri))?;
+                let mut params = request;
+                params.uri = uri;
+                params.meta = self.forwarded_meta(&context, &shared, &req);
+                let (backend, outcome) = self
+                    .forward(
+                        shared,
+                        ClientRequest::ReadResourceRequest(ReadResourceRequest::new(params)),
+                        &context,
+                        &req,
+                    )
+                    .await;
+                match outcome.map_err(rpc_error)? {
+                    ServerResult::ReadResourceResult(mut r) => {
+                        prefix_contents(&backend.config.prefix, &mut r.contents);
+                        Ok(ReadResourceResponse::Complete(r))
+                    }
+                    ServerResult::InputRequiredResult(r) => {
+                        Ok(ReadResourceResponse::InputRequired(r))
+                    }
+                    _ => Err(unexpected(&backend)),
                 }
-                ServerResult::InputRequiredResult(r) => Ok(ReadResourceResponse::InputRequired(r)),
-                _ => Err(unexpected(&backend)),
-            }
-        })
-        .await;
+            })
+            .await;
         self.audit(&req, target, &result, "read_resource");
         result
     }
@@ -580,50 +584,51 @@ impl ServerHandler for FrontSession {
         let target = self.audit_target(&name, || {
             Some(serde_json::json!({"argument": {"name": request.argument.name, "value": request.argument.value}}))
         });
-        let result = req.run(async {
-            let snapshot = self.gateway.snapshot_full();
-            let mut params = request;
-            let shared = match &mut params.r#ref {
-                Reference::Prompt(p) => {
-                    let (backend, original) = snapshot
-                        .route_prompt(&p.name)
-                        .ok_or_else(|| unknown("prompt", &p.name))?;
-                    req.allow_backend(backend.name(), &format!("prompt `{}`", p.name))?;
-                    p.name = original.to_string();
-                    backend
+        let result = req
+            .run(async {
+                let snapshot = self.gateway.snapshot_full();
+                let mut params = request;
+                let shared = match &mut params.r#ref {
+                    Reference::Prompt(p) => {
+                        let (backend, original) = snapshot
+                            .route_prompt(&p.name)
+                            .ok_or_else(|| unknown("prompt", &p.name))?;
+                        req.allow_backend(backend.name(), &format!("prompt `{}`", p.name))?;
+                        p.name = original.to_string();
+                        backend
+                    }
+                    Reference::Resource(r) => {
+                        let (backend, uri) = snapshot
+                            .route_uri(&r.uri)
+                            .ok_or_else(|| unknown("resource template", &r.uri))?;
+                        req.allow_backend(backend.name(), &format!("resource `{}`", r.uri))?;
+                        r.uri = uri;
+                        backend
+                    }
+                    _ => {
+                        return Err(ErrorData::invalid_params(
+                            "unsupported completion reference",
+                            None,
+                        ));
+                    }
+                };
+                drop(snapshot);
+                req.routed(shared.name());
+                params.meta = self.forwarded_meta(&context, &shared, &req);
+                let (backend, outcome) = self
+                    .forward(
+                        shared,
+                        ClientRequest::CompleteRequest(CompleteRequest::new(params)),
+                        &context,
+                        &req,
+                    )
+                    .await;
+                match outcome.map_err(rpc_error)? {
+                    ServerResult::CompleteResult(r) => Ok(r),
+                    _ => Err(unexpected(&backend)),
                 }
-                Reference::Resource(r) => {
-                    let (backend, uri) = snapshot
-                        .route_uri(&r.uri)
-                        .ok_or_else(|| unknown("resource template", &r.uri))?;
-                    req.allow_backend(backend.name(), &format!("resource `{}`", r.uri))?;
-                    r.uri = uri;
-                    backend
-                }
-                _ => {
-                    return Err(ErrorData::invalid_params(
-                        "unsupported completion reference",
-                        None,
-                    ));
-                }
-            };
-            drop(snapshot);
-            req.routed(shared.name());
-            params.meta = self.forwarded_meta(&context, &shared, &req);
-            let (backend, outcome) = self
-                .forward(
-                    shared,
-                    ClientRequest::CompleteRequest(CompleteRequest::new(params)),
-                    &context,
-                    &req,
-                )
-                .await;
-            match outcome.map_err(rpc_error)? {
-                ServerResult::CompleteResult(r) => Ok(r),
-                _ => Err(unexpected(&backend)),
-            }
-        })
-        .await;
+            })
+            .await;
         self.audit(&req, target, &result, "complete");
         result
     }

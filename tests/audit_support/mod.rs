@@ -14,9 +14,14 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
-/// What the receiver was sent: each POST's `Authorization` header and JSON body.
+/// Each request's `Authorization` header and body as JSON.
+type Posts = Arc<Mutex<Vec<(Option<String>, Value)>>>;
+/// Each request as "METHOD /path" and its raw body.
+type Lines = Arc<Mutex<Vec<(String, String)>>>;
+
+/// What the receiver was sent: each request's `Authorization` header and JSON body.
 #[derive(Clone, Default)]
-pub struct Received(pub Arc<Mutex<Vec<(Option<String>, Value)>>>);
+pub struct Received(pub Posts, pub Lines);
 
 impl Received {
     /// Every log entry received so far, across batches.
@@ -28,8 +33,17 @@ impl Received {
             .flat_map(|(_, body)| body["logs"].as_array().cloned().unwrap_or_default())
             .collect()
     }
+    /// Every request as "METHOD /path" and its raw body.
+    pub fn raw(&self) -> Vec<(String, String)> {
+        self.1.lock().unwrap().clone()
+    }
     pub fn auth_headers(&self) -> Vec<Option<String>> {
-        self.0.lock().unwrap().iter().map(|(a, _)| a.clone()).collect()
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(a, _)| a.clone())
+            .collect()
     }
 }
 
@@ -44,6 +58,7 @@ pub fn receiver(listener: tokio::net::TcpListener) -> Received {
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                     let rec = rec.clone();
                     async move {
+                        let line = format!("{} {}", req.method(), req.uri().path());
                         let auth = req
                             .headers()
                             .get("authorization")
@@ -56,8 +71,18 @@ pub fn receiver(listener: tokio::net::TcpListener) -> Received {
                             .map(|b| b.to_bytes())
                             .unwrap_or_default();
                         let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        rec.1
+                            .lock()
+                            .unwrap()
+                            .push((line.clone(), String::from_utf8_lossy(&body).into_owned()));
                         rec.0.lock().unwrap().push((auth, json));
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"{}"))))
+                        // What Elasticsearch answers a bulk request that went through.
+                        let answer: &'static [u8] = if line.ends_with("/_bulk") {
+                            b"{\"errors\":false,\"items\":[]}"
+                        } else {
+                            b"{}"
+                        };
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(answer))))
                     }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
