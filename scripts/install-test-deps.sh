@@ -4,6 +4,8 @@
 #
 #   .test-deps/node_modules/   npm: server-everything, the inspector (CLI mode), supergateway
 #   .test-deps/venv/           Python venv with the `mcp` SDK
+#   .test-deps/tansu/bin/tansu the tansu Kafka-protocol broker (crates.io), for the audit
+#                              log's Kafka test; built with `dynostore` for in-memory storage
 #
 # Versions are pinned below. Each part is skipped when the pinned version is already there,
 # so a second run takes well under a second. Any failure stops the script with a message.
@@ -18,6 +20,7 @@ SERVER_EVERYTHING_VERSION="2026.8.31"
 INSPECTOR_VERSION="1.0.3"
 SUPERGATEWAY_VERSION="4.0.0"
 PY_MCP_VERSION="2.3.0"
+TANSU_VERSION="0.6.0"
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 deps="$root/.test-deps"
@@ -95,8 +98,27 @@ else
         die "python mcp $PY_MCP_VERSION installed but does not import"
 fi
 
+# --- tansu, a Kafka-protocol broker (audit log tests) ---------------------------------------
+# A `cargo install` from source: about 30 minutes on 2 busy cores the first time, so it is
+# skipped when the pinned version is there. `dynostore` brings the memory:// storage engine.
+tansu="$deps/tansu/bin/tansu"
+tansu_have="$("$tansu" --version 2>/dev/null | awk '{print $2}' || true)"
+if [[ "$tansu_have" == "$TANSU_VERSION" ]] && "$tansu" broker --help >/dev/null 2>&1 &&
+    [[ -f "$deps/tansu/.dynostore" ]]; then
+    say "tansu $TANSU_VERSION already installed"
+else
+    command -v cargo >/dev/null || die "cargo is not on PATH (needed to build tansu)"
+    say "tansu: have '${tansu_have:-none}', want $TANSU_VERSION (cargo install, this takes a while)"
+    started=$(date +%s)
+    cargo install --locked --force --root "$deps/tansu" tansu --version "$TANSU_VERSION" \
+        --features dynostore || die "cargo install tansu failed"
+    touch "$deps/tansu/.dynostore"
+    say "tansu built in $(( $(date +%s) - started ))s"
+fi
+
 say "ready: $deps"
 say "  server-everything: node .test-deps/node_modules/@modelcontextprotocol/server-everything/dist/index.js stdio"
 say "  inspector CLI:     node .test-deps/node_modules/@modelcontextprotocol/inspector/cli/build/cli.js --cli ..."
 say "  supergateway:      node .test-deps/node_modules/supergateway/dist/index.js"
 say "  python:            .test-deps/venv/bin/python"
+say "  kafka broker:      .test-deps/tansu/bin/tansu broker --listener-url tcp://127.0.0.1:9092"

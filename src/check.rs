@@ -69,7 +69,45 @@ pub fn summary(config: &Config, label: &str) -> String {
     } else {
         let _ = writeln!(out, "  jobs: off (no [jobs] section)");
     }
+    let _ = writeln!(out, "  audit: {}", audit_summary(&config.audit));
     out
+}
+
+/// Where the audit log goes; never a URL's credentials or an API key.
+fn audit_summary(a: &crate::config::AuditConfig) -> String {
+    use crate::config::{LocalStore, Production};
+    if !a.enabled() {
+        return "off".into();
+    }
+    let local = match &a.local {
+        LocalStore::None => "no local store".to_string(),
+        LocalStore::Sqlite {
+            path,
+            retention_days,
+        } => format!("local sqlite {} ({retention_days} days)", path.display()),
+        LocalStore::Postgres { .. } => "local postgres".to_string(),
+    };
+    let production = match &a.production {
+        None => "no production destination".to_string(),
+        Some(Production::Kafka {
+            bootstrap_servers,
+            topic,
+            ..
+        }) => format!("kafka {} topic {topic}", bootstrap_servers.join(",")),
+        Some(Production::Elasticsearch {
+            hosts,
+            index_prefix,
+            ..
+        }) => format!("elasticsearch {} index {index_prefix}-*", hosts.join(",")),
+        Some(Production::Postgres { .. }) => "postgres".to_string(),
+        Some(Production::Http { .. }) => "http".to_string(),
+    };
+    format!(
+        "{local}; {production}{}; {} attempts, {} apart",
+        if a.stderr { "; stderr" } else { "" },
+        a.retry_attempts,
+        humantime::format_duration(a.retry_delay)
+    )
 }
 
 /// The result of `check --connect`: a report, and the problems found.

@@ -10,6 +10,9 @@
 //!   jobs in SQLite or PostgreSQL, run through a tool invoker the front implements.
 //! - [`store`]: where messaging and the bus keep their state (memory or Redis), and the event
 //!   feed that wakes waiters on every instance.
+//! - [`audit`]: the audit log: a [`audit::LogEntry`] per call and gateway event, handed without
+//!   waiting to per-destination queues (SQLite, PostgreSQL, Kafka, Elasticsearch, HTTP,
+//!   stderr); `query_logs` and `GET /api/v1/logs` read the local store.
 //! - [`metrics`]: process-wide counters and histograms, served at `GET /metrics`.
 //! - [`ratelimit`]: the one keyed token bucket behind every per-client rate limit (requests,
 //!   messages, bus publishes); a leaf that names nothing else of the crate.
@@ -39,6 +42,7 @@
 //! Requests flow down through front → router → backend; events flow back up through backend
 //! → coordinator → the sessions they belong to.
 
+pub mod audit;
 pub mod backend;
 pub mod builtin;
 pub mod check;

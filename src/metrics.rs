@@ -84,6 +84,20 @@ struct Metrics {
     sessions: Gauge,
     backend_up: Family<BackendLabels, Gauge>,
     notifications: Family<NotificationLabels, Counter>,
+    // audit: mirrored from each destination's lane at scrape time.
+    audit: Family<AuditLabels, Counter>,
+    audit_failing: Family<DestinationLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuditLabels {
+    destination: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DestinationLabels {
+    destination: &'static str,
 }
 
 fn latency_histogram() -> Histogram {
@@ -149,6 +163,18 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "1 when the backend is connected, 0 otherwise",
         backend_up.clone(),
     );
+    let audit = Family::<AuditLabels, Counter>::default();
+    registry.register(
+        "audit_entries",
+        "Audit log entries per destination: written, retried (batches), dropped; and batches written",
+        audit.clone(),
+    );
+    let audit_failing = Family::<DestinationLabels, Gauge>::default();
+    registry.register(
+        "audit_destination_failing",
+        "1 while an audit destination's writes fail",
+        audit_failing.clone(),
+    );
     let notifications = Family::<NotificationLabels, Counter>::default();
     registry.register(
         "notifications",
@@ -167,6 +193,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         sessions,
         backend_up,
         notifications,
+        audit,
+        audit_failing,
     }
 });
 
@@ -239,6 +267,9 @@ pub struct Scrape {
     pub backends: Vec<(String, bool)>,
     /// The coordinator's notification counters: kind, fate, value.
     pub notifications: Vec<(&'static str, &'static str, u64)>,
+    /// Per audit destination: its counters (written, batches, retried,
+    /// dropped) and whether it is failing now.
+    pub audit: Vec<(&'static str, [(&'static str, u64); 4], bool)>,
 }
 
 /// Every metric, in the OpenMetrics text format.
@@ -267,6 +298,22 @@ pub fn render(scrape: &Scrape) -> String {
         counter
             .inner()
             .store(value, std::sync::atomic::Ordering::Relaxed);
+    }
+    m.audit.clear();
+    m.audit_failing.clear();
+    for (destination, outcomes, failing) in &scrape.audit {
+        for &(outcome, value) in outcomes {
+            m.audit
+                .get_or_create(&AuditLabels {
+                    destination,
+                    outcome,
+                })
+                .inner()
+                .store(value, std::sync::atomic::Ordering::Relaxed);
+        }
+        m.audit_failing
+            .get_or_create(&DestinationLabels { destination })
+            .set(i64::from(*failing));
     }
     let mut out = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &m.registry) {

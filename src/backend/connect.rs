@@ -74,6 +74,12 @@ pub(super) async fn supervise(
             Some(b) => {
                 b.restarts.fetch_add(1, Ordering::Relaxed);
                 crate::metrics::backend_restart(b.name());
+                b.audit.event(
+                    "info",
+                    "backend_restarted",
+                    format!("backend {} restarted", b.name()),
+                    serde_json::json!({"backend": b.name(), "restarts": b.restarts()}),
+                );
             }
             None => return,
         }

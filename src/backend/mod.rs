@@ -115,6 +115,8 @@ pub struct BackendEnv {
     pub health_interval: Duration,
     pub health_timeout: Duration,
     pub down_backends: crate::config::DownBackends,
+    /// Where the backend's up, down and restart events are recorded.
+    pub audit: crate::audit::Audit,
 }
 
 /// The client request a backend request is made for.
@@ -144,6 +146,8 @@ pub struct Backend {
     hub: Arc<Hub>,
     /// Shared with the gateway; read live (see [`LiveEnv`]).
     env: LiveEnv,
+    /// Records this backend's up, down and restart events.
+    pub(crate) audit: crate::audit::Audit,
     /// Held for writing while a request is sent and its route registered, and
     /// for reading by notification handlers before they look a route up, so a
     /// backend that answers instantly cannot outrun the registration (rmcp notes, P4).
@@ -200,6 +204,7 @@ impl Backend {
             separator: env.separator.clone(),
             hub: env.hub.clone(),
             env: live.clone(),
+            audit: env.audit.clone(),
             routing_gate: tokio::sync::RwLock::new(()),
             state,
             peer: ArcSwapOption::empty(),
@@ -289,10 +294,22 @@ impl Backend {
         match &state {
             // Target `queue`: logged, and published on the bus (builtin::bus).
             BackendState::Up => {
-                tracing::info!(target: "queue", backend = %self.name(), "backend up")
+                tracing::info!(target: "queue", backend = %self.name(), "backend up");
+                self.audit.event(
+                    "info",
+                    "backend_up",
+                    format!("backend {} up", self.name()),
+                    serde_json::json!({"backend": self.name(), "transport": self.config.transport.kind()}),
+                );
             }
             BackendState::Down(reason) => {
-                tracing::warn!(target: "queue", backend = %self.name(), %reason, "backend down")
+                tracing::warn!(target: "queue", backend = %self.name(), %reason, "backend down");
+                self.audit.event(
+                    "warning",
+                    "backend_down",
+                    format!("backend {} down: {reason}", self.name()),
+                    serde_json::json!({"backend": self.name(), "transport": self.config.transport.kind(), "reason": reason}),
+                );
             }
             _ => {}
         }

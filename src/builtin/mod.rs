@@ -16,6 +16,7 @@
 
 pub mod bus;
 pub mod jobs;
+pub mod logs;
 pub mod messaging;
 pub mod status;
 
@@ -35,6 +36,9 @@ pub const CLIENT_META_KEY: &str = "io.manifold/client";
 /// `_meta` key carrying the client id its bearer token proved (only when
 /// `[auth]` is configured); unlike [`CLIENT_META_KEY`] a client cannot choose it.
 pub const AUTH_META_KEY: &str = "io.manifold/auth";
+/// `_meta` key present (true) when the authenticated client's token is marked
+/// `admin`; like [`AUTH_META_KEY`], only the front sets it.
+pub const ADMIN_META_KEY: &str = "io.manifold/admin";
 
 pub use crate::backend::ServeFn;
 
@@ -123,6 +127,12 @@ pub fn enabled(
         .insert("gateway".into(), status::serve(gateway.clone()));
     backends.push(status);
     jobs::mount(config, &gateway, previous, &mut sets, &mut backends);
+    // `query_logs` whenever the audit log has a local store to read.
+    if config.audit.local != crate::config::LocalStore::None {
+        sets.sets
+            .insert("logs".into(), logs::serve(gateway.clone()));
+        backends.push(builtin_backend("logs", config));
+    }
     // A reload keeps the messaging and bus state (store, queues, waiters,
     // subscriptions, the bus sink): the running `@messaging` and `@bus`
     // backends are reused and hold it, so building new state would split it.
@@ -183,6 +193,8 @@ pub struct Caller {
     pub client: Option<String>,
     /// The authenticated client id; `None` when auth is off.
     pub auth: Option<String>,
+    /// Whether the authenticated client is an administrator.
+    pub admin: bool,
 }
 
 impl Caller {
@@ -203,6 +215,7 @@ impl Caller {
                 .get(AUTH_META_KEY)
                 .and_then(|v| v.as_str())
                 .map(String::from),
+            admin: ctx.meta.0.0.get(ADMIN_META_KEY).and_then(|v| v.as_bool()) == Some(true),
         }
     }
 }

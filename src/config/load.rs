@@ -85,6 +85,16 @@ fn not_utf8(bytes: &[u8], e: std::str::Utf8Error, label: &str) -> ConfigErrors {
 
 /// Parses config text; `label` names the file in messages.
 pub fn parse_str(text: &str, label: &str, base_dir: Option<&Path>) -> Result<Config, ConfigErrors> {
+    parse_with_env(text, label, base_dir, &|name| std::env::var(name).ok())
+}
+
+/// [`parse_str`] with the environment given as a function (tests).
+fn parse_with_env(
+    text: &str,
+    label: &str,
+    base_dir: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
     let mut cx = Cx {
         text,
         label,
@@ -101,7 +111,7 @@ pub fn parse_str(text: &str, label: &str, base_dir: Option<&Path>) -> Result<Con
     // Every value taken from the environment is a potential secret.
     let from_env = std::cell::RefCell::new(Vec::new());
     let lookup = |name: &str| {
-        let value = std::env::var(name).ok();
+        let value = env(name);
         from_env.borrow_mut().extend(value.clone());
         value
     };
@@ -110,7 +120,7 @@ pub fn parse_str(text: &str, label: &str, base_dir: Option<&Path>) -> Result<Con
     }
     // Remembered before validation, so that no error message prints them.
     super::redact::remember(from_env.into_inner());
-    let config = build(root, &mut cx, base_dir);
+    let config = build(root, &mut cx, base_dir, env);
     super::redact::remember(config.backends.values().flat_map(|b| match &b.transport {
         TransportConfig::Http { url, .. } | TransportConfig::Sse { url, .. } => {
             super::redact::url_secrets(url)
@@ -148,6 +158,17 @@ impl Cx<'_> {
         // A message may quote a value, and the value may come from the environment.
         let message = super::redact::redact(&message.into()).into_owned();
         self.errors.push((span.start, ConfigError { location, message }));
+    }
+
+    /// An error with no place in the file (an environment variable's).
+    pub(super) fn general(&mut self, message: String) {
+        self.errors.push((
+            usize::MAX,
+            ConfigError {
+                location: None,
+                message,
+            },
+        ));
     }
 
     fn toml_error(&mut self, e: &toml::de::Error) {
@@ -338,7 +359,13 @@ pub(super) fn deserialize<'de, T: Deserialize<'de>>(
     }
 }
 
-fn build(root: DeTable<'_>, cx: &mut Cx<'_>, base_dir: Option<&Path>) -> Config {
+fn build(
+    root: DeTable<'_>,
+    cx: &mut Cx<'_>,
+    base_dir: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Config {
+    let mut raw_audit = None;
     let mut raw_server = RawServer::default();
     let mut raw_auth = RawAuth::default();
     let mut raw_limits = RawLimits::default();
@@ -391,6 +418,7 @@ fn build(root: DeTable<'_>, cx: &mut Cx<'_>, base_dir: Option<&Path>) -> Config 
                     bus = b;
                 }
             }
+            "audit" => raw_audit = Some(value),
             "jobs" => {
                 if let Some(j) = super::jobs::jobs(value, cx, base_dir) {
                     jobs = j;
@@ -399,7 +427,7 @@ fn build(root: DeTable<'_>, cx: &mut Cx<'_>, base_dir: Option<&Path>) -> Config 
             other => cx.error(
                 key.span(),
                 format!(
-                    "unknown section `{other}` (expected `server`, `auth`, `limits`, `backends`, `messaging`, `bus` or `jobs`)"
+                    "unknown section `{other}` (expected `server`, `auth`, `limits`, `backends`, `messaging`, `bus`, `jobs` or `audit`)"
                 ),
             ),
         }
@@ -429,6 +457,7 @@ fn build(root: DeTable<'_>, cx: &mut Cx<'_>, base_dir: Option<&Path>) -> Config 
         locations,
         messaging,
         bus,
+        audit: super::audit::audit(raw_audit, cx, base_dir, env),
         auth,
         limits: build_limits(raw_limits, cx),
         jobs,
@@ -962,6 +991,18 @@ pub fn join(prefix: &str, sep: &str, name: &str) -> String {
     } else {
         format!("{prefix}{sep}{name}")
     }
+}
+
+/// Parses `text` as `g.toml` with the given environment; errors as lines.
+#[cfg(test)]
+pub(super) fn test_parse_with_env(text: &str, env: &[(&str, &str)]) -> Result<Config, Vec<String>> {
+    let lookup = |name: &str| {
+        env.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    };
+    parse_with_env(text, "g.toml", None, &lookup)
+        .map_err(|e| e.0.iter().map(|e| e.to_string()).collect())
 }
 
 #[cfg(test)]

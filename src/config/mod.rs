@@ -2,6 +2,7 @@
 
 mod diff;
 mod jobs;
+mod audit;
 mod load;
 mod messaging;
 mod model;
@@ -12,4 +13,5 @@ pub use jobs::{JobStoreConfig, JobsConfig, OnInterrupt};
 pub use load::{
     ConfigError, ConfigErrors, join as exposed_name, load_file, parse_str, unauthenticated_exposure,
 };
+pub use audit::{AuditConfig, LocalStore, Production};
 pub use model::*;

@@ -31,6 +31,8 @@ pub struct Config {
     pub messaging: MessagingConfig,
     /// `[bus]`: the priority message bus.
     pub bus: BusConfig,
+    /// `[audit]`: the audit log of every call.
+    pub audit: super::AuditConfig,
     /// `[auth]`: who may use the gateway, and what each client may see.
     pub auth: AuthConfig,
     /// `[limits]`: how much each client and the whole gateway may ask for.
@@ -286,8 +288,9 @@ pub struct TokenConfig {
     pub backends: Option<NameFilter>,
     /// Globs over exposed tool names; `None`: every tool of an allowed backend.
     pub tools: Option<NameFilter>,
-    /// May use the admin routes (`/admin/*`) and see every backend and
-    /// session in status; `false` unless the token says `admin = true`.
+    /// May use the admin routes (`/admin/*`), see every backend and session
+    /// in status, and every client's entries in the audit log; `false`
+    /// unless the token says `admin = true`.
     pub admin: bool,
 }
 

@@ -9,6 +9,7 @@
 
 pub mod conn;
 pub mod execute;
+mod audit;
 pub mod http;
 pub mod invoke;
 pub mod layers;

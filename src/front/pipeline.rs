@@ -24,7 +24,7 @@ use super::request::Req;
 use super::session::FrontSession;
 use crate::backend::{Backend, CallError, Origin, prefix_uri};
 use crate::builtin::status::VIEW_META_KEY;
-use crate::builtin::{AUTH_META_KEY, CLIENT_META_KEY, SESSION_META_KEY};
+use crate::builtin::{ADMIN_META_KEY, AUTH_META_KEY, CLIENT_META_KEY, SESSION_META_KEY};
 use crate::config::TransportConfig;
 use crate::router::Snapshot;
 
@@ -167,6 +167,11 @@ impl FrontSession {
             }
             meta.0.0.insert(k.clone(), v.clone());
         }
+        // Every backend learns the correlation id, so its own logs can be joined with ours.
+        meta.0.0.insert(
+            crate::audit::CORRELATION_META_KEY.into(),
+            req.correlation_id.to_string().into(),
+        );
         if matches!(to.config.transport, TransportConfig::Builtin { .. }) {
             meta.0.0.insert(SESSION_META_KEY.into(), self.id.into());
             let snapshot = self.gateway.snapshot();
@@ -177,6 +182,9 @@ impl FrontSession {
             if let Some(id) = req.client_id() {
                 meta.0.0.insert(AUTH_META_KEY.into(), id.into());
                 meta.0.0.insert(CLIENT_META_KEY.into(), id.into());
+                if req.client.as_ref().is_some_and(|c| c.admin) {
+                    meta.0.0.insert(ADMIN_META_KEY.into(), true.into());
+                }
             } else if let Some(s) = self.session.get() {
                 meta.0
                     .0

@@ -68,7 +68,8 @@ impl crate::reload::ConfigListener for Policy {
 #[derive(Debug)]
 pub struct Client {
     pub id: Arc<str>,
-    /// May use `/admin/*` and see everything in status.
+    /// May use `/admin/*`, see everything in status, and read every client's
+    /// audit entries.
     pub admin: bool,
     backends: Option<NameFilter>,
     tools: Option<NameFilter>,

@@ -32,7 +32,7 @@ pub(super) struct Req {
     pub client: Option<Arc<Client>>,
     method: &'static str,
     span: tracing::Span,
-    started: Instant,
+    pub(super) started: Instant,
     timeout: Option<Duration>,
     /// Given to the backend call: cancelled when the client cancels the
     /// request or it runs out of time. A child of rmcp's token, so it ends
@@ -42,6 +42,12 @@ pub(super) struct Req {
     tool_error: AtomicBool,
     /// Set when the request may not run at all (see [`Req::refuse`]).
     refused: OnceLock<ErrorData>,
+    /// The gateway's request id (`x-request-id`): the audit log's
+    /// `correlation_id`, also sent to the backend in `_meta`.
+    pub correlation_id: Arc<str>,
+    /// `http` or `stdio`, for the audit log.
+    pub transport: &'static str,
+    pub session: u64,
 }
 
 impl Req {
@@ -70,6 +76,11 @@ impl Req {
             });
         span.record("session", session);
         span.record("method", method);
+        let correlation_id = parts
+            .and_then(|p| p.extensions.get::<super::layers::RequestId>())
+            .map(|r| r.0.clone())
+            .unwrap_or_else(|| super::layers::trace::new_request_id().into());
+        let transport = if parts.is_some() { "http" } else { "stdio" };
         Self {
             client,
             method,
@@ -80,7 +91,24 @@ impl Req {
             backend: OnceLock::new(),
             tool_error: AtomicBool::new(false),
             refused: OnceLock::new(),
+            correlation_id,
+            transport,
+            session,
         }
+    }
+
+    /// The backend the request was routed to, once known.
+    pub fn backend(&self) -> Option<&str> {
+        self.backend.get().map(String::as_str)
+    }
+
+    /// Whether a `tools/call` came back with `isError`.
+    pub fn had_tool_error(&self) -> bool {
+        self.tool_error.load(Ordering::Relaxed)
+    }
+
+    pub fn method(&self) -> &'static str {
+        self.method
     }
 
     pub fn client_id(&self) -> Option<&str> {

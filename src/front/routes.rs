@@ -72,6 +72,50 @@ impl Routes {
         }
     }
 
+    /// `GET /api/v1/logs?tool=…&client=…&limit=…`: the audit log, newest
+    /// first; a client without `admin` sees only its own entries.
+    async fn logs(&self, req: &Request<Full<Bytes>>) -> Response<Body> {
+        let mut args = serde_json::Map::new();
+        for (k, v) in url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
+            let value = match (k.as_ref(), v.parse::<u32>()) {
+                ("limit", Ok(n)) => json!(n),
+                _ => json!(v),
+            };
+            args.insert(k.into_owned(), value);
+        }
+        let query: crate::audit::LogQuery = match serde_json::from_value(args.into()) {
+            Ok(q) => q,
+            Err(e) => {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    json!({"error": format!("bad query parameters: {e}")}),
+                );
+            }
+        };
+        let caller = req.extensions().get::<super::layers::Caller>();
+        let query = crate::builtin::logs::scope(
+            query,
+            caller.map(|c| &*c.0.id),
+            caller.is_some_and(|c| c.0.admin),
+        );
+        match self.front.gateway.audit.query(query).await {
+            Ok(entries) => json_response(
+                StatusCode::OK,
+                json!({"count": entries.len(), "entries": entries}),
+            ),
+            Err(e @ crate::audit::AuditError::BadQuery(_)) => {
+                json_response(StatusCode::BAD_REQUEST, json!({"error": e.to_string()}))
+            }
+            Err(e @ crate::audit::AuditError::NoLocalStore) => {
+                json_response(StatusCode::NOT_FOUND, json!({"error": e.to_string()}))
+            }
+            Err(e) => json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": e.to_string()}),
+            ),
+        }
+    }
+
     async fn route(self, req: Request<Full<Bytes>>) -> Response<Body> {
         match (Route::get(&req), req.method()) {
             (Route::Mcp, &Method::POST) => self.post(req).await,
@@ -114,6 +158,7 @@ impl Routes {
             (Route::Execute, &Method::POST) => {
                 super::execute::handle(&self.front, &self.invoker, req).await
             }
+            (Route::Logs, &Method::GET) => self.logs(&req).await,
             (Route::Metrics, &Method::GET) => Response::builder()
                 .header(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)
                 .body(

@@ -80,6 +80,42 @@ impl FrontSession {
         items
     }
 
+    /// audit: the name and arguments of a request, or nothing when the
+    /// audit log is off, so an off log costs no clone.
+    fn audit_target(
+        &self,
+        name: &str,
+        args: impl FnOnce() -> Option<serde_json::Value>,
+    ) -> Option<(String, Option<serde_json::Value>)> {
+        self.gateway
+            .audit
+            .enabled()
+            .then(|| (name.to_string(), args()))
+    }
+
+    /// audit: one entry for a completed request (the front's only audit hook).
+    fn audit<T: Clone + Into<ServerResult>>(
+        &self,
+        req: &Req,
+        target: Option<(String, Option<serde_json::Value>)>,
+        result: &Result<T, ErrorData>,
+        function: &'static str,
+    ) {
+        let Some((name, args)) = target else { return };
+        let client_name = self.session.get().map(|s| s.client_name.clone());
+        super::audit::record(
+            &self.gateway.audit,
+            req,
+            super::audit::Target {
+                name: &name,
+                args,
+                client_name: client_name.as_deref(),
+            },
+            result,
+            function,
+        );
+    }
+
     /// What this session's client may see, for the coordinator.
     fn visibility(req: &Req) -> Visibility {
         match req.client.clone() {
@@ -244,7 +280,10 @@ impl ServerHandler for FrontSession {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let req = self.req("tools/call", &context);
-        req.run(async {
+        let target = self.audit_target(&request.name, || {
+            request.arguments.clone().map(serde_json::Value::Object)
+        });
+        let result = req.run(async {
             let exposed = request.name.clone();
             let outcome = self
                 .relay(
@@ -283,7 +322,9 @@ impl ServerHandler for FrontSession {
             }
             Ok(response)
         })
-        .await
+        .await;
+        self.audit(&req, target, &result, "call_tool");
+        result
     }
 
     async fn get_prompt(
@@ -292,7 +333,13 @@ impl ServerHandler for FrontSession {
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
         let req = self.req("prompts/get", &context);
-        req.run(async {
+        let target = self.audit_target(&request.name, || {
+            request
+                .arguments
+                .clone()
+                .map(|a| serde_json::to_value(a).unwrap_or_default())
+        });
+        let result = req.run(async {
             let exposed = request.name.clone();
             self.relay(
                 &req,
@@ -320,7 +367,9 @@ impl ServerHandler for FrontSession {
             .await
             .map_err(wire::rpc)
         })
-        .await
+        .await;
+        self.audit(&req, target, &result, "get_prompt");
+        result
     }
 
     async fn read_resource(
@@ -329,7 +378,8 @@ impl ServerHandler for FrontSession {
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
         let req = self.req("resources/read", &context);
-        req.run(async {
+        let target = self.audit_target(&request.uri, || None);
+        let result = req.run(async {
             let exposed = request.uri.clone();
             self.relay(
                 &req,
@@ -355,7 +405,9 @@ impl ServerHandler for FrontSession {
             .await
             .map_err(wire::rpc)
         })
-        .await
+        .await;
+        self.audit(&req, target, &result, "read_resource");
+        result
     }
 
     async fn complete(
@@ -364,7 +416,15 @@ impl ServerHandler for FrontSession {
         context: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, ErrorData> {
         let req = self.req("completion/complete", &context);
-        req.run(async {
+        let name = match &request.r#ref {
+            Reference::Prompt(p) => p.name.clone(),
+            Reference::Resource(r) => r.uri.clone(),
+            _ => String::new(),
+        };
+        let target = self.audit_target(&name, || {
+            Some(serde_json::json!({"argument": {"name": request.argument.name, "value": request.argument.value}}))
+        });
+        let result = req.run(async {
             let named = match &request.r#ref {
                 Reference::Prompt(p) => p.name.clone(),
                 Reference::Resource(r) => r.uri.clone(),
@@ -401,7 +461,9 @@ impl ServerHandler for FrontSession {
             .await
             .map_err(wire::rpc)
         })
-        .await
+        .await;
+        self.audit(&req, target, &result, "complete");
+        result
     }
 
     async fn set_level(

@@ -57,7 +57,7 @@ pub fn build(front: Front, mcp: Mcp) -> FrontService {
             &server.allowed_origins,
         )))
         // Before reading a body: unauthenticated clients cost us no buffering.
-        .layer(AuthLayer::new(policy.clone()))
+        .layer(AuthLayer::new(policy.clone(), gateway.audit.clone()))
         .layer(BodyLayer::new(gateway.clone()))
         // After the body: only JSON-RPC requests count against limits.
         .layer(LimitsLayer::new(policy))

@@ -39,6 +39,9 @@ pub struct Gateway {
     http: reqwest::Client,
     /// Sessions' own connections to `per_session` backends.
     pub private: PrivateBackends,
+    /// The audit log: the request path and the gateway's events record here;
+    /// a reload applies a new `[audit]` with `audit.apply`.
+    pub audit: crate::audit::Audit,
     /// The outcome of the last reload, for status and metrics.
     last_reload: Mutex<Option<serde_json::Value>>,
     /// The log level last applied to each shared backend: the most verbose
@@ -49,13 +52,14 @@ pub struct Gateway {
 impl Gateway {
     /// A gateway with no backends. Its list task (coalescing list changes)
     /// runs until the gateway is dropped.
-    pub fn new(server: ServerConfig) -> Arc<Self> {
+    pub fn new(server: ServerConfig, audit: &crate::config::AuditConfig) -> Arc<Self> {
         let hub = Hub::new();
         let http = reqwest::Client::builder()
             .user_agent(concat!("manifold/", env!("CARGO_PKG_VERSION")))
             .build()
             .unwrap_or_default();
-        let env = env_for(&server, hub.clone(), http.clone(), Arc::new(NoSets));
+        let audit = crate::audit::Audit::start(audit, http.clone());
+        let env = env_for(&server, hub.clone(), http.clone(), Arc::new(NoSets), audit.clone());
         let gateway = Arc::new(Self {
             snapshot: ArcSwap::from_pointee(Snapshot::empty(server.separator.clone())),
             server: ArcSwap::from_pointee(server),
@@ -63,6 +67,7 @@ impl Gateway {
             env: Arc::new(ArcSwap::from_pointee(env)),
             http,
             private: PrivateBackends::default(),
+            audit,
             last_reload: Mutex::new(None),
             applied_log_floor: Mutex::new(HashMap::new()),
         });
@@ -73,7 +78,13 @@ impl Gateway {
 
     /// The backend environment for `server` settings and these in-process sets.
     pub fn env_for(&self, server: &ServerConfig, builtins: Arc<dyn InProcessSets>) -> BackendEnv {
-        env_for(server, self.hub.clone(), self.http.clone(), builtins)
+        env_for(
+            server,
+            self.hub.clone(),
+            self.http.clone(),
+            builtins,
+            self.audit.clone(),
+        )
     }
 
     /// The live environment backends are started with.
@@ -200,8 +211,10 @@ fn env_for(
     hub: Arc<Hub>,
     http: reqwest::Client,
     builtins: Arc<dyn InProcessSets>,
+    audit: crate::audit::Audit,
 ) -> BackendEnv {
     BackendEnv {
+        audit,
         separator: server.separator.clone(),
         connect_timeout: server.connect_timeout,
         hub,

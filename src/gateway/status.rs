@@ -113,6 +113,7 @@ impl Gateway {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone()
                 .into();
+            status["audit"] = self.audit.status_json();
         }
         status
     }
@@ -163,6 +164,26 @@ impl Gateway {
                 .backends
                 .iter()
                 .map(|(name, b)| (name.clone(), b.state() == BackendState::Up))
+                .collect(),
+            audit: self
+                .audit
+                .stats()
+                .into_iter()
+                .map(|(destination, stats)| {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    let failing = stats
+                        .failing
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .is_some();
+                    let counts = [
+                        ("written", stats.written.load(Relaxed)),
+                        ("batches", stats.batches.load(Relaxed)),
+                        ("retried", stats.retried.load(Relaxed)),
+                        ("dropped", stats.dropped.load(Relaxed)),
+                    ];
+                    (destination, counts, failing)
+                })
                 .collect(),
             notifications: Kind::ALL
                 .iter()

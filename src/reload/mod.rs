@@ -69,7 +69,7 @@ impl Reloader {
     /// background (see `Gateway::settled`), clients may come at once.
     pub async fn start(config: Config, path: Option<PathBuf>) -> Arc<Self> {
         let reloader = Arc::new(Self {
-            gateway: Gateway::new(config.server.clone()),
+            gateway: Gateway::new(config.server.clone(), &config.audit),
             builtins: Mutex::new(None),
             listeners: Mutex::new(Vec::new()),
             lock: tokio::sync::Mutex::new(()),
@@ -160,12 +160,19 @@ impl Reloader {
         );
         *self.builtins.lock().unwrap_or_else(|p| p.into_inner()) = Some(builtins);
         self.notify_listeners(&new);
+        gateway.audit.apply(&new.audit);
         drain(retired);
         report.added = diff.added;
         report.removed = diff.removed;
         report.changed = diff.changed;
         report.unchanged = diff.unchanged;
         if !first {
+            self.gateway.audit.event(
+                "info",
+                "reload_applied",
+                "config reloaded",
+                json!({"added": report.added, "removed": report.removed, "changed": report.changed, "refused": report.refused}),
+            );
             // Target `queue`: logged, and published on the bus (builtin::bus).
             tracing::info!(
                 target: "queue",
@@ -267,6 +274,12 @@ impl Reloader {
                     "config reload failed; keeping the running config:\n{errors}"
                 );
                 let lines: Vec<String> = errors.0.iter().map(|e| e.to_string()).collect();
+                self.gateway.audit.event(
+                    "error",
+                    "reload_refused",
+                    "config reload refused; the running config stays",
+                    json!({"trigger": trigger, "errors": lines}),
+                );
                 self.gateway.record_reload(
                     json!({"ok": false, "at": at, "trigger": trigger, "errors": lines}),
                 );

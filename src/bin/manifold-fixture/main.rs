@@ -54,6 +54,9 @@ struct Args {
     /// tests count outside the gateway (jobs run exactly once).
     #[arg(long)]
     append_tool: bool,
+    /// Add tool `meta`, which returns the request's `_meta` (audit tests).
+    #[arg(long)]
+    meta_tool: bool,
 }
 
 #[derive(Clone)]
@@ -203,6 +206,13 @@ impl Fixture {
                 obj.clone(),
             ));
         }
+        if args.meta_tool {
+            tools.push(Tool::new(
+                "meta",
+                "Returns the request's `_meta` as JSON",
+                empty.clone(),
+            ));
+        }
         if args.long_tool {
             tools.push(Tool::new(
                 "l".repeat(70),
@@ -282,6 +292,7 @@ impl ServerHandler for Fixture {
             )
         };
         match request.name.as_ref() {
+            "meta" => text(serde_json::to_string(&ctx.meta).unwrap_or_default()),
             "echo" => match text_arg(&request.arguments, "message") {
                 Some(m) => text(m.to_string()),
                 None => Err(ErrorData::invalid_params("missing `message`", None)),

@@ -266,6 +266,7 @@ mod tests {
             session: Some(1),
             client: Some("vscode".into()),
             auth: Some("alice".into()),
+            ..Caller::default()
         };
         assert_eq!(
             m.act_as(&authed, "sender_id", Some("alice")).unwrap(),
@@ -286,6 +287,7 @@ mod tests {
             session: Some(2),
             client: None,
             auth: None,
+            ..Caller::default()
         };
         assert_eq!(m.identity(&open), None);
         assert_eq!(m.act_as(&open, "sender_id", Some(" bob ")).unwrap(), "bob");

@@ -27,11 +27,13 @@ use crate::front::reject::{Body, Rejection};
 #[derive(Clone)]
 pub struct AuthLayer {
     policy: Arc<Policy>,
+    /// Refusals are audit events (`log_type = "internal"`).
+    audit: crate::audit::Audit,
 }
 
 impl AuthLayer {
-    pub fn new(policy: Arc<Policy>) -> Self {
-        Self { policy }
+    pub fn new(policy: Arc<Policy>, audit: crate::audit::Audit) -> Self {
+        Self { policy, audit }
     }
 }
 
@@ -41,6 +43,7 @@ impl<S> Layer<S> for AuthLayer {
         Auth {
             inner,
             policy: self.policy.clone(),
+            audit: self.audit.clone(),
         }
     }
 }
@@ -49,6 +52,7 @@ impl<S> Layer<S> for AuthLayer {
 pub struct Auth<S> {
     inner: S,
     policy: Arc<Policy>,
+    audit: crate::audit::Audit,
 }
 
 /// The MCP session header (rmcp's name for it).
@@ -111,6 +115,19 @@ where
                 remote = remote.as_deref().unwrap_or("?"),
                 reason = why,
                 "request refused: unauthorized"
+            );
+            // Never the presented token: only where it came from and why it failed.
+            self.audit.event(
+                "warning",
+                "auth_refused",
+                "request refused: unauthorized",
+                serde_json::json!({
+                    "remote": remote,
+                    "reason": why,
+                    "path": req.uri().path(),
+                    "correlation_id": req.extensions().get::<super::RequestId>().map(|r| r.0.to_string()),
+                    "status": "denied",
+                }),
             );
             return futures::future::ready(Ok(Rejection::Unauthorized.into_response())).boxed();
         };

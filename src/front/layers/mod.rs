@@ -35,6 +35,8 @@ pub enum Route {
     AdminReload,
     /// `POST /api/v1/execute`: the queue and the tools over plain HTTP.
     Execute,
+    /// `GET /api/v1/logs`: the audit log.
+    Logs,
     Other,
 }
 
@@ -48,6 +50,7 @@ impl Route {
             "/metrics" => Self::Metrics,
             "/admin/reload" => Self::AdminReload,
             "/api/v1/execute" => Self::Execute,
+            "/api/v1/logs" => Self::Logs,
             _ => Self::Other,
         }
     }
@@ -76,6 +79,7 @@ impl Route {
             Self::Metrics => "metrics",
             Self::AdminReload => "admin_reload",
             Self::Execute => "execute",
+            Self::Logs => "logs",
             Self::Other => "other",
         }
     }

@@ -34,11 +34,17 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 #[derive(Clone, Copy, Default)]
 pub struct MakeId;
 
+/// A fresh id; also used for requests that arrive without HTTP (stdio).
+pub(crate) fn new_request_id() -> String {
+    let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    format!("{:08x}{n:08x}", *ID_SEED as u32)
+}
+
 impl MakeRequestId for MakeId {
     fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<TowerRequestId> {
-        let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{:08x}{n:08x}", *ID_SEED as u32);
-        HeaderValue::from_str(&id).ok().map(TowerRequestId::new)
+        HeaderValue::from_str(&new_request_id())
+            .ok()
+            .map(TowerRequestId::new)
     }
 }
 
