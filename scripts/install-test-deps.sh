@@ -101,20 +101,26 @@ fi
 # --- tansu, a Kafka-protocol broker (audit log tests) ---------------------------------------
 # A `cargo install` from source: about 30 minutes on 2 busy cores the first time, so it is
 # skipped when the pinned version is there. `dynostore` brings the memory:// storage engine.
-tansu="$deps/tansu/bin/tansu"
+# Built once per machine into a cache outside the checkout (CI clones afresh every run), and
+# linked to .test-deps/tansu; MANIFOLD_TOOL_CACHE moves the cache.
+cache="${MANIFOLD_TOOL_CACHE:-$HOME/.cache/manifold}/tansu-$TANSU_VERSION"
+tansu="$cache/bin/tansu"
 tansu_have="$("$tansu" --version 2>/dev/null | awk '{print $2}' || true)"
 if [[ "$tansu_have" == "$TANSU_VERSION" ]] && "$tansu" broker --help >/dev/null 2>&1 &&
-    [[ -f "$deps/tansu/.dynostore" ]]; then
-    say "tansu $TANSU_VERSION already installed"
+    [[ -f "$cache/.dynostore" ]]; then
+    say "tansu $TANSU_VERSION already installed ($cache)"
 else
     command -v cargo >/dev/null || die "cargo is not on PATH (needed to build tansu)"
     say "tansu: have '${tansu_have:-none}', want $TANSU_VERSION (cargo install, this takes a while)"
     started=$(date +%s)
-    cargo install --locked --force --root "$deps/tansu" tansu --version "$TANSU_VERSION" \
+    mkdir -p "$cache"
+    cargo install --locked --force --root "$cache" tansu --version "$TANSU_VERSION" \
         --features dynostore || die "cargo install tansu failed"
-    touch "$deps/tansu/.dynostore"
+    touch "$cache/.dynostore"
     say "tansu built in $(( $(date +%s) - started ))s"
 fi
+rm -rf "$deps/tansu"
+ln -s "$cache" "$deps/tansu"
 
 say "ready: $deps"
 say "  server-everything: node .test-deps/node_modules/@modelcontextprotocol/server-everything/dist/index.js stdio"

@@ -269,8 +269,11 @@ pub struct Scrape {
     pub notifications: Vec<(&'static str, &'static str, u64)>,
     /// Per audit destination: its counters (written, batches, retried,
     /// dropped) and whether it is failing now.
-    pub audit: Vec<(&'static str, [(&'static str, u64); 4], bool)>,
+    pub audit: Vec<AuditScrape>,
 }
+
+/// One audit destination at scrape time: name, counters by outcome, failing now.
+pub type AuditScrape = (&'static str, [(&'static str, u64); 4], bool);
 
 /// Every metric, in the OpenMetrics text format.
 pub fn render(scrape: &Scrape) -> String {

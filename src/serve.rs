@@ -36,8 +36,7 @@ pub async fn serve_http(
 ) -> std::io::Result<()> {
     let addr = listen.unwrap_or(config.server.listen);
     // The loader refuses this for `[server] listen`; `--listen` may differ.
-    if let Some(why) = crate::config::unauthenticated_exposure(&config.server, &config.auth, addr)
-    {
+    if let Some(why) = crate::config::unauthenticated_exposure(&config.server, &config.auth, addr) {
         return Err(std::io::Error::new(
             std::io::ErrorKind::PermissionDenied,
             why,

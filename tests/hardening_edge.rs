@@ -43,7 +43,10 @@ fn check_never_prints_a_secret_from_a_url_or_args() {
         !stdout.contains(SECRET) && !stderr.contains(SECRET),
         "check printed the secret:\n{stdout}\n{stderr}"
     );
-    assert!(stdout.contains("http://127.0.0.1:9/mcp?key=***"), "{stdout}");
+    assert!(
+        stdout.contains("http://127.0.0.1:9/mcp?key=***"),
+        "{stdout}"
+    );
     assert!(stdout.contains("--token ***"), "{stdout}");
 
     // --connect fails both backends; their reasons quote neither.
@@ -129,7 +132,10 @@ fn serve_output(config: &str, listen: &str) -> (Option<i32>, String) {
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             let _ = tx.send(line);
         }
     });
@@ -143,7 +149,12 @@ fn serve_output(config: &str, listen: &str) -> (Option<i32>, String) {
         }
         if let Some(status) = child.try_wait().unwrap() {
             let mut err = String::new();
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
             return (status.code(), err);
         }
         assert!(Instant::now() < deadline, "serve neither served nor exited");
@@ -159,7 +170,8 @@ fn serving_beyond_loopback_without_auth_is_refused_unless_allowed() {
     let (code, _, stderr) = manifold(&["check"], &cfg.path);
     assert_eq!(code, 1, "{stderr}");
     assert!(
-        stderr.contains(":2:10: listening on 0.0.0.0:0") && stderr.contains("allow_unauthenticated"),
+        stderr.contains(":2:10: listening on 0.0.0.0:0")
+            && stderr.contains("allow_unauthenticated"),
         "{stderr}"
     );
     // From --listen, with a loopback config file.
@@ -240,9 +252,7 @@ async fn half_open_connections_are_closed_and_cannot_starve_the_probes() {
     // The idle timeout never cuts a request in progress.
     let client = client(&gw.url).await;
     let r = client
-        .call_tool(
-            CallToolRequestParams::new("f__sleep").with_arguments(args(json!({"ms": 2500}))),
-        )
+        .call_tool(CallToolRequestParams::new("f__sleep").with_arguments(args(json!({"ms": 2500}))))
         .await
         .expect("a call longer than idle_timeout");
     assert_eq!(first_text(&r), "slept 2500 ms");

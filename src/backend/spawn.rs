@@ -272,7 +272,9 @@ async fn watch_exit(name: String, mut child: Box<dyn ChildWrapper>, exit: Arc<Ex
     let status = child.inner_mut().wait().await;
     match status {
         Ok(s) => tracing::info!(backend = %name, status = %s, "backend process exited"),
-        Err(e) => tracing::warn!(backend = %name, error = %e, "cannot wait for the backend process"),
+        Err(e) => {
+            tracing::warn!(backend = %name, error = %e, "cannot wait for the backend process")
+        }
     }
     exit.set();
 }

@@ -157,7 +157,8 @@ impl Cx<'_> {
         let location = Some(self.location(span.start));
         // A message may quote a value, and the value may come from the environment.
         let message = super::redact::redact(&message.into()).into_owned();
-        self.errors.push((span.start, ConfigError { location, message }));
+        self.errors
+            .push((span.start, ConfigError { location, message }));
     }
 
     /// An error with no place in the file (an environment variable's).
@@ -954,9 +955,7 @@ fn inherit_env(raw: Option<Spanned<toml::Value>>, cx: &mut Cx<'_>) -> InheritEnv
             for item in items {
                 match item {
                     toml::Value::String(n)
-                        if !n.is_empty()
-                            && !n.contains('=')
-                            && !n.contains('\0') =>
+                        if !n.is_empty() && !n.contains('=') && !n.contains('\0') =>
                     {
                         names.push(n)
                     }

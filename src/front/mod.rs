@@ -7,9 +7,9 @@
 //! limits in force (it follows reloads as a `ConfigListener`); [`reject`]
 //! turns refusals into responses.
 
+mod audit;
 pub mod conn;
 pub mod execute;
-mod audit;
 pub mod http;
 pub mod invoke;
 pub mod layers;

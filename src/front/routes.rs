@@ -227,7 +227,12 @@ async fn edge_errors(response: Response<Body>, id: Option<Value>) -> Response<Bo
         .get(header::CONTENT_TYPE)
         .is_none_or(|t| t.as_bytes().starts_with(b"text/plain"));
     let status = response.status();
-    if !plain || !matches!(status, StatusCode::BAD_REQUEST | StatusCode::INTERNAL_SERVER_ERROR) {
+    if !plain
+        || !matches!(
+            status,
+            StatusCode::BAD_REQUEST | StatusCode::INTERNAL_SERVER_ERROR
+        )
+    {
         return response;
     }
     let words = match response.into_body().collect().await {

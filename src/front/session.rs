@@ -283,46 +283,47 @@ impl ServerHandler for FrontSession {
         let target = self.audit_target(&request.name, || {
             request.arguments.clone().map(serde_json::Value::Object)
         });
-        let result = req.run(async {
-            let exposed = request.name.clone();
-            let outcome = self
-                .relay(
-                    &req,
-                    &context,
-                    Target::Tool(&exposed),
-                    |own, meta| {
-                        let mut params = CallToolRequestParams::new(own);
-                        params.arguments = request.arguments;
-                        params.input_responses = request.input_responses;
-                        params.request_state = request.request_state;
-                        params.meta = meta;
-                        ClientRequest::CallToolRequest(CallToolRequest::new(params))
-                    },
-                    |prefix, result| match result {
-                        ServerResult::CallToolResult(mut r) => {
-                            for block in &mut r.content {
-                                prefix_block(prefix, block);
+        let result = req
+            .run(async {
+                let exposed = request.name.clone();
+                let outcome = self
+                    .relay(
+                        &req,
+                        &context,
+                        Target::Tool(&exposed),
+                        |own, meta| {
+                            let mut params = CallToolRequestParams::new(own);
+                            params.arguments = request.arguments;
+                            params.input_responses = request.input_responses;
+                            params.request_state = request.request_state;
+                            params.meta = meta;
+                            ClientRequest::CallToolRequest(CallToolRequest::new(params))
+                        },
+                        |prefix, result| match result {
+                            ServerResult::CallToolResult(mut r) => {
+                                for block in &mut r.content {
+                                    prefix_block(prefix, block);
+                                }
+                                Some(CallToolResponse::Complete(r))
                             }
-                            Some(CallToolResponse::Complete(r))
-                        }
-                        ServerResult::InputRequiredResult(r) => {
-                            Some(CallToolResponse::InputRequired(r))
-                        }
-                        ServerResult::CreateTaskResult(r) => Some(CallToolResponse::Task(r)),
-                        _ => None,
-                    },
-                )
-                .await;
-            let response = match outcome {
-                Ok(response) => response,
-                Err(failure) => CallToolResponse::Complete(wire::tool(failure)?),
-            };
-            if matches!(&response, CallToolResponse::Complete(r) if r.is_error == Some(true)) {
-                req.tool_error();
-            }
-            Ok(response)
-        })
-        .await;
+                            ServerResult::InputRequiredResult(r) => {
+                                Some(CallToolResponse::InputRequired(r))
+                            }
+                            ServerResult::CreateTaskResult(r) => Some(CallToolResponse::Task(r)),
+                            _ => None,
+                        },
+                    )
+                    .await;
+                let response = match outcome {
+                    Ok(response) => response,
+                    Err(failure) => CallToolResponse::Complete(wire::tool(failure)?),
+                };
+                if matches!(&response, CallToolResponse::Complete(r) if r.is_error == Some(true)) {
+                    req.tool_error();
+                }
+                Ok(response)
+            })
+            .await;
         self.audit(&req, target, &result, "call_tool");
         result
     }
@@ -339,35 +340,36 @@ impl ServerHandler for FrontSession {
                 .clone()
                 .map(|a| serde_json::to_value(a).unwrap_or_default())
         });
-        let result = req.run(async {
-            let exposed = request.name.clone();
-            self.relay(
-                &req,
-                &context,
-                Target::Prompt(&exposed),
-                |own, meta| {
-                    let mut params = request;
-                    params.name = own;
-                    params.meta = meta;
-                    ClientRequest::GetPromptRequest(GetPromptRequest::new(params))
-                },
-                |prefix, result| match result {
-                    ServerResult::GetPromptResult(mut r) => {
-                        for message in &mut r.messages {
-                            prefix_block(prefix, &mut message.content);
+        let result = req
+            .run(async {
+                let exposed = request.name.clone();
+                self.relay(
+                    &req,
+                    &context,
+                    Target::Prompt(&exposed),
+                    |own, meta| {
+                        let mut params = request;
+                        params.name = own;
+                        params.meta = meta;
+                        ClientRequest::GetPromptRequest(GetPromptRequest::new(params))
+                    },
+                    |prefix, result| match result {
+                        ServerResult::GetPromptResult(mut r) => {
+                            for message in &mut r.messages {
+                                prefix_block(prefix, &mut message.content);
+                            }
+                            Some(GetPromptResponse::Complete(r))
                         }
-                        Some(GetPromptResponse::Complete(r))
-                    }
-                    ServerResult::InputRequiredResult(r) => {
-                        Some(GetPromptResponse::InputRequired(r))
-                    }
-                    _ => None,
-                },
-            )
-            .await
-            .map_err(wire::rpc)
-        })
-        .await;
+                        ServerResult::InputRequiredResult(r) => {
+                            Some(GetPromptResponse::InputRequired(r))
+                        }
+                        _ => None,
+                    },
+                )
+                .await
+                .map_err(wire::rpc)
+            })
+            .await;
         self.audit(&req, target, &result, "get_prompt");
         result
     }
@@ -379,33 +381,34 @@ impl ServerHandler for FrontSession {
     ) -> Result<ReadResourceResponse, ErrorData> {
         let req = self.req("resources/read", &context);
         let target = self.audit_target(&request.uri, || None);
-        let result = req.run(async {
-            let exposed = request.uri.clone();
-            self.relay(
-                &req,
-                &context,
-                Target::Resource(&exposed),
-                |own, meta| {
-                    let mut params = request;
-                    params.uri = own;
-                    params.meta = meta;
-                    ClientRequest::ReadResourceRequest(ReadResourceRequest::new(params))
-                },
-                |prefix, result| match result {
-                    ServerResult::ReadResourceResult(mut r) => {
-                        prefix_contents(prefix, &mut r.contents);
-                        Some(ReadResourceResponse::Complete(r))
-                    }
-                    ServerResult::InputRequiredResult(r) => {
-                        Some(ReadResourceResponse::InputRequired(r))
-                    }
-                    _ => None,
-                },
-            )
-            .await
-            .map_err(wire::rpc)
-        })
-        .await;
+        let result = req
+            .run(async {
+                let exposed = request.uri.clone();
+                self.relay(
+                    &req,
+                    &context,
+                    Target::Resource(&exposed),
+                    |own, meta| {
+                        let mut params = request;
+                        params.uri = own;
+                        params.meta = meta;
+                        ClientRequest::ReadResourceRequest(ReadResourceRequest::new(params))
+                    },
+                    |prefix, result| match result {
+                        ServerResult::ReadResourceResult(mut r) => {
+                            prefix_contents(prefix, &mut r.contents);
+                            Some(ReadResourceResponse::Complete(r))
+                        }
+                        ServerResult::InputRequiredResult(r) => {
+                            Some(ReadResourceResponse::InputRequired(r))
+                        }
+                        _ => None,
+                    },
+                )
+                .await
+                .map_err(wire::rpc)
+            })
+            .await;
         self.audit(&req, target, &result, "read_resource");
         result
     }
@@ -424,44 +427,45 @@ impl ServerHandler for FrontSession {
         let target = self.audit_target(&name, || {
             Some(serde_json::json!({"argument": {"name": request.argument.name, "value": request.argument.value}}))
         });
-        let result = req.run(async {
-            let named = match &request.r#ref {
-                Reference::Prompt(p) => p.name.clone(),
-                Reference::Resource(r) => r.uri.clone(),
-                _ => {
-                    return Err(ErrorData::invalid_params(
-                        "unsupported completion reference",
-                        None,
-                    ));
-                }
-            };
-            let target = match &request.r#ref {
-                Reference::Prompt(_) => Target::Prompt(&named),
-                _ => Target::Resource(&named),
-            };
-            self.relay(
-                &req,
-                &context,
-                target,
-                |own, meta| {
-                    let mut params = request;
-                    match &mut params.r#ref {
-                        Reference::Prompt(p) => p.name = own,
-                        Reference::Resource(r) => r.uri = own,
-                        _ => {}
+        let result = req
+            .run(async {
+                let named = match &request.r#ref {
+                    Reference::Prompt(p) => p.name.clone(),
+                    Reference::Resource(r) => r.uri.clone(),
+                    _ => {
+                        return Err(ErrorData::invalid_params(
+                            "unsupported completion reference",
+                            None,
+                        ));
                     }
-                    params.meta = meta;
-                    ClientRequest::CompleteRequest(CompleteRequest::new(params))
-                },
-                |_, result| match result {
-                    ServerResult::CompleteResult(r) => Some(r),
-                    _ => None,
-                },
-            )
-            .await
-            .map_err(wire::rpc)
-        })
-        .await;
+                };
+                let target = match &request.r#ref {
+                    Reference::Prompt(_) => Target::Prompt(&named),
+                    _ => Target::Resource(&named),
+                };
+                self.relay(
+                    &req,
+                    &context,
+                    target,
+                    |own, meta| {
+                        let mut params = request;
+                        match &mut params.r#ref {
+                            Reference::Prompt(p) => p.name = own,
+                            Reference::Resource(r) => r.uri = own,
+                            _ => {}
+                        }
+                        params.meta = meta;
+                        ClientRequest::CompleteRequest(CompleteRequest::new(params))
+                    },
+                    |_, result| match result {
+                        ServerResult::CompleteResult(r) => Some(r),
+                        _ => None,
+                    },
+                )
+                .await
+                .map_err(wire::rpc)
+            })
+            .await;
         self.audit(&req, target, &result, "complete");
         result
     }

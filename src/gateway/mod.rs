@@ -59,7 +59,13 @@ impl Gateway {
             .build()
             .unwrap_or_default();
         let audit = crate::audit::Audit::start(audit, http.clone());
-        let env = env_for(&server, hub.clone(), http.clone(), Arc::new(NoSets), audit.clone());
+        let env = env_for(
+            &server,
+            hub.clone(),
+            http.clone(),
+            Arc::new(NoSets),
+            audit.clone(),
+        );
         let gateway = Arc::new(Self {
             snapshot: ArcSwap::from_pointee(Snapshot::empty(server.separator.clone())),
             server: ArcSwap::from_pointee(server),
