@@ -21,12 +21,18 @@ fn blank_jsonc(text: &str) -> String {
     // The last byte that was neither whitespace nor part of a comment: a `,`
     // there followed by `}` or `]` is a trailing comma.
     let mut last_comma: Option<usize> = None;
+    // The last significant byte: a comma is only trailing after a value, so
+    // an invalid `"a": ,}` keeps its comma and its error position.
+    let mut prev = b'{';
     while i < bytes.len() {
         let b = bytes[i];
         if in_string {
             match b {
                 b'\\' => i += 1,
-                b'"' => in_string = false,
+                b'"' => {
+                    in_string = false;
+                    prev = b'"';
+                }
                 _ => {}
             }
             i += 1;
@@ -59,14 +65,21 @@ fn blank_jsonc(text: &str) -> String {
                 i = end;
                 continue;
             }
-            (b',', _) => last_comma = Some(i),
+            (b',', _) => {
+                last_comma = (!matches!(prev, b':' | b',' | b'[' | b'{')).then_some(i);
+                prev = b',';
+            }
             (b'}' | b']', _) => {
                 if let Some(c) = last_comma.take() {
                     out[c] = b' ';
                 }
+                prev = b;
             }
             (b' ' | b'\t' | b'\r' | b'\n', _) => {}
-            _ => last_comma = None,
+            _ => {
+                last_comma = None;
+                prev = b;
+            }
         }
         i += 1;
     }
