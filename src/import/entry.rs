@@ -350,9 +350,9 @@ fn note_references(server: &mut Server, scope: &Scope<'_>) {
         if server.needed.iter().any(|n| n.var == var) {
             continue;
         }
-        let why = match scope.inputs.iter().find(|(_, v, _)| *v == var) {
-            Some((id, _, desc)) if desc.is_empty() => format!("VS Code input `{id}`"),
-            Some((id, _, desc)) => format!("VS Code input `{id}`: {desc}"),
+        let why = match scope.inputs.iter().find(|i| i.var == var) {
+            Some(i) if i.description.is_empty() => format!("VS Code input `{}`", i.id),
+            Some(i) => format!("VS Code input `{}`: {}", i.id, i.description),
             None => "referenced in the client's config".into(),
         };
         server.needed.push(Needed { var, why });

@@ -71,8 +71,15 @@ impl Text {
 pub(super) struct Scope<'a> {
     /// The folder a project-level file belongs to (`.vscode/..`, `.cursor/..`).
     pub(super) workspace: &'a Path,
-    /// VS Code's `inputs`: id → the variable it becomes, and its description.
-    pub(super) inputs: &'a [(String, String, String)],
+    /// VS Code's `inputs`.
+    pub(super) inputs: &'a [Input],
+}
+
+/// A VS Code input: a value VS Code prompts for, which becomes a variable.
+pub(super) struct Input {
+    pub(super) id: String,
+    pub(super) var: String,
+    pub(super) description: String,
 }
 
 /// Reads the client's references in `raw`. Each one that is not a plain
@@ -115,8 +122,8 @@ fn reference(inner: &str, scope: &Scope<'_>, notes: &mut Vec<String>, text: &mut
     {
         text.0.push(Segment::Var(name.into()));
     } else if let Some(id) = inner.strip_prefix("input:") {
-        let var = match scope.inputs.iter().find(|(i, _, _)| i == id) {
-            Some((_, var, _)) => var.clone(),
+        let var = match scope.inputs.iter().find(|i| i.id == id) {
+            Some(input) => input.var.clone(),
             None => {
                 let var = var_name(id);
                 notes.push(format!(

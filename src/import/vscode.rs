@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::json::{JsonPath, type_name};
 use super::mcp_servers::Entry;
-use super::text::var_name;
+use super::text::{Input, var_name};
 
 /// The object holding `servers` (and `inputs`), with its path: the root, or
 /// `$.mcp` in a settings file.
@@ -42,11 +42,11 @@ pub(super) fn entries<'a>(obj: &'a Map<String, Value>, at: &JsonPath) -> Vec<Ent
         .unwrap_or_default()
 }
 
-/// `inputs` as (id, variable, description); problems as (path, message).
+/// The entries of `inputs`; problems as (path, message).
 pub(super) fn inputs(
     obj: &Map<String, Value>,
     at: &JsonPath,
-) -> (Vec<(String, String, String)>, Vec<(JsonPath, String)>) {
+) -> (Vec<Input>, Vec<(JsonPath, String)>) {
     let at = at.key("inputs");
     let mut out = Vec::new();
     let mut problems = Vec::new();
@@ -68,7 +68,11 @@ pub(super) fn inputs(
                     .get("description")
                     .and_then(Value::as_str)
                     .unwrap_or_default();
-                out.push((id.to_string(), var_name(id), desc.to_string()));
+                out.push(Input {
+                    id: id.to_string(),
+                    var: var_name(id),
+                    description: desc.to_string(),
+                });
             }
             None => problems.push((at.index(i), "an input without `id`; ignored".into())),
         }
