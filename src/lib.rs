@@ -38,6 +38,8 @@
 //!   is a [`front::FrontSession`]; its requests take one route → authorize → rewrite → forward →
 //!   map pipeline.
 //! - [`serve`] and [`check`]: `manifold serve|stdio` and `manifold check`, wiring the above.
+//! - [`import`]: `manifold import`, client configs (`mcpServers`, VS Code `servers`) → backend
+//!   tables; uses only [`config`].
 //!
 //! Requests flow down through front → router → backend; events flow back up through backend
 //! → coordinator → the sessions they belong to.
@@ -50,6 +52,7 @@ pub mod config;
 pub mod coordinator;
 pub mod front;
 pub mod gateway;
+pub mod import;
 pub mod jobs;
 pub mod metrics;
 pub mod ratelimit;

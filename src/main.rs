@@ -1,4 +1,4 @@
-//! The `manifold` command line: serve | stdio | check.
+//! The `manifold` command line: serve | stdio | check | import.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -49,6 +49,18 @@ enum Command {
         /// Also start every backend and report the names it would expose.
         #[arg(long)]
         connect: bool,
+    },
+    /// Turn MCP client configs (Claude Desktop, Claude Code, Cursor, VS Code) into backends.
+    Import {
+        /// The client config files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Merge the backends into this gateway.toml instead of printing them.
+        #[arg(long)]
+        write: Option<PathBuf>,
+        /// `name`: each backend's prefix is its name; `none`: no prefix.
+        #[arg(long, default_value = "name")]
+        prefix_from: manifold::import::PrefixFrom,
     },
 }
 
@@ -106,13 +118,27 @@ fn main() -> ExitCode {
         _ => "info,rmcp=warn",
     };
     init_tracing(cli.log_json, default_filter);
+    // Import only reads and writes files: no runtime.
+    if let Command::Import {
+        files,
+        write,
+        prefix_from,
+    } = cli.command
+    {
+        let opts = manifold::import::Options {
+            files,
+            write,
+            prefix_from,
+        };
+        return ExitCode::from(manifold::import::main(&opts));
+    }
     // The config is read before the runtime starts because it sizes the runtime.
     let config = match &cli.command {
         Command::Serve { config, .. } | Command::Stdio { config } => match load(config) {
             Ok(c) => Some(c),
             Err(code) => return code,
         },
-        Command::Check { .. } => None,
+        Command::Check { .. } | Command::Import { .. } => None,
     };
     let runtime = match runtime(config.as_ref()) {
         Ok(rt) => rt,
@@ -176,7 +202,9 @@ async fn run(command: Command, config: Option<Config>) -> anyhow::Result<ExitCod
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             Ok(ExitCode::SUCCESS)
         }
-        (Command::Serve { .. } | Command::Stdio { .. }, None) => Ok(ExitCode::FAILURE),
+        (Command::Serve { .. } | Command::Stdio { .. }, None) | (Command::Import { .. }, _) => {
+            Ok(ExitCode::FAILURE)
+        }
         (Command::Check { file, connect }, _) => {
             let config = match load(&file) {
                 Ok(c) => c,

@@ -7,7 +7,7 @@
 //! `max_concurrent`), and prefix resource links in the result. Jobs also
 //! take a slot of the client's `[limits]` (waiting for one rather than
 //! failing). Progress and server→client requests need a client peer: they
-//! go to a [`Loopback`], an in-process MCP client whose progress
+//! go to a `Loopback`, an in-process MCP client whose progress
 //! notifications are handed to the job that asked, by progress token, and
 //! which declines sampling, elicitation and roots (a job has nobody to ask).
 

@@ -69,7 +69,7 @@ impl Gateway {
 
     /// Everything `gateway_status` and `GET /status` report, as `view` may
     /// see it. Bounded whatever the number of sessions: at most
-    /// [`MAX_LISTED_SESSIONS`] are listed (`sessions_truncated` says if
+    /// `MAX_LISTED_SESSIONS` are listed (`sessions_truncated` says if
     /// more exist, `session_count` how many), client names cut short.
     pub fn status_json(&self, view: &View<'_>) -> serde_json::Value {
         let mine: Vec<_> = self

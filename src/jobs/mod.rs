@@ -5,7 +5,7 @@
 //! - [`model`]: jobs, their states and the JSON users see;
 //! - [`store`] / [`sql`]: where jobs live (SQLite by default, PostgreSQL for
 //!   several instances), behind one trait;
-//! - [`runner`]: worker slots, claims, leases, recovery, the retention sweep;
+//! - `runner`: worker slots, claims, leases, recovery, the retention sweep;
 //! - [`invoke`]: the [`ToolInvoker`] the runner calls tools through. The
 //!   front implements it, so a job passes the same route, allow-lists,
 //!   limits and backend timeouts as a direct call;

@@ -3,7 +3,7 @@
 //! the session handler fill in as they learn them, and a request id echoed in
 //! the `x-request-id` response header.
 //!
-//! Built from tower-http's layers ([`layers`]): `SetRequestId` keeps a
+//! Built from tower-http's layers (composed in `stack.rs`): `SetRequestId` keeps a
 //! client's own `x-request-id` (so a caller can follow its request through
 //! our logs) or makes one, `PropagateRequestId` echoes it, and `Trace` opens
 //! our span and logs each response. A last step ([`tag`]) records the route,
