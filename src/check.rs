@@ -42,7 +42,19 @@ pub fn summary(config: &Config, label: &str) -> String {
             .iter()
             .map(|t| t.client_id.as_str())
             .collect();
-        let _ = writeln!(out, "  auth: bearer tokens for {}", ids.join(", "));
+        if !ids.is_empty() {
+            let _ = writeln!(out, "  auth: bearer tokens for {}", ids.join(", "));
+        }
+        if let Some(o) = &config.auth.oauth {
+            let _ = writeln!(
+                out,
+                "  auth: OAuth access tokens from {} for {} ({} rules; keys from {})",
+                o.issuer,
+                o.resource,
+                o.rules.len(),
+                o.jwks_uri
+            );
+        }
     } else {
         let _ = writeln!(
             out,

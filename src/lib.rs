@@ -33,8 +33,9 @@
 //! - [`reload`]: startup and every reload on one path (empty gateway + apply(config)); file and
 //!   SIGHUP triggers; [`reload::ConfigListener`] for what else follows the config.
 //! - [`front`]: the client side. [`front::http`] serves MCP streamable HTTP through the tower
-//!   stack [`front::stack`] (trace, metrics, origin, auth, body, limits) and rmcp's
-//!   `StreamableHttpService`; [`front::stdio`] serves one client over stdio. Each client session
+//!   stack [`front::stack`] (trace, metrics, origin, auth, body, scope, limits) and rmcp's
+//!   `StreamableHttpService`; [`front::oauth`] checks OAuth access tokens (`[auth.oauth]`)
+//!   and serves the protected-resource metadata; [`front::stdio`] serves one client over stdio. Each client session
 //!   is a [`front::FrontSession`]; its requests take one route → authorize → rewrite → forward →
 //!   map pipeline.
 //! - [`serve`] and [`check`]: `manifold serve|stdio` and `manifold check`, wiring the above.

@@ -369,6 +369,7 @@ fn build(
     let mut raw_audit = None;
     let mut raw_server = RawServer::default();
     let mut raw_auth = RawAuth::default();
+    let mut raw_oauth = None;
     let mut raw_limits = RawLimits::default();
     let mut raw_backends = Vec::new();
     let mut messaging = MessagingConfig::default();
@@ -382,6 +383,8 @@ fn build(
                 }
             }
             "auth" => {
+                let mut value = value;
+                raw_oauth = super::oauth::take(&mut value);
                 if let Some(a) = deserialize(value, cx) {
                     raw_auth = a;
                 }
@@ -436,7 +439,8 @@ fn build(
 
     let listen_span = raw_server.listen.as_ref().map(|l| l.span());
     let server = build_server(raw_server, cx);
-    let auth = build_auth(raw_auth, cx);
+    let oauth = super::oauth::oauth(raw_oauth, cx);
+    let auth = build_auth(raw_auth, oauth, cx);
     if let Some(span) = listen_span
         && let Some(message) = unauthenticated_exposure(&server, &auth, server.listen)
     {
@@ -466,7 +470,7 @@ fn build(
 }
 
 /// Globs as an allow-list: an empty list allows nothing.
-fn allow_list(raw: Option<Vec<Spanned<String>>>, cx: &mut Cx<'_>) -> Option<NameFilter> {
+pub(super) fn allow_list(raw: Option<Vec<Spanned<String>>>, cx: &mut Cx<'_>) -> Option<NameFilter> {
     let raw = raw?;
     let mut bad = false;
     for p in &raw {
@@ -489,15 +493,18 @@ fn allow_list(raw: Option<Vec<Spanned<String>>>, cx: &mut Cx<'_>) -> Option<Name
     Some(filter)
 }
 
-fn build_auth(raw: RawAuth, cx: &mut Cx<'_>) -> AuthConfig {
+pub(super) fn valid_client_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '@'))
+}
+
+fn build_auth(raw: RawAuth, oauth: Option<super::OAuthConfig>, cx: &mut Cx<'_>) -> AuthConfig {
     let mut tokens: Vec<TokenConfig> = Vec::new();
     for t in raw.tokens {
         let id = t.client_id.get_ref();
-        if id.is_empty()
-            || !id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '@'))
-        {
+        if !valid_client_id(id) {
             cx.error(
                 t.client_id.span(),
                 format!("client_id \"{id}\" must be non-empty and use only letters, digits, `_`, `-`, `.` or `@`"),
@@ -531,7 +538,7 @@ fn build_auth(raw: RawAuth, cx: &mut Cx<'_>) -> AuthConfig {
             admin: t.admin.unwrap_or(false),
         });
     }
-    AuthConfig { tokens }
+    AuthConfig { tokens, oauth }
 }
 
 fn positive(raw: &Option<Spanned<i64>>, key: &str, cx: &mut Cx<'_>) -> Option<usize> {

@@ -6,6 +6,7 @@ mod jobs;
 mod load;
 mod messaging;
 mod model;
+mod oauth;
 pub mod redact;
 
 pub use audit::{AuditConfig, LocalStore, Production};
@@ -15,3 +16,4 @@ pub use load::{
     ConfigError, ConfigErrors, join as exposed_name, load_file, parse_str, unauthenticated_exposure,
 };
 pub use model::*;
+pub use oauth::{OAuthConfig, OAuthRule, RuleMatch};

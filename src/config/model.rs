@@ -265,16 +265,18 @@ pub struct BackendConfig {
 /// The default of `max_sessions` for per-session backends.
 pub const DEFAULT_MAX_SESSIONS: usize = 32;
 
-/// `[auth]`: bearer tokens. With none, the gateway is open to anyone who can
-/// reach it (bind it to loopback).
+/// `[auth]`: bearer tokens and OAuth access tokens. With neither, the
+/// gateway is open to anyone who can reach it (bind it to loopback).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct AuthConfig {
     pub tokens: Vec<TokenConfig>,
+    /// `[auth.oauth]`: JWT access tokens from an issuer.
+    pub oauth: Option<super::OAuthConfig>,
 }
 
 impl AuthConfig {
     pub fn enabled(&self) -> bool {
-        !self.tokens.is_empty()
+        !self.tokens.is_empty() || self.oauth.is_some()
     }
 }
 

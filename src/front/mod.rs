@@ -1,11 +1,12 @@
 //! The client-facing side: HTTP (and stdio) serving of one MCP session per client.
 //!
 //! HTTP requests go through [`stack`] (trace, metrics, origin, auth, body,
-//! limits; one layer per file in [`layers`]) to [`routes`], and MCP messages
+//! scope, limits; one layer per file in [`layers`]) to [`routes`], and MCP messages
 //! from there to rmcp and one [`FrontSession`] per client, whose forwarded
 //! requests all take the path of `pipeline.rs`. [`policy`] holds the auth and
-//! limits in force (it follows reloads as a `ConfigListener`); [`reject`]
-//! turns refusals into responses.
+//! limits in force (it follows reloads as a `ConfigListener`), with
+//! [`oauth`] for `[auth.oauth]` access tokens; [`reject`] turns refusals
+//! into responses.
 
 mod audit;
 pub mod conn;
@@ -13,6 +14,7 @@ pub mod execute;
 pub mod http;
 pub mod invoke;
 pub mod layers;
+pub mod oauth;
 mod params;
 mod pipeline;
 pub mod policy;

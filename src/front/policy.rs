@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::oauth::{OAuth, OAuthError};
 use crate::config::{AuthConfig, Config, LimitsConfig, NameFilter};
 use crate::ratelimit::KeyedLimiter;
 
@@ -31,7 +32,7 @@ pub struct Policy {
 impl Policy {
     pub fn new(config: &Config) -> Self {
         Self {
-            auth: ArcSwap::from_pointee(Auth::new(&config.auth)),
+            auth: ArcSwap::from_pointee(Auth::new(&config.auth, None)),
             limits: ArcSwap::from_pointee(Limits::new(&config.limits)),
             sessions: SessionOwners::default(),
         }
@@ -40,8 +41,10 @@ impl Policy {
     /// Applies a new config's `[auth]` and `[limits]`, each only if it
     /// changed (so rate-limit buckets survive an unrelated reload).
     pub fn update(&self, config: &Config) {
-        if self.auth.load().config != config.auth {
-            self.auth.store(Arc::new(Auth::new(&config.auth)));
+        let auth = self.auth.load();
+        if auth.config != config.auth {
+            self.auth
+                .store(Arc::new(Auth::new(&config.auth, Some(&auth))));
         }
         if self.limits.load().config != config.limits {
             self.limits.store(Arc::new(Limits::new(&config.limits)));
@@ -71,26 +74,81 @@ pub struct Client {
     /// May use `/admin/*`, see everything in status, and read every client's
     /// audit entries.
     pub admin: bool,
+    /// What it may use: anything one of these allows. A static token has
+    /// one; an OAuth token one per matching rule (none: nothing).
+    grants: Vec<Grant>,
+}
+
+/// One allow-list pair: backends, and exposed tools of those backends.
+#[derive(Debug, Clone)]
+pub struct Grant {
     backends: Option<NameFilter>,
     tools: Option<NameFilter>,
 }
 
+impl Grant {
+    /// `None` allows every backend, or every tool of an allowed backend.
+    pub fn new(backends: Option<NameFilter>, tools: Option<NameFilter>) -> Self {
+        Self { backends, tools }
+    }
+
+    fn allows_backend(&self, backend: &str) -> bool {
+        self.backends.as_ref().is_none_or(|f| f.allows(backend))
+    }
+
+    /// Whether this grant lets its holder call `tool` of `backend`.
+    pub fn allows_tool(&self, backend: &str, tool: &str) -> bool {
+        self.allows_backend(backend) && self.tools.as_ref().is_none_or(|f| f.allows(tool))
+    }
+}
+
 impl Client {
+    pub fn new(id: Arc<str>, admin: bool, grants: Vec<Grant>) -> Self {
+        Self { id, admin, grants }
+    }
+
     /// Whether the client may see and use anything of `backend`.
     pub fn may_use_backend(&self, backend: &str) -> bool {
-        self.backends.as_ref().is_none_or(|f| f.allows(backend))
+        self.grants.iter().any(|g| g.allows_backend(backend))
     }
 
     /// Whether the client may see and call the exposed tool `tool` of `backend`.
     pub fn may_call_tool(&self, backend: &str, tool: &str) -> bool {
-        self.may_use_backend(backend) && self.tools.as_ref().is_none_or(|f| f.allows(tool))
+        self.grants.iter().any(|g| g.allows_tool(backend, tool))
     }
 }
 
-/// The bearer tokens, kept only as SHA-256 digests.
+/// The bearer tokens, kept only as SHA-256 digests, and the OAuth
+/// resource server.
 pub struct Auth {
     config: AuthConfig,
     clients: Vec<([u8; 32], Arc<Client>)>,
+    oauth: Option<Arc<OAuth>>,
+}
+
+/// A request's proven identity.
+pub struct Authenticated {
+    pub client: Arc<Client>,
+    /// Set for an OAuth access token: the scopes it holds.
+    pub oauth: Option<OAuthToken>,
+}
+
+/// What the later steps need of an OAuth token (in the request extensions).
+#[derive(Clone)]
+pub struct OAuthToken {
+    pub oauth: Arc<OAuth>,
+    pub scopes: Arc<[String]>,
+}
+
+/// Why a request was not authenticated. Never holds the token.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthFailure {
+    #[error("no bearer token")]
+    Missing,
+    #[error("unknown bearer token")]
+    Unknown,
+    #[error(transparent)]
+    OAuth(#[from] OAuthError),
 }
 
 fn digest(token: &str) -> [u8; 32] {
@@ -98,43 +156,86 @@ fn digest(token: &str) -> [u8; 32] {
 }
 
 impl Auth {
-    fn new(config: &AuthConfig) -> Self {
+    /// The OAuth key cache of `previous` is kept when `[auth.oauth]` did
+    /// not change (a reload of the static tokens refetches nothing).
+    fn new(config: &AuthConfig, previous: Option<&Auth>) -> Self {
         let clients = config
             .tokens
             .iter()
             .map(|t| {
-                let client = Client {
-                    id: t.client_id.as_str().into(),
-                    admin: t.admin,
-                    backends: t.backends.clone(),
-                    tools: t.tools.clone(),
-                };
+                let grant = Grant::new(t.backends.clone(), t.tools.clone());
+                let client = Client::new(t.client_id.as_str().into(), t.admin, vec![grant]);
                 (digest(t.token.expose()), Arc::new(client))
             })
             .collect();
+        let oauth = config.oauth.as_ref().map(|o| {
+            let static_ids = config.tokens.iter().map(|t| t.client_id.clone()).collect();
+            match previous.and_then(|p| p.oauth.as_ref()) {
+                Some(old) if old.config == *o && old.same_static_ids(&static_ids) => old.clone(),
+                _ => Arc::new(OAuth::new(o, static_ids)),
+            }
+        });
         Self {
             config: config.clone(),
             clients,
+            oauth,
         }
     }
 
     pub fn enabled(&self) -> bool {
-        !self.clients.is_empty()
+        !self.clients.is_empty() || self.oauth.is_some()
     }
 
-    /// The configured client with this id (for calls made on its behalf
-    /// without a token at hand, such as its jobs).
+    /// `[auth.oauth]`, when configured.
+    pub fn oauth(&self) -> Option<&Arc<OAuth>> {
+        self.oauth.as_ref()
+    }
+
+    /// The client with this id (for calls made on its behalf without a
+    /// token at hand, such as its jobs): a static token's, or the one an
+    /// OAuth token last proved since the gateway started.
     pub fn client(&self, id: &str) -> Option<Arc<Client>> {
         self.clients
             .iter()
             .find(|(_, c)| &*c.id == id)
             .map(|(_, c)| c.clone())
+            .or_else(|| self.oauth.as_ref()?.remembered(id))
+    }
+
+    /// The client a request's bearer token proves: a static token, else
+    /// (when it looks like a JWT and `[auth.oauth]` is on) an access token.
+    pub async fn authenticate(
+        &self,
+        presented: Option<&str>,
+    ) -> Result<Authenticated, AuthFailure> {
+        let presented = presented.ok_or(AuthFailure::Missing)?;
+        if let Some(client) = self.static_token(presented) {
+            return Ok(Authenticated {
+                client,
+                oauth: None,
+            });
+        }
+        let Some(oauth) = self
+            .oauth
+            .as_ref()
+            .filter(|_| OAuth::looks_like_jwt(presented))
+        else {
+            return Err(AuthFailure::Unknown);
+        };
+        let verified = oauth.verify(presented).await?;
+        Ok(Authenticated {
+            client: verified.client,
+            oauth: Some(OAuthToken {
+                oauth: oauth.clone(),
+                scopes: verified.scopes.into(),
+            }),
+        })
     }
 
     /// The client a presented token belongs to. Compares digests (fixed
     /// length) in constant time against every token, so neither the length
     /// nor the position of a match shows in the timing.
-    pub fn authenticate(&self, presented: &str) -> Option<Arc<Client>> {
+    fn static_token(&self, presented: &str) -> Option<Arc<Client>> {
         let presented = digest(presented);
         let mut found = None;
         for (d, client) in &self.clients {
@@ -322,30 +423,34 @@ mod tests {
 
     #[test]
     fn tokens_match_their_client_only() {
-        let auth = Auth::new(&AuthConfig {
-            tokens: vec![
-                TokenConfig {
-                    client_id: "a".into(),
-                    token: Secret::new("token-aaaa"),
-                    backends: None,
-                    tools: None,
-                    admin: true,
-                },
-                TokenConfig {
-                    client_id: "b".into(),
-                    token: Secret::new("token-bbbb"),
-                    backends: Some(NameFilter::new(vec!["fx".into()], vec![]).unwrap()),
-                    tools: None,
-                    admin: false,
-                },
-            ],
-        });
-        assert_eq!(&*auth.authenticate("token-aaaa").unwrap().id, "a");
-        let b = auth.authenticate("token-bbbb").unwrap();
+        let auth = Auth::new(
+            &AuthConfig {
+                tokens: vec![
+                    TokenConfig {
+                        client_id: "a".into(),
+                        token: Secret::new("token-aaaa"),
+                        backends: None,
+                        tools: None,
+                        admin: true,
+                    },
+                    TokenConfig {
+                        client_id: "b".into(),
+                        token: Secret::new("token-bbbb"),
+                        backends: Some(NameFilter::new(vec!["fx".into()], vec![]).unwrap()),
+                        tools: None,
+                        admin: false,
+                    },
+                ],
+                oauth: None,
+            },
+            None,
+        );
+        assert_eq!(&*auth.static_token("token-aaaa").unwrap().id, "a");
+        let b = auth.static_token("token-bbbb").unwrap();
         assert!(b.may_use_backend("fx") && !b.may_use_backend("other"));
-        assert!(auth.authenticate("token-aaaa").unwrap().admin && !b.admin);
-        assert!(auth.authenticate("token-aaa").is_none());
-        assert!(auth.authenticate("").is_none());
+        assert!(auth.static_token("token-aaaa").unwrap().admin && !b.admin);
+        assert!(auth.static_token("token-aaa").is_none());
+        assert!(auth.static_token("").is_none());
     }
 
     #[test]

@@ -38,8 +38,18 @@ pub mod codes {
 /// Why a request was refused before it reached a session.
 #[derive(Debug, thiserror::Error)]
 pub enum Rejection {
-    #[error("missing or invalid bearer token")]
-    Unauthorized,
+    /// No token, or one that proves nothing. `challenge` is the
+    /// `WWW-Authenticate` value (with `[auth.oauth]`, it points to the
+    /// protected-resource metadata); `reason` says what was wrong.
+    #[error("missing or invalid bearer token: {reason}")]
+    Unauthorized { challenge: String, reason: String },
+    /// A valid token that may not do this; `challenge` says which scope
+    /// would let it (`insufficient_scope`) when one would.
+    #[error("{reason}")]
+    Forbidden {
+        challenge: Option<String>,
+        reason: String,
+    },
     #[error("Host header is not allowed: {0}")]
     Host(String),
     #[error("Origin is not allowed: {0}")]
@@ -76,7 +86,11 @@ impl Rejection {
     /// The label counted in `manifold_rejected_requests_total`.
     pub fn reason(&self) -> &'static str {
         match self {
-            Self::Unauthorized => "unauthorized",
+            Self::Unauthorized { .. } => "unauthorized",
+            Self::Forbidden {
+                challenge: Some(_), ..
+            } => "insufficient_scope",
+            Self::Forbidden { .. } => "forbidden",
             Self::Host(_) => "host",
             Self::Origin(_) => "origin",
             Self::BodyTooLarge(_) => "body_too_large",
@@ -98,12 +112,18 @@ impl Rejection {
         crate::metrics::rejected(self.reason());
         let message = self.to_string();
         match self {
-            Self::Unauthorized => {
+            Self::Unauthorized { challenge, .. } => {
                 let mut r = text(StatusCode::UNAUTHORIZED, &format!("{message}\n"));
-                r.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"manifold\""),
-                );
+                if let Ok(v) = HeaderValue::from_str(&challenge) {
+                    r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+                }
+                r
+            }
+            Self::Forbidden { challenge, .. } => {
+                let mut r = text(StatusCode::FORBIDDEN, &format!("{message}\n"));
+                if let Some(v) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+                    r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+                }
                 r
             }
             Self::Host(_) | Self::Origin(_) => {

@@ -6,8 +6,9 @@
 //! connect attempt (503 before), with each backend's state as JSON; `GET
 //! /status` is what `gateway_status` reports; `GET /metrics` is the
 //! metrics in the OpenMetrics text format; `POST /admin/reload` reloads the
-//! config file (admin tokens only, checked by the auth layer). `/status`
-//! shows a client that is not an admin only the backends it may use and its
+//! config file (admin tokens only, checked by the auth layer); `GET
+//! /.well-known/oauth-protected-resource[{path}]` is the RFC 9728 metadata
+//! with `[auth.oauth]`. `/status` shows a client that is not an admin only the backends it may use and its
 //! own sessions. Before rmcp sees a POST, `server/discover`
 //! is answered with -32601 so that clients that try the 2026 lifecycle first
 //! fall back to `initialize` (rmcp notes, P9), and an `initialize` past
@@ -116,6 +117,19 @@ impl Routes {
         }
     }
 
+    /// `GET /.well-known/oauth-protected-resource[/path]`: RFC 9728
+    /// metadata, with `[auth.oauth]` only (404 without, or at another path).
+    fn resource_metadata(&self, path: &str) -> Response<Body> {
+        let auth = self.front.policy.auth();
+        let mcp_path = &self.front.gateway.server().path;
+        match auth.oauth() {
+            Some(o) if super::oauth::metadata::serves(&o.config, path, mcp_path) => {
+                json_response(StatusCode::OK, super::oauth::metadata::document(&o.config))
+            }
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+
     async fn route(self, req: Request<Full<Bytes>>) -> Response<Body> {
         match (Route::get(&req), req.method()) {
             (Route::Mcp, &Method::POST) => self.post(req).await,
@@ -159,6 +173,7 @@ impl Routes {
                 super::execute::handle(&self.front, &self.invoker, req).await
             }
             (Route::Logs, &Method::GET) => self.logs(&req).await,
+            (Route::ResourceMetadata, &Method::GET) => self.resource_metadata(req.uri().path()),
             (Route::Metrics, &Method::GET) => Response::builder()
                 .header(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)
                 .body(

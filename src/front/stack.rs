@@ -19,6 +19,7 @@ use super::layers::body::BodyLayer;
 use super::layers::limits::LimitsLayer;
 use super::layers::metrics::MetricsLayer;
 use super::layers::origin::{OriginLayer, OriginPolicy};
+use super::layers::scope::ScopeLayer;
 use super::layers::trace::{LogResponse, MakeId, REQUEST_ID_HEADER, RequestSpans, tag};
 use super::reject::Body;
 use super::routes::{Mcp, Routes};
@@ -59,6 +60,8 @@ pub fn build(front: Front, mcp: Mcp) -> FrontService {
         // Before reading a body: unauthenticated clients cost us no buffering.
         .layer(AuthLayer::new(policy.clone(), gateway.audit.clone()))
         .layer(BodyLayer::new(gateway.clone()))
+        // After the body (it names the tool), before limits: a step-up costs no slot.
+        .layer(ScopeLayer::new(gateway.clone()))
         // After the body: only JSON-RPC requests count against limits.
         .layer(LimitsLayer::new(policy))
         .service(Routes::new(front, mcp));

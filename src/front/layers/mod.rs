@@ -4,9 +4,10 @@
 //! 1. [`trace`]: a request id and a span for every request (tower-http `SetRequestId`, `PropagateRequestId` and `Trace`).
 //! 2. [`metrics`]: HTTP requests and response times by route.
 //! 3. [`origin`]: `Host` and browser `Origin` checks (DNS-rebinding protection).
-//! 4. [`auth`]: bearer tokens → the client id.
+//! 4. [`auth`]: bearer tokens (static, or OAuth access tokens) → the client id.
 //! 5. [`body`]: reads the MCP request body (bounded) and notes what it asks for.
-//! 6. [`limits`]: global and per-client concurrency, per-client rate.
+//! 6. [`scope`]: OAuth step-up: 403 `insufficient_scope` for a tool a scope would allow.
+//! 7. [`limits`]: global and per-client concurrency, per-client rate.
 //!
 //! Layers talk to later ones, and to the rmcp session handler, only through
 //! the request extensions defined here (rmcp hands the request's
@@ -17,6 +18,7 @@ pub mod body;
 pub mod limits;
 pub mod metrics;
 pub mod origin;
+pub mod scope;
 pub mod trace;
 
 use std::net::SocketAddr;
@@ -37,6 +39,8 @@ pub enum Route {
     Execute,
     /// `GET /api/v1/logs`: the audit log.
     Logs,
+    /// `GET /.well-known/oauth-protected-resource[/…]`: RFC 9728 metadata.
+    ResourceMetadata,
     Other,
 }
 
@@ -51,6 +55,7 @@ impl Route {
             "/admin/reload" => Self::AdminReload,
             "/api/v1/execute" => Self::Execute,
             "/api/v1/logs" => Self::Logs,
+            p if p.starts_with(crate::front::oauth::metadata::WELL_KNOWN) => Self::ResourceMetadata,
             _ => Self::Other,
         }
     }
@@ -70,6 +75,12 @@ impl Route {
         matches!(self, Self::Healthz | Self::Readyz)
     }
 
+    /// Served without a token: probes, and the document that tells a
+    /// client where to get one.
+    pub fn is_public(self) -> bool {
+        self.is_probe() || self == Self::ResourceMetadata
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Self::Mcp => "mcp",
@@ -80,6 +91,7 @@ impl Route {
             Self::AdminReload => "admin_reload",
             Self::Execute => "execute",
             Self::Logs => "logs",
+            Self::ResourceMetadata => "oauth_metadata",
             Self::Other => "other",
         }
     }
@@ -101,6 +113,9 @@ pub struct RemoteAddr(pub SocketAddr);
 /// The client that the request's bearer token proved; absent without `[auth]`.
 #[derive(Clone, Debug)]
 pub struct Caller(pub Arc<Client>);
+
+/// Present when the caller proved itself with an OAuth access token.
+pub use super::policy::OAuthToken;
 
 /// What a JSON POST body asks for, as far as the layers care.
 #[derive(Clone, Debug, Default)]
