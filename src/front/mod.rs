@@ -22,6 +22,7 @@ pub mod routes;
 mod session;
 pub mod stack;
 pub mod stdio;
+mod subscribe;
 
 use std::sync::Arc;
 
