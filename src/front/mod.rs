@@ -24,6 +24,7 @@ mod session;
 pub mod sessions;
 pub mod stack;
 pub mod stdio;
+mod subscribe;
 
 use std::sync::Arc;
 
