@@ -11,10 +11,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
+pub use super::filter::NameFilter;
 
 /// The default listen address of `manifold serve`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8123";
+const DEFAULT_LISTEN_PORT: u16 = 8123;
 /// MCP names longer than this are rejected by several LLM function-calling APIs.
 pub const MAX_EXPOSED_NAME: usize = 64;
 
@@ -39,6 +40,15 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[jobs]`: the built-in job queue (off unless the section is present).
     pub jobs: super::JobsConfig,
+    /// `[sessions]`: where MCP sessions live (fixed at start).
+    pub sessions: SessionsConfig,
+}
+
+/// `[sessions]`: in this process, or in Redis so that another instance can
+/// restore a session (docs/scale-out.md).
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct SessionsConfig {
+    pub store: StoreConfig,
 }
 
 impl Config {
@@ -108,6 +118,11 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Serve on a non-loopback address without `[auth]` (refused otherwise).
     pub allow_unauthenticated: bool,
+    /// This instance's name: the prefix of the session ids it mints, shown in
+    /// `/readyz`, `/status`, metrics and logs. Default: host name and port.
+    pub instance_id: String,
+    /// After SIGTERM, how long requests in flight may take to finish.
+    pub drain_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -133,6 +148,8 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(60),
             max_connections: 1024,
             allow_unauthenticated: false,
+            instance_id: super::sessions::default_instance_id(DEFAULT_LISTEN_PORT),
+            drain_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -438,84 +455,9 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// `include` / `exclude` glob patterns over a backend's own (unprefixed) names.
-///
-/// A name is kept when it matches some `include` pattern (or `include` is
-/// empty) and matches no `exclude` pattern.
-#[derive(Clone, Default)]
-pub struct NameFilter {
-    include: Vec<String>,
-    exclude: Vec<String>,
-    include_set: Option<GlobSet>,
-    exclude_set: Option<GlobSet>,
-}
-
-impl NameFilter {
-    /// Builds the filter; the error names the first invalid pattern.
-    pub fn new(
-        include: Vec<String>,
-        exclude: Vec<String>,
-    ) -> Result<Self, (String, globset::Error)> {
-        fn build(patterns: &[String]) -> Result<Option<GlobSet>, (String, globset::Error)> {
-            if patterns.is_empty() {
-                return Ok(None);
-            }
-            let mut b = GlobSetBuilder::new();
-            for p in patterns {
-                b.add(Glob::new(p).map_err(|e| (p.clone(), e))?);
-            }
-            b.build().map(Some).map_err(|e| (patterns.join(", "), e))
-        }
-        Ok(Self {
-            include_set: build(&include)?,
-            exclude_set: build(&exclude)?,
-            include,
-            exclude,
-        })
-    }
-
-    pub fn allows(&self, name: &str) -> bool {
-        let included = self.include_set.as_ref().is_none_or(|s| s.is_match(name));
-        included && !self.exclude_set.as_ref().is_some_and(|s| s.is_match(name))
-    }
-
-    pub fn include(&self) -> &[String] {
-        &self.include
-    }
-    pub fn exclude(&self) -> &[String] {
-        &self.exclude
-    }
-}
-
-impl PartialEq for NameFilter {
-    fn eq(&self, other: &Self) -> bool {
-        self.include == other.include && self.exclude == other.exclude
-    }
-}
-
-impl fmt::Debug for NameFilter {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NameFilter")
-            .field("include", &self.include)
-            .field("exclude", &self.exclude)
-            .finish()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn filter_include_then_exclude() {
-        let f =
-            NameFilter::new(vec!["get*".into(), "echo".into()], vec!["getSecret".into()]).unwrap();
-        assert!(f.allows("echo"));
-        assert!(f.allows("getTime"));
-        assert!(!f.allows("getSecret"));
-        assert!(!f.allows("add"));
-        assert!(NameFilter::default().allows("anything"));
-    }
 
     #[test]
     fn secrets_never_print() {

@@ -12,7 +12,8 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::DeValue;
 
-use super::load::{Cx, allow_list, deserialize, valid_client_id};
+use super::auth::{allow_list, valid_client_id};
+use super::load::{Cx, deserialize};
 use super::model::NameFilter;
 
 /// `[auth.oauth]`: the gateway as an OAuth 2.1 resource server.

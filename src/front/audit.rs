@@ -128,3 +128,41 @@ fn text_of(value: &Value, max: usize) -> String {
     walk(value, &mut out, max);
     crate::audit::entry::cut(&out, max)
 }
+
+impl super::session::FrontSession {
+    /// audit: the name and arguments of a request, or nothing when the
+    /// audit log is off, so an off log costs no clone.
+    pub(super) fn audit_target(
+        &self,
+        name: &str,
+        args: impl FnOnce() -> Option<serde_json::Value>,
+    ) -> Option<(String, Option<serde_json::Value>)> {
+        self.gateway
+            .audit
+            .enabled()
+            .then(|| (name.to_string(), args()))
+    }
+
+    /// audit: one entry for a completed request (the front's only audit hook).
+    pub(super) fn audit<T: Clone + Into<ServerResult>>(
+        &self,
+        req: &Req,
+        target: Option<(String, Option<serde_json::Value>)>,
+        result: &Result<T, ErrorData>,
+        function: &'static str,
+    ) {
+        let Some((name, args)) = target else { return };
+        let client_name = self.session.get().map(|s| s.client_name.clone());
+        record(
+            &self.gateway.audit,
+            req,
+            Target {
+                name: &name,
+                args,
+                client_name: client_name.as_deref(),
+            },
+            result,
+            function,
+        );
+    }
+}

@@ -10,8 +10,10 @@
 
 mod audit;
 pub mod conn;
+pub mod drain;
 pub mod execute;
 pub mod http;
+pub mod identity;
 pub mod invoke;
 pub mod layers;
 pub mod oauth;
@@ -22,8 +24,10 @@ pub mod reject;
 mod request;
 pub mod routes;
 mod session;
+pub mod sessions;
 pub mod stack;
 pub mod stdio;
+mod subscribe;
 
 use std::sync::Arc;
 
@@ -40,16 +44,26 @@ pub struct Front {
     pub gateway: Arc<Gateway>,
     pub policy: Arc<Policy>,
     pub reloader: Arc<Reloader>,
+    /// Draining for a restart: readiness 503, requests refused, in-flight counted.
+    pub drain: Arc<drain::Drain>,
+    /// `[sessions]` as it was at start (it does not follow reloads).
+    pub sessions: Arc<crate::config::SessionsConfig>,
 }
 
 impl Front {
     /// A front for this reloader's gateway; `policy` follows its reloads.
-    pub fn new(reloader: Arc<Reloader>, policy: Arc<Policy>) -> Self {
+    pub fn new(
+        reloader: Arc<Reloader>,
+        policy: Arc<Policy>,
+        sessions: crate::config::SessionsConfig,
+    ) -> Self {
         reloader.listen(policy.clone());
         Self {
             gateway: reloader.gateway().clone(),
             policy,
             reloader,
+            drain: Arc::default(),
+            sessions: Arc::new(sessions),
         }
     }
 

@@ -216,10 +216,10 @@ impl<S> Checked<S> {
         let mcp = Route::get(&req) == Route::Mcp;
         let session = session_id(&req).filter(|_| mcp);
         if let Some(id) = &session
-            && self.policy.sessions.owner(id).as_deref() != Some(&*client.id)
+            && !owns(&self.policy, id, &client.id).await
         {
-            // Another client's session, or one opened before auth was on:
-            // answered exactly like an unknown session, so nothing leaks.
+            // Another client's session: answered exactly like an unknown
+            // session, so nothing leaks.
             tracing::warn!(client = %client.id, "request refused: the session belongs to another client");
             return Ok(Rejection::UnknownSession.into_response());
         }
@@ -239,7 +239,7 @@ impl<S> Checked<S> {
                     .get(HEADER_SESSION_ID)
                     .and_then(|v| v.to_str().ok())
                 {
-                    sessions.bind(id, client.id.clone());
+                    sessions.bind_shared(id, client.id.clone()).await;
                 }
             }
             Some(id)
@@ -251,6 +251,18 @@ impl<S> Checked<S> {
             _ => {}
         }
         Ok(response)
+    }
+}
+
+/// Whether the session `id` is `client`'s: known here, or (with a shared
+/// session store) recorded there for it before rmcp restores it.
+async fn owns(policy: &Policy, id: &str, client: &Arc<str>) -> bool {
+    let sessions = &policy.sessions;
+    match sessions.owner(id) {
+        Some(owner) => owner == *client,
+        None if sessions.is_shared() => sessions.claim_shared(id, client).await,
+        // Opened before auth was on, or unknown.
+        None => false,
     }
 }
 

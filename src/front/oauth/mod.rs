@@ -6,7 +6,7 @@
 //!
 //! The protected-resource metadata (RFC 9728) and the `WWW-Authenticate`
 //! challenges that point to it are in [`metadata`]; the key cache in
-//! [`jwks`]. This module decides; `reject.rs` builds the responses.
+//! `jwks.rs`. This module decides; `reject.rs` builds the responses.
 
 mod jwks;
 pub mod metadata;
