@@ -15,6 +15,7 @@
 
 pub mod calls;
 pub mod counters;
+pub mod elicitations;
 pub mod lists;
 mod registry;
 
@@ -23,8 +24,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use rmcp::model::{
-    ClientCapabilities, LoggingLevel, LoggingMessageNotification, LoggingMessageNotificationParam,
-    ResourceUpdatedNotification, ResourceUpdatedNotificationParam, ServerNotification,
+    ClientCapabilities, CustomNotification, LoggingLevel, LoggingMessageNotification,
+    LoggingMessageNotificationParam, ResourceUpdatedNotification, ResourceUpdatedNotificationParam,
+    ServerNotification,
 };
 use rmcp::{Peer, RoleServer};
 
@@ -85,6 +87,8 @@ pub struct Hub {
     lists: Arc<lists::ListQueue>,
     /// Messages that could not be attributed to one session, for `gateway_status`.
     pub unattributable: AtomicU64,
+    /// URL-mode elicitations relayed to a session, for their completion notice.
+    pub elicitations: elicitations::Elicitations,
 }
 
 impl Hub {
@@ -97,6 +101,7 @@ impl Hub {
             subscriptions: Mutex::new(HashMap::new()),
             lists: Arc::default(),
             unattributable: AtomicU64::new(0),
+            elicitations: Default::default(),
         })
     }
 
@@ -322,6 +327,25 @@ impl Hub {
                 .keys()
                 .cloned()
                 .collect(),
+        }
+    }
+
+    /// Sends a backend's `notifications/elicitation/complete` to the session
+    /// its URL elicitation was relayed to (dropped, and counted, if none).
+    pub fn elicitation_complete(&self, backend: u64, notification: CustomNotification) {
+        self.counters.add(Kind::Elicitation, Fate::Received, 1);
+        let id = notification
+            .params
+            .as_ref()
+            .and_then(|p| p.get("elicitationId"))
+            .and_then(|v| v.as_str());
+        let session = id
+            .and_then(|id| self.elicitations.take(backend, id))
+            .and_then(|s| self.session(s));
+        let delivered = session
+            .is_some_and(|s| s.enqueue(ServerNotification::CustomNotification(notification)));
+        if !delivered {
+            self.counters.add(Kind::Elicitation, Fate::Dropped, 1);
         }
     }
 

@@ -187,6 +187,8 @@ fn kind_of(n: &ServerNotification) -> Kind {
         ServerNotification::LoggingMessageNotification(_) => Kind::Log,
         ServerNotification::ResourceUpdatedNotification(_) => Kind::ResourceUpdated,
         ServerNotification::CancelledNotification(_) => Kind::Cancelled,
+        // The only custom one relayed: `notifications/elicitation/complete`.
+        ServerNotification::CustomNotification(_) => Kind::Elicitation,
         _ => Kind::ToolsListChanged,
     }
 }

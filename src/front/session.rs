@@ -179,7 +179,7 @@ impl ServerHandler for FrontSession {
             .enable_completions()
             .build();
         ServerConfig::new(capabilities)
-            .with_server_info(Implementation::new("manifold", env!("CARGO_PKG_VERSION")))
+            .with_server_info(self.gateway.implementation(&|_| true))
             .with_instructions(self.gateway.instructions(&|_| true))
     }
 
@@ -214,6 +214,7 @@ impl ServerHandler for FrontSession {
             if req.restricted().is_some() {
                 let visible = |b: &str| req.sees_backend(b);
                 result.instructions = Some(self.gateway.instructions(&visible));
+                result.server_info = self.gateway.implementation(&visible);
             }
             Ok(result)
         })

@@ -13,6 +13,7 @@
 //! manifold-fixture --transport sse  --listen 127.0.0.1:0   # prints "listening http://ADDR/sse"
 //! ```
 
+mod eras;
 mod sse_server;
 
 use std::collections::BTreeSet;
@@ -57,6 +58,10 @@ struct Args {
     /// Add tool `meta`, which returns the request's `_meta` (audit tests).
     #[arg(long)]
     meta_tool: bool,
+    /// Add the tools and resources of newer protocol revisions (`eras.rs`)
+    /// and a title, icons and website in the server info.
+    #[arg(long)]
+    eras: bool,
 }
 
 #[derive(Clone)]
@@ -213,6 +218,9 @@ impl Fixture {
                 empty.clone(),
             ));
         }
+        if args.eras {
+            tools.extend(eras::tools());
+        }
         if args.long_tool {
             tools.push(Tool::new(
                 "l".repeat(70),
@@ -241,7 +249,11 @@ impl ServerHandler for Fixture {
                 .enable_completions()
                 .build(),
         )
-        .with_server_info(Implementation::new(self.args.name.clone(), "0.1.0"))
+        .with_server_info(if self.args.eras {
+            eras::implementation(&self.args.name)
+        } else {
+            Implementation::new(self.args.name.clone(), "0.1.0")
+        })
         .with_instructions(format!("Fixture server {}.", self.args.name))
     }
 
@@ -291,6 +303,11 @@ impl ServerHandler for Fixture {
                     .into(),
             )
         };
+        if self.args.eras
+            && let Some(answer) = eras::call(&request, &ctx).await
+        {
+            return answer;
+        }
         match request.name.as_ref() {
             "meta" => text(serde_json::to_string(&ctx.meta).unwrap_or_default()),
             "echo" => match text_arg(&request.arguments, "message") {
@@ -546,10 +563,11 @@ impl ServerHandler for Fixture {
         _: Option<PaginatedRequestParams>,
         _: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        Ok(ListResourcesResult::with_all_items(vec![Resource::new(
-            "fixture://info",
-            "info",
-        )]))
+        let mut items = vec![Resource::new("fixture://info", "info")];
+        if self.args.eras {
+            items.extend(eras::resources());
+        }
+        Ok(ListResourcesResult::with_all_items(items))
     }
 
     async fn list_resource_templates(
@@ -567,6 +585,11 @@ impl ServerHandler for Fixture {
         request: ReadResourceRequestParams,
         _: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
+        if self.args.eras
+            && let Some(app) = eras::read(&request.uri)
+        {
+            return Ok(app.into());
+        }
         let text = if request.uri == "fixture://info" {
             format!("fixture {}", self.args.name)
         } else if let Some(id) = request.uri.strip_prefix("fixture://items/") {
