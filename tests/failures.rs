@@ -288,11 +288,19 @@ async fn http_edge_cases_follow_the_spec() {
         -32600
     );
 
+    // `server/discover` (2026-07-28) needs its per-request `_meta`.
     let discover = r#"{"jsonrpc":"2.0","id":"d1","method":"server/discover","params":{}}"#;
     let (status, body) = post(&url, &[JSON, ACCEPT], discover).await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, 400, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["error"]["code"], -32601);
+    assert_eq!(v["error"]["code"], -32602, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("_meta"),
+        "{v}"
+    );
     assert_eq!(v["id"], "d1");
 
     let (status, _) = post(

@@ -242,6 +242,22 @@ impl BackendClient {
         needs: Needs,
     ) -> Result<(), ErrorData> {
         let session = self.hub.session(call.session);
+        if let Some(s) = session
+            .as_ref()
+            .filter(|s| s.mode != crate::coordinator::Mode::Legacy)
+        {
+            self.hub.counters.add(kind, Fate::Dropped, 1);
+            return Err(ErrorData::invalid_request(
+                format!(
+                    "client `{}` speaks MCP 2026-07-28, which has no server-to-client requests during a call \
+                     (a server asks with an InputRequired result instead); the gateway does not turn this \
+                     backend's {} request into one",
+                    s.client_name,
+                    capability_name(kind)
+                ),
+                None,
+            ));
+        }
         let missing = match &session {
             Some(s) => needs.missing_in(&s.capabilities),
             None => Some(capability_name(kind)),
@@ -275,6 +291,7 @@ impl BackendClient {
             .hub
             .sessions()
             .into_iter()
+            .filter(|s| s.mode == crate::coordinator::Mode::Legacy)
             .filter(|s| s.capabilities.roots.is_some() && s.may_see(backend))
             .map(|s| async move {
                 tokio::time::timeout(ROOTS_TIMEOUT, s.peer.list_roots())

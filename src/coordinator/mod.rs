@@ -33,7 +33,7 @@ use rmcp::{Peer, RoleServer};
 pub use calls::{Attribution, CallEvent, Calls, RelayJob};
 pub use counters::{Counters, Fate, Kind};
 pub use lists::{ListSource, spawn_list_task};
-pub use registry::{Session, Visibility};
+pub use registry::{Mode, Session, Visibility};
 
 /// Which aggregated lists changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -111,9 +111,11 @@ impl Hub {
 
     /// Registers a session; `list_hashes` are the hashes of the lists as it
     /// can see them now, so it is told only about later changes.
+    #[allow(clippy::too_many_arguments)]
     pub fn register(
         &self,
         id: u64,
+        mode: Mode,
         peer: Peer<RoleServer>,
         capabilities: ClientCapabilities,
         client_name: String,
@@ -122,6 +124,7 @@ impl Hub {
     ) -> Arc<Session> {
         let session = Session::start(
             id,
+            mode,
             peer,
             capabilities,
             client_name,
@@ -245,9 +248,11 @@ impl Hub {
         });
         let level = param.level as u8;
         for session in self.sessions() {
-            let addressed = match caller.or(owner) {
-                Some(id) => id == session.id,
-                None => session.may_see(backend),
+            let addressed = match (caller.or(owner), &session.mode) {
+                (Some(id), Mode::Legacy | Mode::Request) => id == session.id,
+                // A 2026-07-28 request hears only what it caused; a listen stream no logs.
+                (None, Mode::Legacy) => session.may_see(backend),
+                _ => false,
             };
             if !addressed || level < session.log_level() {
                 continue;

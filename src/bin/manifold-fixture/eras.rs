@@ -36,6 +36,13 @@ pub fn tools() -> Vec<Tool> {
             obj,
         ),
         app,
+        Tool::new(
+            "region",
+            "Returns its `region`, which clients also send as the Mcp-Param-Region header",
+            schema(
+                json!({"type": "object", "properties": {"region": {"type": "string", "x-mcp-header": "Region"}}}),
+            ),
+        ),
     ]
 }
 
@@ -70,6 +77,11 @@ pub async fn call(
     };
     Some(match request.name.as_ref() {
         "app" => text("app shown".into()),
+        "region" => text(
+            text_arg(&request.arguments, "region")
+                .unwrap_or("none")
+                .to_string(),
+        ),
         "sample_tools" => {
             let lookup = Tool::new(
                 "lookup",
@@ -95,46 +107,56 @@ pub async fn call(
                 Err(e) => failed(e),
             }
         }
-        "elicit_url" => {
-            let id = text_arg(&request.arguments, "id")
-                .unwrap_or("e1")
-                .to_string();
-            let params = ElicitRequestParams::UrlElicitationParams {
-                meta: None,
-                message: "Sign in".into(),
-                url: format!("https://login.example.invalid/{id}"),
-                elicitation_id: id.clone(),
-            };
-            let ask = ServerRequest::ElicitRequest(ElicitRequest::new(params));
-            match ctx.peer.send_request(ask).await {
-                Ok(ClientResult::ElicitResult(r)) => {
-                    let ms = request
-                        .arguments
-                        .as_ref()
-                        .and_then(|a| a.get("complete_ms"))
-                        .and_then(Value::as_u64)
-                        .unwrap_or(20);
-                    let peer = ctx.peer.clone();
-                    // After the call, as a server does once the user finished at the URL.
-                    tokio::spawn(async move {
-                        tokio::time::sleep(Duration::from_millis(ms)).await;
-                        let done = CustomNotification::new(
-                            "notifications/elicitation/complete",
-                            Some(json!({"elicitationId": id})),
-                        );
-                        let _ = peer
-                            .send_notification(ServerNotification::CustomNotification(done))
-                            .await;
-                    });
-                    text(serde_json::to_string(&r).unwrap_or_default())
-                }
-                Ok(_) => Err(ErrorData::internal_error(
-                    "unexpected elicitation result",
-                    None,
-                )),
-                Err(e) => failed(e),
-            }
-        }
+        "elicit_url" => elicit_url(request, ctx).await,
         _ => return None,
     })
+}
+
+/// A URL-mode elicitation, then `notifications/elicitation/complete` after the call.
+async fn elicit_url(
+    request: &CallToolRequestParams,
+    ctx: &RequestContext<RoleServer>,
+) -> Result<CallToolResponse, ErrorData> {
+    let text = |s: String| Ok(CallToolResult::success(vec![ContentBlock::text(s)]).into());
+    let failed = |e: rmcp::service::ServiceError| {
+        Ok(CallToolResult::error(vec![ContentBlock::text(format!("request failed: {e}"))]).into())
+    };
+    let id = text_arg(&request.arguments, "id")
+        .unwrap_or("e1")
+        .to_string();
+    let params = ElicitRequestParams::UrlElicitationParams {
+        meta: None,
+        message: "Sign in".into(),
+        url: format!("https://login.example.invalid/{id}"),
+        elicitation_id: id.clone(),
+    };
+    let ask = ServerRequest::ElicitRequest(ElicitRequest::new(params));
+    match ctx.peer.send_request(ask).await {
+        Ok(ClientResult::ElicitResult(r)) => {
+            let ms = request
+                .arguments
+                .as_ref()
+                .and_then(|a| a.get("complete_ms"))
+                .and_then(Value::as_u64)
+                .unwrap_or(20);
+            let peer = ctx.peer.clone();
+            // After the call, as a server does once the user finished at the URL.
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                let done = CustomNotification::new(
+                    "notifications/elicitation/complete",
+                    Some(json!({"elicitationId": id})),
+                );
+                let _ = peer
+                    .send_notification(ServerNotification::CustomNotification(done))
+                    .await;
+            });
+            text(serde_json::to_string(&r).unwrap_or_default())
+        }
+        Ok(_) => Err(ErrorData::internal_error(
+            "unexpected elicitation result",
+            None,
+        )),
+        Err(e) => failed(e),
+    }
 }
