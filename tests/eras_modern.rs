@@ -300,3 +300,39 @@ async fn standard_headers_are_checked_against_the_body_and_the_tool_schema() {
     let message = wrong_param["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("Region"), "{message}");
 }
+
+#[tokio::test]
+async fn clients_of_both_eras_calling_one_shared_backend_at_once_get_only_their_own_relays() {
+    // Streamable HTTP: the backend's stream says which call each request belongs to.
+    let backend = fixture("http", &[]);
+    let (gw, _cfg) = gateway(&url_backend("fx", "http", &backend.url, ""));
+    let legacy = connect_with(
+        &gw.url,
+        EraClient::full("legacy", false, false),
+        ClientLifecycleMode::Initialize,
+    )
+    .await;
+    let modern_client =
+        connect_with(&gw.url, EraClient::full("modern", false, false), modern()).await;
+    let sample =
+        || CallToolRequestParams::new("fx__sample").with_arguments(args(json!({"delay_ms": 200})));
+    let (old, new) = tokio::join!(
+        legacy.peer().call_tool(sample()),
+        modern_client.call_tool(sample())
+    );
+    let old = old.expect("legacy call");
+    let new = new.expect("modern call");
+    assert_eq!(first_text(&old), "answer from legacy", "{old:?}");
+    assert!(
+        first_text(&new).contains("client `modern` speaks MCP 2026-07-28"),
+        "{new:?}"
+    );
+    let sampled = |c: &EraClient| {
+        c.seen()
+            .iter()
+            .filter(|s| matches!(s, Seen::Sampled { .. }))
+            .count()
+    };
+    assert_eq!(sampled(legacy.service()), 1);
+    assert_eq!(sampled(modern_client.service()), 0);
+}

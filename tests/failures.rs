@@ -329,7 +329,7 @@ async fn http_edge_cases_follow_the_spec() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn clients_preferring_the_2026_lifecycle_fall_back_to_initialize() {
+async fn clients_preferring_the_2026_lifecycle_get_it() {
     use rmcp::ClientServiceExt;
     use rmcp::service::ClientLifecycleMode;
     use rmcp::transport::StreamableHttpClientTransport;
@@ -339,7 +339,12 @@ async fn clients_preferring_the_2026_lifecycle_fall_back_to_initialize() {
         preferred_versions: vec![ProtocolVersion::LATEST],
         legacy_version: None,
     };
-    let client = ().serve_with_lifecycle(transport, mode).await.expect("auto client falls back");
+    let client = ().serve_with_lifecycle(transport, mode).await.expect("auto client connects");
+    assert_eq!(
+        client.peer_info().map(|i| i.protocol_version.clone()),
+        Some(ProtocolVersion::V_2026_07_28),
+        "the gateway answers server/discover (docs/protocol.md)"
+    );
     let tools = client.list_all_tools().await.unwrap();
     assert!(tools.iter().any(|t| t.name == "fx__echo"));
     client.cancel().await.unwrap();

@@ -51,7 +51,7 @@ pub struct BackendClient {
 /// relays sampling, elicitation and roots to clients that support them.
 /// Sub-capabilities (`sampling.tools`, URL-mode elicitation) are advertised
 /// too and relayed only to clients that declared the same
-/// ([`Needs::missing_in`]).
+/// (`Needs::missing_in`).
 pub fn shared_capabilities() -> ClientCapabilities {
     let mut capabilities = ClientCapabilities::builder()
         .enable_roots()

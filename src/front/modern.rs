@@ -72,9 +72,19 @@ impl FrontSession {
     /// over stdio the one handler serves every request, and each request
     /// updates the log level it asked for).
     pub(super) fn register_request(&self, ctx: &RequestContext<RoleServer>, req: &Req) {
-        // Over stdio rmcp answers `server/discover` with a peer that cannot
-        // reach the client: the connection's session starts at the next request.
-        if !is_modern(ctx) || req.method() == "server/discover" {
+        // Only requests that reach a backend (whose events must find their way
+        // back) register. Lists are answered from the catalogs; over stdio rmcp
+        // answers `server/discover` with a peer that cannot reach the client; a
+        // listen stream registers itself, as a listener.
+        let forwards = matches!(
+            req.method(),
+            "tools/call"
+                | "prompts/get"
+                | "resources/read"
+                | "completion/complete"
+                | "logging/setLevel"
+        );
+        if !forwards || !is_modern(ctx) {
             return;
         }
         let session = self.session.get_or_init(|| {
@@ -131,8 +141,8 @@ impl FrontSession {
 
     /// Runs one listen stream: a coordinator session that takes the list
     /// changes and resource updates the stream accepted, until the client
-    /// cancels or goes away. Its subscriptions are released when the handler
-    /// is dropped, as a legacy session's are.
+    /// cancels or goes away (rmcp cancels the request then). Its
+    /// subscriptions are released when it ends, as a legacy session's are.
     pub(super) async fn listen_stream(&self, sub: SubscriptionContext) -> Result<(), ErrorData> {
         let ctx = sub.request_context();
         let req = self.req("subscriptions/listen", ctx);
@@ -143,8 +153,10 @@ impl FrontSession {
             resources: accepted.resources_list_changed == Some(true),
         };
         let visible: Visibility = Self::visibility(&req);
+        // Its own id: over stdio the connection's requests keep theirs.
+        let id = self.gateway.hub.new_session_id();
         let session = self.gateway.hub.register(
-            self.id,
+            id,
             Mode::Listen {
                 subscription: ctx.id.clone(),
                 lists,
@@ -159,19 +171,39 @@ impl FrontSession {
             visible,
             self.gateway.snapshot().list_hashes(),
         );
-        let _ = self.session.set(session.clone());
+        let subscribed = self.subscribe_all(&req, &session, &accepted).await;
+        if subscribed.is_ok() {
+            sub.cancelled().await;
+        }
+        // Ended (or failed to start): the URIs nobody else listens to are released at their backend.
+        for uri in self.gateway.hub.unregister(id) {
+            if let Some((backend, own)) = self.gateway.snapshot().route_uri(&uri)
+                && let Err(e) = backend.unsubscribe(own).await
+            {
+                tracing::debug!(backend = %backend.name(), error = %e, "unsubscribe failed");
+            }
+        }
+        subscribed
+    }
+
+    /// Subscribes a listen stream to its accepted URIs (the backend once per URI).
+    async fn subscribe_all(
+        &self,
+        req: &Req,
+        session: &crate::coordinator::Session,
+        accepted: &SubscriptionFilter,
+    ) -> Result<(), ErrorData> {
         for uri in accepted.resource_subscriptions.iter().flatten() {
-            let Ok((backend, own)) = self.target(&req, Target::Resource(uri)) else {
+            let Ok((backend, own)) = self.target(req, Target::Resource(uri)) else {
                 continue;
             };
-            if self.gateway.hub.subscribe(&session, uri)
+            if self.gateway.hub.subscribe(session, uri)
                 && let Err(e) = backend.subscribe(own).await
             {
-                self.gateway.hub.unsubscribe(&session, uri);
+                self.gateway.hub.unsubscribe(session, uri);
                 return Err(wire::call(e));
             }
         }
-        sub.cancelled().await;
         Ok(())
     }
 }
