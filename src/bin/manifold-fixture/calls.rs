@@ -31,6 +31,11 @@ fn failed(e: rmcp::service::ServiceError) -> Answer {
 impl Fixture {
     pub(crate) async fn call(&self, request: CallToolRequestParams, ctx: Ctx) -> Answer {
         let args = &request.arguments;
+        if self.args.eras
+            && let Some(answer) = super::eras::call(&request, &ctx).await
+        {
+            return answer;
+        }
         match request.name.as_ref() {
             "meta" => text(serde_json::to_string(&ctx.meta).unwrap_or_default()),
             "echo" => match text_arg(args, "message") {
