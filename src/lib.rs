@@ -13,7 +13,8 @@
 //! - [`audit`]: the audit log: a [`audit::LogEntry`] per call and gateway event, handed without
 //!   waiting to per-destination queues (SQLite, PostgreSQL, Kafka, Elasticsearch, HTTP,
 //!   stderr); `query_logs` and `GET /api/v1/logs` read the local store.
-//! - [`metrics`]: process-wide counters and histograms, served at `GET /metrics`.
+//! - [`metrics`]: process-wide counters and histograms, served at `GET /metrics`, and
+//!   per-backend rolling call rates and latency percentiles ([`metrics::window`]).
 //! - [`ratelimit`]: the one keyed token bucket behind every per-client rate limit (requests,
 //!   messages, bus publishes); a leaf that names nothing else of the crate.
 //! - [`coordinator`]: what sessions and backend handlers share: the session registry (each
@@ -36,7 +37,7 @@
 //!   stack [`front::stack`] (trace, metrics, origin, auth, body, limits) and rmcp's
 //!   `StreamableHttpService`; [`front::stdio`] serves one client over stdio. Each client session
 //!   is a [`front::FrontSession`]; its requests take one route → authorize → rewrite → forward →
-//!   map pipeline.
+//!   map pipeline. [`front::console`] is the browser console at `/ui` and its push stream.
 //! - [`serve`] and [`check`]: `manifold serve|stdio` and `manifold check`, wiring the above.
 //! - [`import`]: `manifold import`, client configs (`mcpServers`, VS Code `servers`) → backend
 //!   tables; uses only [`config`].

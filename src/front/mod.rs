@@ -9,6 +9,7 @@
 
 mod audit;
 pub mod conn;
+pub mod console;
 pub mod execute;
 pub mod http;
 pub mod invoke;
@@ -25,6 +26,8 @@ pub mod stdio;
 
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+
 pub use policy::Policy;
 pub use session::FrontSession;
 
@@ -38,6 +41,9 @@ pub struct Front {
     pub gateway: Arc<Gateway>,
     pub policy: Arc<Policy>,
     pub reloader: Arc<Reloader>,
+    /// Cancelled when the server shuts down; ends long-lived responses of
+    /// our own (the console's push stream). `http::serve` sets it.
+    pub shutdown: CancellationToken,
 }
 
 impl Front {
@@ -48,6 +54,7 @@ impl Front {
             gateway: reloader.gateway().clone(),
             policy,
             reloader,
+            shutdown: CancellationToken::new(),
         }
     }
 
