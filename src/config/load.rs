@@ -265,6 +265,8 @@ struct RawServer {
     allow_unauthenticated: Option<bool>,
     allowed_hosts: Option<Vec<String>>,
     allowed_origins: Option<Vec<Spanned<String>>>,
+    instance_id: Option<Spanned<String>>,
+    drain_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -374,6 +376,7 @@ fn build(
     let mut messaging = MessagingConfig::default();
     let mut bus = BusConfig::default();
     let mut jobs = super::JobsConfig::default();
+    let mut sessions = SessionsConfig::default();
     for (key, value) in root {
         match key.get_ref().as_ref() {
             "server" => {
@@ -420,6 +423,11 @@ fn build(
                 }
             }
             "audit" => raw_audit = Some(value),
+            "sessions" => {
+                if let Some(v) = super::sessions::sessions(value, cx) {
+                    sessions = v;
+                }
+            }
             "jobs" => {
                 if let Some(j) = super::jobs::jobs(value, cx, base_dir) {
                     jobs = j;
@@ -428,7 +436,7 @@ fn build(
             other => cx.error(
                 key.span(),
                 format!(
-                    "unknown section `{other}` (expected `server`, `auth`, `limits`, `backends`, `messaging`, `bus`, `jobs` or `audit`)"
+                    "unknown section `{other}` (expected `server`, `auth`, `limits`, `backends`, `messaging`, `bus`, `jobs`, `sessions` or `audit`)"
                 ),
             ),
         }
@@ -462,6 +470,7 @@ fn build(
         auth,
         limits: build_limits(raw_limits, cx),
         jobs,
+        sessions,
     }
 }
 
@@ -647,6 +656,21 @@ fn build_server(raw: RawServer, cx: &mut Cx<'_>) -> ServerConfig {
             cx.error(sep.span(), format!("separator \"{v}\" must be non-empty and use only letters, digits, `_`, `-` or `.`"));
         }
     }
+    s.instance_id = match &raw.instance_id {
+        Some(id) if super::sessions::valid_instance_id(id.get_ref()) => id.get_ref().clone(),
+        Some(id) => {
+            cx.error(
+                id.span(),
+                format!(
+                    "instance_id \"{}\" must be 1 to 64 letters, digits, `-` or `_` (it starts every session id)",
+                    id.get_ref()
+                ),
+            );
+            s.instance_id.clone()
+        }
+        None => super::sessions::default_instance_id(s.listen.port()),
+    };
+    s.drain_timeout = duration(&raw.drain_timeout, s.drain_timeout, cx);
     s.session_idle_timeout = duration(&raw.session_idle_timeout, s.session_idle_timeout, cx);
     s.connect_timeout = duration(&raw.connect_timeout, s.connect_timeout, cx);
     s.call_timeout = duration(&raw.call_timeout, s.call_timeout, cx);

@@ -7,6 +7,7 @@ mod load;
 mod messaging;
 mod model;
 pub mod redact;
+mod sessions;
 
 pub use audit::{AuditConfig, LocalStore, Production};
 pub use diff::{BackendDiff, diff_backends, keep_fixed_settings, same_connection};

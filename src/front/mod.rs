@@ -10,6 +10,7 @@
 mod audit;
 pub mod conn;
 pub mod console;
+pub mod drain;
 pub mod execute;
 pub mod http;
 pub mod invoke;
@@ -21,6 +22,7 @@ pub mod reject;
 mod request;
 pub mod routes;
 mod session;
+pub mod sessions;
 pub mod stack;
 pub mod stdio;
 
@@ -44,17 +46,27 @@ pub struct Front {
     /// Cancelled when the server shuts down; ends long-lived responses of
     /// our own (the console's push stream). `http::serve` sets it.
     pub shutdown: CancellationToken,
+    /// Draining for a restart: readiness 503, requests refused, in-flight counted.
+    pub drain: Arc<drain::Drain>,
+    /// `[sessions]` as it was at start (it does not follow reloads).
+    pub sessions: Arc<crate::config::SessionsConfig>,
 }
 
 impl Front {
     /// A front for this reloader's gateway; `policy` follows its reloads.
-    pub fn new(reloader: Arc<Reloader>, policy: Arc<Policy>) -> Self {
+    pub fn new(
+        reloader: Arc<Reloader>,
+        policy: Arc<Policy>,
+        sessions: crate::config::SessionsConfig,
+    ) -> Self {
         reloader.listen(policy.clone());
         Self {
             gateway: reloader.gateway().clone(),
             policy,
             reloader,
             shutdown: CancellationToken::new(),
+            drain: Arc::default(),
+            sessions: Arc::new(sessions),
         }
     }
 
