@@ -191,9 +191,10 @@ impl ServerHandler for FrontSession {
                 Self::visibility(&req),
                 self.gateway.snapshot().list_hashes(),
             );
+            let mut result = self.negotiate_initialize(&request)?;
+            session.set_protocol(result.protocol_version.to_string());
             let _ = self.session.set(session);
             tracing::debug!(client = %request.client_info.name, "session initialized");
-            let mut result = self.negotiate_initialize(&request)?;
             if req.restricted().is_some() {
                 let visible = |b: &str| req.sees_backend(b);
                 result.instructions = Some(self.gateway.instructions(&visible));
