@@ -14,6 +14,7 @@ pub mod drain;
 pub mod execute;
 pub mod http;
 pub mod invoke;
+mod json_reply;
 pub mod layers;
 mod modern;
 mod params;

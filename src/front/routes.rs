@@ -221,9 +221,8 @@ impl Routes {
             .scope(caller, self.mcp.handle(req))
             .await;
         let response = edge_errors(handled, id).await;
-        if let Some(rpc) = rpc
-            && response.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE
-        {
+        let Some(rpc) = rpc else { return response };
+        if response.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
             // rmcp answers 415 when a well-formed JSON body is not a valid
             // JSON-RPC message; the spec's answer is Invalid Request.
             return jsonrpc_error(
@@ -232,6 +231,9 @@ impl Routes {
                 -32600,
                 "Invalid Request: not a valid JSON-RPC message for this protocol",
             );
+        }
+        if rpc.is_request() {
+            return super::json_reply::json_when_final(response).await;
         }
         response
     }
