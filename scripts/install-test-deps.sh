@@ -6,6 +6,7 @@
 #   .test-deps/venv/           Python venv with the `mcp` SDK
 #   .test-deps/tansu/bin/tansu the tansu Kafka-protocol broker (crates.io), for the audit
 #                              log's Kafka test; built with `dynostore` for in-memory storage
+#   haproxy (Debian package)   the load balancer of the scale-out tests
 #
 # Versions are pinned below. Each part is skipped when the pinned version is already there,
 # so a second run takes well under a second. Any failure stops the script with a message.
@@ -38,6 +39,22 @@ npm_installed_version() {
     local pj="$deps/node_modules/$1/package.json"
     [[ -f "$pj" ]] && node -p "require(process.argv[1]).version" "$pj" 2>/dev/null || true
 }
+
+# --- Debian packages ------------------------------------------------------------------------
+# Installed only when missing; needs root (CI runs as root) and Debian's package index.
+apt_missing=()
+command -v haproxy >/dev/null || apt_missing+=(haproxy)
+if ((${#apt_missing[@]})); then
+    command -v apt-get >/dev/null || die "apt-get is not available to install: ${apt_missing[*]}"
+    say "apt-get install ${apt_missing[*]}"
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${apt_missing[@]}" >/dev/null; then
+        apt-get update -qq >/dev/null || true
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${apt_missing[@]}" >/dev/null ||
+            die "apt-get install ${apt_missing[*]} failed"
+    fi
+else
+    say "haproxy already installed"
+fi
 
 # --- npm packages ---------------------------------------------------------------------------
 npm_wanted=(

@@ -8,8 +8,9 @@
 //!   `file:line:col`), and the pure diff between two configs ([`config::diff_backends`]).
 //! - [`jobs`]: the job queue behind the `queue` tool and `POST /api/v1/execute`:
 //!   jobs in SQLite or PostgreSQL, run through a tool invoker the front implements.
-//! - [`store`]: where messaging and the bus keep their state (memory or Redis), and the event
-//!   feed that wakes waiters on every instance.
+//! - [`store`]: where messaging and the bus keep their state (memory or Redis), the event
+//!   feed that wakes waiters on every instance, and the shared session table
+//!   ([`store::sessions`]) that lets another instance restore a session.
 //! - [`audit`]: the audit log: a [`audit::LogEntry`] per call and gateway event, handed without
 //!   waiting to per-destination queues (SQLite, PostgreSQL, Kafka, Elasticsearch, HTTP,
 //!   stderr); `query_logs` and `GET /api/v1/logs` read the local store.
@@ -36,7 +37,8 @@
 //!   stack [`front::stack`] (trace, metrics, origin, auth, body, limits) and rmcp's
 //!   `StreamableHttpService`; [`front::stdio`] serves one client over stdio. Each client session
 //!   is a [`front::FrontSession`]; its requests take one route → authorize → rewrite → forward →
-//!   map pipeline.
+//!   map pipeline. [`front::sessions`] mints session ids that name the instance and restores
+//!   shared sessions; [`front::drain`] is the SIGTERM drain.
 //! - [`serve`] and [`check`]: `manifold serve|stdio` and `manifold check`, wiring the above.
 //! - [`import`]: `manifold import`, client configs (`mcpServers`, VS Code `servers`) → backend
 //!   tables; uses only [`config`].

@@ -87,6 +87,8 @@ struct Metrics {
     // audit: mirrored from each destination's lane at scrape time.
     audit: Family<AuditLabels, Counter>,
     audit_failing: Family<DestinationLabels, Gauge>,
+    session_moves: Family<MoveLabels, Counter>,
+    instance: Family<InstanceLabels, Gauge>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -98,6 +100,16 @@ struct AuditLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DestinationLabels {
     destination: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MoveLabels {
+    event: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InstanceLabels {
+    instance: String,
 }
 
 fn latency_histogram() -> Histogram {
@@ -181,8 +193,25 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Notifications and server-to-client requests from backends, by kind and fate",
         notifications.clone(),
     );
+    let session_moves = Family::<MoveLabels, Counter>::default();
+    registry.register(
+        "session_moves",
+        "Sessions restored here from the shared store (restored), and local copies closed because another instance took the session (released)",
+        session_moves.clone(),
+    );
+    for event in ["restored", "released"] {
+        let _ = session_moves.get_or_create(&MoveLabels { event });
+    }
+    let instance = Family::<InstanceLabels, Gauge>::default();
+    registry.register(
+        "instance_info",
+        "1, labelled with this instance's `[server] instance_id`",
+        instance.clone(),
+    );
     Metrics {
         registry,
+        session_moves,
+        instance,
         requests,
         request_seconds,
         http_requests,
@@ -259,9 +288,20 @@ pub fn backend_restart(name: &str) {
         .inc();
 }
 
+/// A session moved: `restored` here from the shared store, or `released`
+/// here because another instance restored it.
+pub fn session_moved(event: &'static str) {
+    METRICS
+        .session_moves
+        .get_or_create(&MoveLabels { event })
+        .inc();
+}
+
 /// The state gauges at scrape time, read by the caller from the running gateway.
 #[derive(Default)]
 pub struct Scrape {
+    /// `[server] instance_id`.
+    pub instance: String,
     pub sessions: usize,
     /// Every mounted backend: name, and whether it is up.
     pub backends: Vec<(String, bool)>,
@@ -280,6 +320,12 @@ pub fn render(scrape: &Scrape) -> String {
     let m = &*METRICS;
     let _serial = SCRAPE.lock().unwrap_or_else(|p| p.into_inner());
     m.sessions.set(scrape.sessions as i64);
+    m.instance.clear();
+    m.instance
+        .get_or_create(&InstanceLabels {
+            instance: scrape.instance.clone(),
+        })
+        .set(1);
     // Cleared first so that a removed backend disappears instead of staying at its last value.
     m.backend_up.clear();
     for (name, up) in &scrape.backends {

@@ -17,8 +17,9 @@ use crate::reload::Reloader;
 /// front that serves it, with its auth and limits following reloads.
 async fn start(config: Config, config_path: Option<PathBuf>) -> Front {
     let policy = Arc::new(Policy::new(&config));
+    let sessions = config.sessions.clone();
     let reloader = Reloader::start(config, config_path).await;
-    Front::new(reloader, policy)
+    Front::new(reloader, policy, sessions)
 }
 
 /// Binds, starts the backends, serves until `shutdown`, then stops every backend.
@@ -56,7 +57,17 @@ pub async fn serve_http(
         front.reloader.clone(),
         shutdown.clone(),
     ));
-    let server = tokio::spawn(crate::front::http::serve(front, listener, shutdown.clone()));
+    // SIGTERM drains first (readiness 503, calls in flight finish), then stops.
+    let stop = CancellationToken::new();
+    let drain_timeout = gateway.server().drain_timeout;
+    crate::front::drain::on_signal(
+        front.drain.clone(),
+        shutdown.clone(),
+        stop.clone(),
+        drain_timeout,
+    );
+    tracing::info!(instance_id = %gateway.server().instance_id, %local, "listening");
+    let server = tokio::spawn(crate::front::http::serve(front, listener, stop));
     on_ready(local);
     // Logs the startup outcome once; ends after the first connect attempts.
     let logger = gateway.clone();

@@ -71,7 +71,8 @@ pub fn keep_fixed_settings(old: &ServerConfig, new: &mut ServerConfig) -> Vec<St
         allowed_hosts,
         allowed_origins,
         session_idle_timeout,
-        worker_threads
+        worker_threads,
+        instance_id
     );
     refused
 }

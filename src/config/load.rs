@@ -216,6 +216,7 @@ struct Sections<'a> {
     messaging: MessagingConfig,
     bus: BusConfig,
     jobs: super::JobsConfig,
+    sessions: SessionsConfig,
     /// Kept raw: `[audit]` is read together with the environment.
     audit: Option<Spanned<DeValue<'a>>>,
 }
@@ -251,6 +252,11 @@ fn sections<'a>(root: DeTable<'a>, cx: &mut Cx<'_>, base_dir: Option<&Path>) -> 
                 }
             }
             "audit" => s.audit = Some(value),
+            "sessions" => {
+                if let Some(v) = super::sessions::sessions(value, cx) {
+                    s.sessions = v;
+                }
+            }
             "jobs" => {
                 if let Some(j) = super::jobs::jobs(value, cx, base_dir) {
                     s.jobs = j;
@@ -259,7 +265,7 @@ fn sections<'a>(root: DeTable<'a>, cx: &mut Cx<'_>, base_dir: Option<&Path>) -> 
             other => cx.error(
                 key.span(),
                 format!(
-                    "unknown section `{other}` (expected `server`, `auth`, `limits`, `backends`, `messaging`, `bus`, `jobs` or `audit`)"
+                    "unknown section `{other}` (expected `server`, `auth`, `limits`, `backends`, `messaging`, `bus`, `jobs`, `sessions` or `audit`)"
                 ),
             ),
         }
@@ -325,6 +331,7 @@ fn build(
         auth,
         limits: build_limits(raw.limits, cx),
         jobs: raw.jobs,
+        sessions: raw.sessions,
     }
 }
 

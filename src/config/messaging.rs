@@ -43,7 +43,7 @@ pub(super) fn messaging(value: Spanned<DeValue<'_>>, cx: &mut Cx<'_>) -> Option<
     if let Some(enabled) = raw.enabled {
         m.enabled = enabled;
     }
-    if let Some(store) = store(&raw, cx) {
+    if let Some(store) = store_config(&raw.store, &raw.redis_url, &raw.key_prefix, cx) {
         m.store = store;
     }
     m.message_ttl = duration(&raw.message_ttl, m.message_ttl, cx);
@@ -79,71 +79,6 @@ pub(super) fn messaging(value: Spanned<DeValue<'_>>, cx: &mut Cx<'_>) -> Option<
         }
     }
     Some(m)
-}
-
-/// `store` and its settings; `None` keeps the default (memory), after
-/// reporting any setting that does not fit.
-fn store(raw: &RawMessaging, cx: &mut Cx<'_>) -> Option<StoreConfig> {
-    let kind = raw.store.as_ref().map(|s| s.get_ref().as_str());
-    match kind {
-        None | Some("memory") => {
-            for (key, v) in [
-                ("redis_url", &raw.redis_url),
-                ("key_prefix", &raw.key_prefix),
-            ] {
-                if let Some(v) = v {
-                    cx.error(
-                        v.span(),
-                        format!("`{key}` applies only to `store = \"redis\"`"),
-                    );
-                }
-            }
-        }
-        Some("redis") => {
-            let key_prefix = match &raw.key_prefix {
-                Some(p) if valid_prefix(p.get_ref()) => p.get_ref().clone(),
-                Some(p) => {
-                    cx.error(
-                        p.span(),
-                        format!(
-                            "key_prefix \"{}\" must be non-empty and use only letters, digits, `_`, `-`, `.` or `:`",
-                            p.get_ref()
-                        ),
-                    );
-                    String::new()
-                }
-                None => "manifold".into(),
-            };
-            match &raw.redis_url {
-                Some(url) => match redis_url(url.get_ref()) {
-                    Ok(()) => {
-                        return Some(StoreConfig::Redis {
-                            url: Secret::new(url.get_ref().clone()),
-                            key_prefix,
-                        });
-                    }
-                    Err(msg) => cx.error(url.span(), msg),
-                },
-                None => {
-                    if let Some(store) = &raw.store {
-                        cx.error(
-                            store.span(),
-                            "`store = \"redis\"` needs `redis_url` (e.g. \"redis://127.0.0.1:6379\")",
-                        );
-                    }
-                }
-            }
-        }
-        Some(other) => {
-            if let Some(store) = &raw.store {
-                cx.error(
-                    store.span(),
-                    format!("unknown store \"{other}\" (expected \"memory\" or \"redis\")"),
-                );
-            }
-        }
-    }
-    None
 }
 
 /// `[bus]`; `None` when it could not be read at all.
@@ -194,6 +129,74 @@ fn valid_prefix(s: &str) -> bool {
     !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
+}
+
+/// `store`, `redis_url` and `key_prefix` of a section whose state may live
+/// in Redis (`[messaging]`, `[sessions]`); `None` keeps the default (memory),
+/// errors included (they are in `cx`).
+pub(super) fn store_config(
+    store: &Option<Spanned<String>>,
+    url: &Option<Spanned<String>>,
+    key_prefix: &Option<Spanned<String>>,
+    cx: &mut Cx<'_>,
+) -> Option<StoreConfig> {
+    match store.as_ref().map(|s| s.get_ref().as_str()) {
+        None | Some("memory") => {
+            for (key, v) in [("redis_url", url), ("key_prefix", key_prefix)] {
+                if let Some(v) = v {
+                    cx.error(
+                        v.span(),
+                        format!("`{key}` applies only to `store = \"redis\"`"),
+                    );
+                }
+            }
+            None
+        }
+        Some("redis") => {
+            let prefix = match key_prefix {
+                Some(p) if valid_prefix(p.get_ref()) => p.get_ref().clone(),
+                Some(p) => {
+                    cx.error(
+                        p.span(),
+                        format!(
+                            "key_prefix \"{}\" must be non-empty and use only letters, digits, `_`, `-`, `.` or `:`",
+                            p.get_ref()
+                        ),
+                    );
+                    return None;
+                }
+                None => "manifold".into(),
+            };
+            let Some(url) = url else {
+                if let Some(store) = store {
+                    cx.error(
+                        store.span(),
+                        "`store = \"redis\"` needs `redis_url` (e.g. \"redis://127.0.0.1:6379\")",
+                    );
+                }
+                return None;
+            };
+            match redis_url(url.get_ref()) {
+                Ok(()) => Some(StoreConfig::Redis {
+                    url: Secret::new(url.get_ref().clone()),
+                    key_prefix: prefix,
+                }),
+                Err(msg) => {
+                    cx.error(url.span(), msg);
+                    None
+                }
+            }
+        }
+        Some(other) => {
+            if let Some(store) = store {
+                cx.error(
+                    store.span(),
+                    format!("unknown store \"{other}\" (expected \"memory\" or \"redis\")"),
+                );
+            }
+            None
+        }
+    }
 }
 
 /// Checks the URL's shape only; whether Redis answers is known at run time.

@@ -12,6 +12,7 @@ mod messaging;
 mod model;
 pub mod redact;
 mod server;
+mod sessions;
 
 pub use audit::{AuditConfig, LocalStore, Production};
 pub use auth::unauthenticated_exposure;

@@ -15,6 +15,7 @@ pub use super::filter::NameFilter;
 
 /// The default listen address of `manifold serve`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8123";
+const DEFAULT_LISTEN_PORT: u16 = 8123;
 /// MCP names longer than this are rejected by several LLM function-calling APIs.
 pub const MAX_EXPOSED_NAME: usize = 64;
 
@@ -39,6 +40,15 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[jobs]`: the built-in job queue (off unless the section is present).
     pub jobs: super::JobsConfig,
+    /// `[sessions]`: where MCP sessions live (fixed at start).
+    pub sessions: SessionsConfig,
+}
+
+/// `[sessions]`: in this process, or in Redis so that another instance can
+/// restore a session (docs/scale-out.md).
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct SessionsConfig {
+    pub store: StoreConfig,
 }
 
 impl Config {
@@ -108,6 +118,11 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Serve on a non-loopback address without `[auth]` (refused otherwise).
     pub allow_unauthenticated: bool,
+    /// This instance's name: the prefix of the session ids it mints, shown in
+    /// `/readyz`, `/status`, metrics and logs. Default: host name and port.
+    pub instance_id: String,
+    /// After SIGTERM, how long requests in flight may take to finish.
+    pub drain_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -133,6 +148,8 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(60),
             max_connections: 1024,
             allow_unauthenticated: false,
+            instance_id: super::sessions::default_instance_id(DEFAULT_LISTEN_PORT),
+            drain_timeout: Duration::from_secs(30),
         }
     }
 }

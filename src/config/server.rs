@@ -31,6 +31,8 @@ pub(super) struct RawServer {
     allow_unauthenticated: Option<bool>,
     allowed_hosts: Option<Vec<String>>,
     allowed_origins: Option<Vec<Spanned<String>>>,
+    instance_id: Option<Spanned<String>>,
+    drain_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -59,7 +61,7 @@ pub(super) fn build_server(raw: RawServer, cx: &mut Cx<'_>) -> ServerConfig {
     s
 }
 
-/// Where the gateway listens and how it names what it exposes.
+/// Where the gateway listens, what it calls itself and how it names what it exposes.
 fn addresses(raw: &RawServer, s: &mut ServerConfig, cx: &mut Cx<'_>) {
     if let Some(listen) = &raw.listen {
         match listen.get_ref().parse() {
@@ -94,10 +96,25 @@ fn addresses(raw: &RawServer, s: &mut ServerConfig, cx: &mut Cx<'_>) {
             cx.error(sep.span(), format!("separator \"{v}\" must be non-empty and use only letters, digits, `_`, `-` or `.`"));
         }
     }
+    s.instance_id = match &raw.instance_id {
+        Some(id) if super::sessions::valid_instance_id(id.get_ref()) => id.get_ref().clone(),
+        Some(id) => {
+            cx.error(
+                id.span(),
+                format!(
+                    "instance_id \"{}\" must be 1 to 64 letters, digits, `-` or `_` (it starts every session id)",
+                    id.get_ref()
+                ),
+            );
+            s.instance_id.clone()
+        }
+        None => super::sessions::default_instance_id(s.listen.port()),
+    };
 }
 
-/// Backend timeouts, restart backoff and health checks.
+/// Backend timeouts, restart backoff and health checks, and the drain on SIGTERM.
 fn timeouts(raw: &RawServer, s: &mut ServerConfig, cx: &mut Cx<'_>) {
+    s.drain_timeout = duration(&raw.drain_timeout, s.drain_timeout, cx);
     s.session_idle_timeout = duration(&raw.session_idle_timeout, s.session_idle_timeout, cx);
     s.connect_timeout = duration(&raw.connect_timeout, s.connect_timeout, cx);
     s.call_timeout = duration(&raw.call_timeout, s.call_timeout, cx);

@@ -184,13 +184,13 @@ impl Drop for InProgress {
 
 /// A response body that keeps its request counted as in progress until it
 /// has been sent (or the client went away).
-pub struct TrackedBody<B> {
+pub struct TrackedBody<B, G = InProgress> {
     inner: B,
-    _in_progress: InProgress,
+    _in_progress: G,
 }
 
-impl<B> TrackedBody<B> {
-    pub fn new(inner: B, in_progress: InProgress) -> Self {
+impl<B, G> TrackedBody<B, G> {
+    pub fn new(inner: B, in_progress: G) -> Self {
         Self {
             inner,
             _in_progress: in_progress,
@@ -198,7 +198,7 @@ impl<B> TrackedBody<B> {
     }
 }
 
-impl<B: HttpBody + Unpin> HttpBody for TrackedBody<B> {
+impl<B: HttpBody + Unpin, G: Unpin> HttpBody for TrackedBody<B, G> {
     type Data = B::Data;
     type Error = B::Error;
 

@@ -17,23 +17,49 @@ use super::Front;
 use super::conn::{Activity, ConnLimits, TrackedBody, Watched};
 use super::layers::RemoteAddr;
 use super::routes::Mcp;
+use super::sessions::{Sessions, SharedStore};
+use crate::config::StoreConfig;
+use crate::store::sessions::SharedSessions;
 
 /// How long open connections get to finish after shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 fn mcp_service(front: &Front, shutdown: &CancellationToken) -> Mcp {
-    let mut sessions = LocalSessionManager::default();
+    let mut local = LocalSessionManager::default();
     let server = front.gateway.server();
-    sessions.session_config.keep_alive = Some(server.session_idle_timeout);
-    let config = StreamableHttpServerConfig::default()
+    local.session_config.keep_alive = Some(server.session_idle_timeout);
+    let instance: Arc<str> = server.instance_id.as_str().into();
+    let shared = match &front.sessions.store {
+        StoreConfig::Memory => None,
+        StoreConfig::Redis { url, key_prefix } => Some((
+            Arc::new(SharedSessions::new(url.expose(), key_prefix)),
+            server.session_idle_timeout,
+        )),
+    };
+    let mut config = StreamableHttpServerConfig::default()
         .with_cancellation_token(shutdown.child_token())
         .with_allowed_hosts(server.allowed_hosts.clone())
         // Our own pre-filter enforces `max_request_bytes`, which a reload may change.
         .with_max_request_body_bytes(usize::MAX);
+    if let Some((table, ttl)) = &shared {
+        front.policy.sessions.share(table.clone(), *ttl);
+        config.session_store = Some(Arc::new(SharedStore {
+            table: table.clone(),
+            instance: instance.clone(),
+            ttl: *ttl,
+        }));
+    }
     let factory = front.clone();
-    let sessions = Arc::new(sessions);
-    // The session owner table prunes itself against rmcp's live sessions.
+    let sessions = Arc::new(Sessions::new(local, instance, shared));
+    // The session owner table prunes itself against the live sessions, and
+    // learns of sessions shared through Redis.
     front.policy.sessions.track(&sessions);
+    let owners = front.policy.clone();
+    super::sessions::follow_moves(
+        sessions.clone(),
+        move |id| owners.sessions.forget(id),
+        shutdown.clone(),
+    );
     StreamableHttpService::new(move || Ok(factory.session()), sessions, config)
 }
 

@@ -9,6 +9,7 @@
 
 mod audit;
 pub mod conn;
+pub mod drain;
 pub mod execute;
 pub mod http;
 pub mod invoke;
@@ -20,6 +21,7 @@ pub mod reject;
 mod request;
 pub mod routes;
 mod session;
+pub mod sessions;
 pub mod stack;
 pub mod stdio;
 mod subscribe;
@@ -39,16 +41,26 @@ pub struct Front {
     pub gateway: Arc<Gateway>,
     pub policy: Arc<Policy>,
     pub reloader: Arc<Reloader>,
+    /// Draining for a restart: readiness 503, requests refused, in-flight counted.
+    pub drain: Arc<drain::Drain>,
+    /// `[sessions]` as it was at start (it does not follow reloads).
+    pub sessions: Arc<crate::config::SessionsConfig>,
 }
 
 impl Front {
     /// A front for this reloader's gateway; `policy` follows its reloads.
-    pub fn new(reloader: Arc<Reloader>, policy: Arc<Policy>) -> Self {
+    pub fn new(
+        reloader: Arc<Reloader>,
+        policy: Arc<Policy>,
+        sessions: crate::config::SessionsConfig,
+    ) -> Self {
         reloader.listen(policy.clone());
         Self {
             gateway: reloader.gateway().clone(),
             policy,
             reloader,
+            drain: Arc::default(),
+            sessions: Arc::new(sessions),
         }
     }
 

@@ -12,13 +12,14 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::sessions::Sessions;
 use crate::config::{AuthConfig, Config, LimitsConfig, NameFilter};
 use crate::ratelimit::KeyedLimiter;
+use crate::store::sessions::SharedSessions;
 
 /// The auth and limits in force; swapped whole on reload.
 pub struct Policy {
@@ -160,7 +161,10 @@ pub struct SessionOwners {
     /// The size after the last prune.
     pruned_at: AtomicUsize,
     /// rmcp's sessions, to tell which are still alive; set once by the HTTP front.
-    live: OnceLock<Weak<LocalSessionManager>>,
+    live: OnceLock<Weak<Sessions>>,
+    /// The shared session table (`[sessions] store = "redis"`), where a
+    /// session's client id is kept for the instance that restores it.
+    shared: OnceLock<(Arc<SharedSessions>, Duration)>,
 }
 
 /// The size below which the owner table is never pruned.
@@ -168,7 +172,7 @@ const PRUNE_FLOOR: usize = 1024;
 
 impl SessionOwners {
     /// Prunes against `sessions` from now on.
-    pub fn track(&self, sessions: &Arc<LocalSessionManager>) {
+    pub fn track(&self, sessions: &Arc<Sessions>) {
         let _ = self.live.set(Arc::downgrade(sessions));
     }
 
@@ -185,10 +189,49 @@ impl SessionOwners {
         if owners.len() > threshold
             && let Some(live) = self.live.get().and_then(Weak::upgrade)
             // Never wait here: if rmcp's table is busy, prune on a later bind.
-            && let Ok(sessions) = live.sessions.try_read()
+            && let Ok(sessions) = live.local.sessions.try_read()
         {
             owners.retain(|id, _| sessions.contains_key(id));
             self.pruned_at.store(owners.len(), Ordering::Relaxed);
+        }
+    }
+
+    /// Keeps the client ids of sessions in `table` too, from now on.
+    pub fn share(&self, table: Arc<SharedSessions>, ttl: Duration) {
+        let _ = self.shared.set((table, ttl));
+    }
+
+    pub fn is_shared(&self) -> bool {
+        self.shared.get().is_some()
+    }
+
+    /// Records that `client` opened `session`, here and (awaited, so that the
+    /// client cannot reach another instance first) in the shared table.
+    pub async fn bind_shared(&self, session: &str, client: Arc<str>) {
+        self.bind(session, client.clone());
+        if let Some((table, ttl)) = self.shared.get()
+            && let Err(e) = table.put(session, &[("client", &client)], *ttl).await
+        {
+            tracing::warn!(error = %e, "cannot record a session's client in the shared store; it cannot move to another instance");
+        }
+    }
+
+    /// Whether `client` may take over `session` from the shared table (it
+    /// opened it); binds it here when so. An unreachable store says no.
+    pub async fn claim_shared(&self, session: &str, client: &Arc<str>) -> bool {
+        let Some((table, _)) = self.shared.get() else {
+            return false;
+        };
+        match table.load(session).await {
+            Ok(Some(record)) if record.client.as_deref() == Some(&**client) => {
+                self.bind(session, client.clone());
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the shared session store; answering as for an unknown session");
+                false
+            }
         }
     }
 

@@ -70,6 +70,10 @@ pub enum Rejection {
         "the gateway is at its limit of {limit} sessions (limits.max_sessions); end unused sessions or retry later"
     )]
     TooManySessions { limit: usize, id: Value },
+    /// The instance is draining for a restart (SIGTERM): a load balancer
+    /// that retries on 503 sends the request to another instance.
+    #[error("this gateway instance is shutting down; retry, another instance will serve it")]
+    Draining { id: Value },
 }
 
 impl Rejection {
@@ -91,6 +95,7 @@ impl Rejection {
             Self::UnknownSession => "unknown_session",
             Self::InvalidParams { .. } => "invalid_params",
             Self::TooManySessions { .. } => "max_sessions",
+            Self::Draining { .. } => "draining",
         }
     }
 
@@ -123,7 +128,7 @@ impl Rejection {
             Self::InvalidParams { id, .. } => {
                 jsonrpc_error(StatusCode::OK, id, codes::INVALID_PARAMS, &message)
             }
-            Self::TooManySessions { id, .. } => {
+            Self::TooManySessions { id, .. } | Self::Draining { id } => {
                 let mut r = jsonrpc_error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     id,

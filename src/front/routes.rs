@@ -24,7 +24,6 @@ use futures::future::BoxFuture;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use rmcp::transport::streamable_http_server::StreamableHttpService;
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use serde_json::{Value, json};
 use tower::Service;
 
@@ -32,10 +31,11 @@ use super::Front;
 use super::layers::{Caller, Route, Rpc};
 use super::reject::{Body, Rejection, codes, json_response, jsonrpc_error, text};
 use super::session::FrontSession;
+use super::sessions::Sessions;
 use crate::gateway::View;
 use crate::reload::ReloadError;
 
-pub type Mcp = StreamableHttpService<FrontSession, LocalSessionManager>;
+pub type Mcp = StreamableHttpService<FrontSession, Sessions>;
 
 #[derive(Clone)]
 pub struct Routes {
@@ -117,8 +117,25 @@ impl Routes {
     }
 
     async fn route(self, req: Request<Full<Bytes>>) -> Response<Body> {
-        match (Route::get(&req), req.method()) {
-            (Route::Mcp, &Method::POST) => self.post(req).await,
+        let route = Route::get(&req);
+        let drain = &self.front.drain;
+        if drain.is_draining()
+            && matches!(route, Route::Mcp | Route::Execute)
+            && req.method() != Method::DELETE
+        {
+            let id = req
+                .extensions()
+                .get::<Rpc>()
+                .and_then(|r| r.id.clone())
+                .unwrap_or_default();
+            return Rejection::Draining { id }.into_response();
+        }
+        match (route, req.method()) {
+            (Route::Mcp, &Method::POST) => {
+                let in_flight = drain.track();
+                let response = self.post(req).await;
+                response.map(|body| super::conn::TrackedBody::new(body, in_flight).boxed())
+            }
             (Route::Mcp, method) => {
                 let delete = method == Method::DELETE;
                 let response = edge_errors(self.mcp.handle(req).await, None).await;
@@ -144,10 +161,16 @@ impl Routes {
             (Route::Readyz, &Method::GET) => {
                 let gateway = &self.front.gateway;
                 let ready = gateway.is_settled();
-                let body = redacted(
-                    json!({"ready": ready, "sessions": gateway.hub.session_count(), "backends": gateway.backends_json()}),
-                );
-                let status = if ready {
+                let draining = self.front.drain.is_draining();
+                let body = redacted(json!({
+                    "ready": ready && !draining,
+                    "draining": draining,
+                    "in_flight": self.front.drain.in_flight(),
+                    "instance_id": gateway.server().instance_id,
+                    "sessions": gateway.hub.session_count(),
+                    "backends": gateway.backends_json(),
+                }));
+                let status = if ready && !draining {
                     StatusCode::OK
                 } else {
                     StatusCode::SERVICE_UNAVAILABLE
@@ -156,7 +179,9 @@ impl Routes {
             }
             (Route::AdminReload, &Method::POST) => self.reload().await,
             (Route::Execute, &Method::POST) => {
-                super::execute::handle(&self.front, &self.invoker, req).await
+                let in_flight = drain.track();
+                let response = super::execute::handle(&self.front, &self.invoker, req).await;
+                response.map(|body| super::conn::TrackedBody::new(body, in_flight).boxed())
             }
             (Route::Logs, &Method::GET) => self.logs(&req).await,
             (Route::Metrics, &Method::GET) => Response::builder()

@@ -95,6 +95,7 @@ impl Gateway {
         }
         let mut status = serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
+            "instance_id": self.server().instance_id,
             "ready": self.is_settled(),
             "backends": backends,
             "session_count": mine.len(),
@@ -157,6 +158,7 @@ impl Gateway {
             (Fate::Dropped, "dropped"),
         ];
         Scrape {
+            instance: self.server().instance_id.clone(),
             sessions: self.hub.session_count(),
             backends: self
                 .snapshot

@@ -14,6 +14,7 @@
 pub mod memory;
 pub mod redis;
 mod scripts;
+pub mod sessions;
 mod types;
 
 use std::sync::Arc;

@@ -82,8 +82,9 @@ fn bearer<B>(req: &Request<B>) -> Option<&str> {
 
 impl<S, B> Service<Request<B>> for Auth<S>
 where
-    S: Service<Request<B>, Response = Response<Body>, Error = Infallible>,
+    S: Service<Request<B>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
+    B: Send + 'static,
 {
     type Response = Response<Body>;
     type Error = Infallible;
@@ -142,21 +143,38 @@ where
         }
         let mcp = Route::get(&req) == Route::Mcp;
         let session = session_id(&req).filter(|_| mcp);
-        if let Some(id) = &session
-            && self.policy.sessions.owner(id).as_deref() != Some(&*client.id)
-        {
-            // Another client's session, or one opened before auth was on:
-            // answered exactly like an unknown session, so nothing leaks.
-            tracing::warn!(client = %client.id, "request refused: the session belongs to another client");
-            return futures::future::ready(Ok(Rejection::UnknownSession.into_response())).boxed();
+        // A session held elsewhere (shared through Redis) is checked there,
+        // before rmcp restores it; every other mismatch is refused here.
+        let mut check_shared = None;
+        if let Some(id) = &session {
+            match self.policy.sessions.owner(id) {
+                Some(owner) if *owner == *client.id => {}
+                None if self.policy.sessions.is_shared() => check_shared = Some(id.clone()),
+                _ => {
+                    // Another client's session, or one opened before auth was on:
+                    // answered exactly like an unknown session, so nothing leaks.
+                    tracing::warn!(client = %client.id, "request refused: the session belongs to another client");
+                    return futures::future::ready(Ok(Rejection::UnknownSession.into_response()))
+                        .boxed();
+                }
+            }
         }
         let opens_session = mcp && session.is_none() && req.method() == Method::POST;
         let deletes = req.method() == Method::DELETE;
         let policy = self.policy.clone();
         req.extensions_mut().insert(Caller(client.clone()));
-        let response = self.inner.call(req);
+        // Called now when nothing is left to check (the usual case); after the
+        // shared-session check otherwise.
+        let mut inner = self.inner.clone();
+        std::mem::swap(&mut self.inner, &mut inner);
         async move {
-            let response = response.await?;
+            if let Some(id) = &check_shared
+                && !policy.sessions.claim_shared(id, &client.id).await
+            {
+                tracing::warn!(client = %client.id, "request refused: no such session here or in the shared store for this client");
+                return Ok(Rejection::UnknownSession.into_response());
+            }
+            let response = inner.call(req).await?;
             let sessions = &policy.sessions;
             match session {
                 // Only `initialize` answers with a new session id.
@@ -166,7 +184,7 @@ where
                         .get(HEADER_SESSION_ID)
                         .and_then(|v| v.to_str().ok())
                     {
-                        sessions.bind(id, client.id.clone());
+                        sessions.bind_shared(id, client.id.clone()).await;
                     }
                 }
                 Some(id)

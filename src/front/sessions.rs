@@ -1,0 +1,293 @@
+//! The MCP session table of the HTTP front: rmcp's local session manager,
+//! with session ids that name this instance (`<instance_id>.<uuid>`) and,
+//! with `[sessions] store = "redis"`, sessions that outlive their instance.
+//!
+//! How a session moves (see docs/scale-out.md):
+//! - after `initialize`, rmcp writes the client's parameters to the shared
+//!   table through [`SharedStore`], and the auth layer adds the client id;
+//! - a request for a session this instance does not hold is checked against
+//!   the client id in the table (another client's session is "not found"),
+//!   then rmcp restores it by replaying `initialize` through
+//!   [`Sessions::restore_session`], which records this instance as the new
+//!   holder and announces the move;
+//! - the previous holder, if it is alive, hears the announcement and closes
+//!   its copy (and with it the session's per-session backends).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::Stream;
+use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
+use rmcp::transport::common::server_side_http::{ServerSseMessage, SessionId};
+use rmcp::transport::streamable_http_server::SessionManager;
+use rmcp::transport::streamable_http_server::session::local::{
+    LocalSessionManager, LocalSessionManagerError,
+};
+use rmcp::transport::streamable_http_server::session::store::{
+    SessionState, SessionStore, SessionStoreError,
+};
+use rmcp::transport::streamable_http_server::session::{EventStore, RestoreOutcome};
+use tokio_util::sync::CancellationToken;
+
+use crate::store::sessions::SharedSessions;
+
+/// The session table handed to rmcp's `StreamableHttpService`.
+pub struct Sessions {
+    pub local: LocalSessionManager,
+    instance: Arc<str>,
+    shared: Option<Shared>,
+}
+
+/// The shared side of the table.
+struct Shared {
+    table: Arc<SharedSessions>,
+    ttl: Duration,
+    /// When each held session's expiry was last pushed back, so that a busy
+    /// session costs Redis one `PEXPIRE` per `ttl / 8`, not one per request.
+    touched: Mutex<HashMap<SessionId, Instant>>,
+}
+
+impl Sessions {
+    /// A table for `instance`; `shared` makes sessions movable between instances.
+    pub fn new(
+        local: LocalSessionManager,
+        instance: Arc<str>,
+        shared: Option<(Arc<SharedSessions>, Duration)>,
+    ) -> Self {
+        Self {
+            local,
+            instance,
+            shared: shared.map(|(table, ttl)| Shared {
+                table,
+                ttl,
+                touched: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn instance(&self) -> &Arc<str> {
+        &self.instance
+    }
+
+    /// The shared table, when sessions are shared.
+    pub fn shared(&self) -> Option<(&Arc<SharedSessions>, Duration)> {
+        self.shared.as_ref().map(|s| (&s.table, s.ttl))
+    }
+
+    /// Closes `session` here if this instance holds it (it moved elsewhere).
+    pub async fn drop_moved(&self, session: &str) -> bool {
+        let id: SessionId = session.to_string().into();
+        if !self.local.has_session(&id).await.unwrap_or(false) {
+            return false;
+        }
+        if let Some(shared) = &self.shared {
+            shared.lock_touched().remove(&id);
+        }
+        let _ = self.local.close_session(&id).await;
+        true
+    }
+
+    /// Pushes back the shared expiry of `id` when it is due; never waits.
+    fn touch(&self, id: &SessionId) {
+        let Some(shared) = &self.shared else { return };
+        let due = {
+            let mut touched = shared.lock_touched();
+            let now = Instant::now();
+            match touched.get(id) {
+                Some(at) if now.duration_since(*at) < shared.ttl / 8 => false,
+                _ => {
+                    touched.insert(id.clone(), now);
+                    true
+                }
+            }
+        };
+        if due {
+            let table = shared.table.clone();
+            let (id, ttl) = (id.to_string(), shared.ttl);
+            tokio::spawn(async move {
+                if let Err(e) = table.touch(&id, ttl).await {
+                    tracing::warn!(error = %e, "cannot extend a shared session's expiry");
+                }
+            });
+        }
+    }
+
+    fn new_id(&self) -> SessionId {
+        format!("{}.{}", self.instance, uuid::Uuid::new_v4()).into()
+    }
+}
+
+impl Shared {
+    fn lock_touched(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Instant>> {
+        self.touched.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+type Transport = <LocalSessionManager as SessionManager>::Transport;
+
+impl SessionManager for Sessions {
+    type Error = LocalSessionManagerError;
+    type Transport = Transport;
+
+    async fn create_session(&self) -> Result<(SessionId, Transport), Self::Error> {
+        // rmcp's local manager mints plain UUIDs; its restore path creates a
+        // session under an id of our choosing, which is how ids name the
+        // instance that minted them.
+        loop {
+            let id = self.new_id();
+            if let RestoreOutcome::Restored(transport) =
+                self.local.restore_session(id.clone()).await?
+            {
+                return Ok((id, transport));
+            }
+            // A UUID collision: mint another.
+        }
+    }
+
+    async fn initialize_session(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<ServerJsonRpcMessage, Self::Error> {
+        self.local.initialize_session(id, message).await
+    }
+
+    async fn has_session(&self, id: &SessionId) -> Result<bool, Self::Error> {
+        self.local.has_session(id).await
+    }
+
+    async fn close_session(&self, id: &SessionId) -> Result<(), Self::Error> {
+        if let Some(shared) = &self.shared {
+            shared.lock_touched().remove(id);
+        }
+        self.local.close_session(id).await
+    }
+
+    async fn create_stream(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        self.touch(id);
+        self.local.create_stream(id, message).await
+    }
+
+    async fn accept_message(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<(), Self::Error> {
+        self.touch(id);
+        self.local.accept_message(id, message).await
+    }
+
+    async fn create_standalone_stream(
+        &self,
+        id: &SessionId,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        self.touch(id);
+        self.local.create_standalone_stream(id).await
+    }
+
+    async fn resume(
+        &self,
+        id: &SessionId,
+        last_event_id: String,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        self.touch(id);
+        self.local.resume(id, last_event_id).await
+    }
+
+    async fn restore_session(
+        &self,
+        id: SessionId,
+    ) -> Result<RestoreOutcome<Transport>, Self::Error> {
+        let Some(shared) = &self.shared else {
+            return Ok(RestoreOutcome::NotSupported);
+        };
+        let outcome = self.local.restore_session(id.clone()).await?;
+        if let RestoreOutcome::Restored(_) = &outcome {
+            tracing::info!(session = %id, "session restored from the shared session store");
+            crate::metrics::session_moved("restored");
+            if let Err(e) = shared
+                .table
+                .announce_move(&id, &self.instance, shared.ttl)
+                .await
+            {
+                tracing::warn!(session = %id, error = %e, "cannot announce a restored session");
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn event_store(&self) -> Option<Arc<dyn EventStore>> {
+        self.local.event_store()
+    }
+}
+
+/// rmcp's view of the shared table: the `initialize` parameters it replays.
+pub struct SharedStore {
+    pub table: Arc<SharedSessions>,
+    pub instance: Arc<str>,
+    pub ttl: Duration,
+}
+
+#[async_trait::async_trait]
+impl SessionStore for SharedStore {
+    async fn load(&self, session_id: &str) -> Result<Option<SessionState>, SessionStoreError> {
+        let Some(record) = self.table.load(session_id).await? else {
+            return Ok(None);
+        };
+        let Some(init) = record.init else {
+            return Ok(None);
+        };
+        Ok(Some(SessionState::new(serde_json::from_str(&init)?)))
+    }
+
+    async fn store(&self, session_id: &str, state: &SessionState) -> Result<(), SessionStoreError> {
+        let init = serde_json::to_string(&state.initialize_params)?;
+        self.table
+            .put(
+                session_id,
+                &[("init", &init), ("owner", &self.instance)],
+                self.ttl,
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn delete(&self, session_id: &str) -> Result<(), SessionStoreError> {
+        Ok(self.table.delete(session_id).await?)
+    }
+}
+
+/// Closes the local copy of every session another instance took over,
+/// until `stop` is cancelled.
+pub fn follow_moves(
+    sessions: Arc<Sessions>,
+    on_drop: impl Fn(&str) + Send + 'static,
+    stop: CancellationToken,
+) {
+    let Some((table, _)) = sessions.shared() else {
+        return;
+    };
+    let table = table.clone();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+    tokio::spawn({
+        let stop = stop.clone();
+        async move { table.follow_moves(tx, stop).await }
+    });
+    tokio::spawn(async move {
+        while let Some(moved) = rx.recv().await {
+            if *moved.to == *sessions.instance {
+                continue;
+            }
+            if sessions.drop_moved(&moved.session).await {
+                crate::metrics::session_moved("released");
+                tracing::info!(session = %moved.session, to = %moved.to, "session moved to another instance; closed here");
+                on_drop(&moved.session);
+            }
+        }
+    });
+}
