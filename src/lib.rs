@@ -36,9 +36,9 @@
 //! - [`front`]: the client side. [`front::http`] serves MCP streamable HTTP through the tower
 //!   stack [`front::stack`] (trace, metrics, origin, auth, body, limits) and rmcp's
 //!   `StreamableHttpService`; [`front::stdio`] serves one client over stdio. Each client session
-//!   is a [`front::FrontSession`]; its requests take one route → authorize → rewrite → forward →
-//!   map pipeline. [`front::sessions`] mints session ids that name the instance and restores
-//!   shared sessions; [`front::drain`] is the SIGTERM drain.
+//!   (or request, for a 2026-07-28 client) is a [`front::FrontSession`]; its requests take one
+//!   route → authorize → rewrite → forward → map pipeline. [`front::sessions`] mints session ids
+//!   that name the instance and restores shared sessions; [`front::drain`] is the SIGTERM drain.
 //! - [`serve`] and [`check`]: `manifold serve|stdio` and `manifold check`, wiring the above.
 //! - [`import`]: `manifold import`, client configs (`mcpServers`, VS Code `servers`) → backend
 //!   tables; uses only [`config`].

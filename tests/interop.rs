@@ -395,14 +395,11 @@ fn python_sdk_client_drives_the_gateway() {
     );
     assert!(legacy.get("session_error").is_none(), "{ctx}");
 
-    // The SDK's default `Client(url)` probes `server/discover` first and must
-    // fall back to the initialize handshake with the gateway.
+    // The SDK's default `Client(url)` probes `server/discover` first: the
+    // gateway answers it, so the SDK speaks 2026-07-28 (docs/protocol.md).
     let auto = &out["auto"];
     assert!(auto.get("session_error").is_none(), "{ctx}");
-    assert_eq!(
-        auto["protocol_version"], legacy["initialize"]["protocol_version"],
-        "{ctx}"
-    );
+    assert_eq!(auto["protocol_version"], "2026-07-28", "{ctx}");
     assert_eq!(
         auto["echo"],
         json!({"is_error": false, "text": "auto mode"}),

@@ -252,14 +252,14 @@ fn sections<'a>(root: DeTable<'a>, cx: &mut Cx<'_>, base_dir: Option<&Path>) -> 
                 }
             }
             "audit" => s.audit = Some(value),
-            "sessions" => {
-                if let Some(v) = super::sessions::sessions(value, cx) {
-                    s.sessions = v;
-                }
-            }
             "jobs" => {
                 if let Some(j) = super::jobs::jobs(value, cx, base_dir) {
                     s.jobs = j;
+                }
+            }
+            "sessions" => {
+                if let Some(v) = super::sessions::sessions(value, cx) {
+                    s.sessions = v;
                 }
             }
             other => cx.error(

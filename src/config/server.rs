@@ -56,12 +56,13 @@ pub(super) struct RawLimits {
 pub(super) fn build_server(raw: RawServer, cx: &mut Cx<'_>) -> ServerConfig {
     let mut s = ServerConfig::default();
     addresses(&raw, &mut s, cx);
+    instance(&raw, &mut s, cx);
     timeouts(&raw, &mut s, cx);
     connections(raw, &mut s, cx);
     s
 }
 
-/// Where the gateway listens, what it calls itself and how it names what it exposes.
+/// Where the gateway listens and how it names what it exposes.
 fn addresses(raw: &RawServer, s: &mut ServerConfig, cx: &mut Cx<'_>) {
     if let Some(listen) = &raw.listen {
         match listen.get_ref().parse() {
@@ -96,6 +97,10 @@ fn addresses(raw: &RawServer, s: &mut ServerConfig, cx: &mut Cx<'_>) {
             cx.error(sep.span(), format!("separator \"{v}\" must be non-empty and use only letters, digits, `_`, `-` or `.`"));
         }
     }
+}
+
+/// The instance's name (after `listen`, whose port the default uses) and its drain.
+fn instance(raw: &RawServer, s: &mut ServerConfig, cx: &mut Cx<'_>) {
     s.instance_id = match &raw.instance_id {
         Some(id) if super::sessions::valid_instance_id(id.get_ref()) => id.get_ref().clone(),
         Some(id) => {
@@ -110,11 +115,11 @@ fn addresses(raw: &RawServer, s: &mut ServerConfig, cx: &mut Cx<'_>) {
         }
         None => super::sessions::default_instance_id(s.listen.port()),
     };
+    s.drain_timeout = duration(&raw.drain_timeout, s.drain_timeout, cx);
 }
 
-/// Backend timeouts, restart backoff and health checks, and the drain on SIGTERM.
+/// Backend timeouts, restart backoff and health checks.
 fn timeouts(raw: &RawServer, s: &mut ServerConfig, cx: &mut Cx<'_>) {
-    s.drain_timeout = duration(&raw.drain_timeout, s.drain_timeout, cx);
     s.session_idle_timeout = duration(&raw.session_idle_timeout, s.session_idle_timeout, cx);
     s.connect_timeout = duration(&raw.connect_timeout, s.connect_timeout, cx);
     s.call_timeout = duration(&raw.call_timeout, s.call_timeout, cx);

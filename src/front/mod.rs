@@ -14,6 +14,7 @@ pub mod execute;
 pub mod http;
 pub mod invoke;
 pub mod layers;
+mod modern;
 mod params;
 mod pipeline;
 pub mod policy;

@@ -8,12 +8,12 @@
 //! metrics in the OpenMetrics text format; `POST /admin/reload` reloads the
 //! config file (admin tokens only, checked by the auth layer). `/status`
 //! shows a client that is not an admin only the backends it may use and its
-//! own sessions. Before rmcp sees a POST, `server/discover`
-//! is answered with -32601 so that clients that try the 2026 lifecycle first
-//! fall back to `initialize` (rmcp notes, P9), and an `initialize` past
+//! own sessions. Before rmcp sees a POST, an `initialize` past
 //! `limits.max_sessions` gets 503; rmcp's 415 for a well-formed
 //! JSON body that is not a JSON-RPC message becomes -32600, its plain-text
 //! 400s become JSON-RPC errors, and its 202 to a DELETE becomes 204.
+//! `server/discover` and the rest of the 2026-07-28 protocol go to rmcp like
+//! everything else (see `modern.rs`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -201,16 +201,6 @@ impl Routes {
         // Present only for JSON bodies (the body layer parsed them).
         let rpc = req.extensions().get::<Rpc>().cloned();
         if let Some(rpc) = &rpc
-            && rpc.method.as_deref() == Some("server/discover")
-        {
-            return jsonrpc_error(
-                StatusCode::OK,
-                rpc.id.clone().unwrap_or_default(),
-                -32601,
-                "Method not found: server/discover (this gateway speaks the initialize lifecycle, protocol versions up to 2025-11-25)",
-            );
-        }
-        if let Some(rpc) = &rpc
             && rpc.method.as_deref() == Some("initialize")
             && !req.headers().contains_key("mcp-session-id")
         {
@@ -224,7 +214,12 @@ impl Routes {
             }
         }
         let id = rpc.as_ref().and_then(|r| r.id.clone());
-        let response = edge_errors(self.mcp.handle(req).await, id).await;
+        // A 2026-07-28 request's handler is built inside `handle`, and learns its client here.
+        let caller = req.extensions().get::<Caller>().map(|c| c.0.clone());
+        let handled = super::modern::CALLER
+            .scope(caller, self.mcp.handle(req))
+            .await;
+        let response = edge_errors(handled, id).await;
         if let Some(rpc) = rpc
             && response.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE
         {

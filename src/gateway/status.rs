@@ -2,7 +2,10 @@
 //! `gateway_status`, the instructions clients get at `initialize`, and the
 //! state gauges of `/metrics`.
 
+use rmcp::model::Implementation;
+
 use crate::backend::BackendState;
+use crate::config::TransportConfig;
 use crate::coordinator::{Fate, Kind};
 use crate::metrics::Scrape;
 
@@ -144,9 +147,58 @@ impl Gateway {
             } else {
                 format!("names prefixed `{}{sep}`", b.config.prefix)
             };
-            text.push_str(&format!("\n\n## {} ({naming})\n{}", b.name(), instr.trim()));
+            let info = b.server_info();
+            let about = info.as_ref().and_then(|i| i.server_info.as_ref());
+            let title = about
+                .and_then(|a| a.title.as_deref())
+                .map(|t| format!(" — {t}"))
+                .unwrap_or_default();
+            let site = about
+                .and_then(|a| a.website_url.as_deref())
+                .map(|w| format!(", {w}"))
+                .unwrap_or_default();
+            text.push_str(&format!(
+                "\n\n## {}{title} ({naming}{site})\n{}",
+                b.name(),
+                instr.trim()
+            ));
         }
         text
+    }
+
+    /// The gateway's `serverInfo` for a client that sees `visible`
+    /// backends: with exactly one mounted server in view the gateway stands
+    /// in for it, so its title, description, icons and website are shown;
+    /// with several, the icons of all of them (each once) and our own title.
+    pub fn implementation(&self, visible: &dyn Fn(&str) -> bool) -> Implementation {
+        let snapshot = self.snapshot.load();
+        let mounted: Vec<Implementation> = snapshot
+            .backends
+            .values()
+            .filter(|b| !matches!(b.config.transport, TransportConfig::Builtin { .. }))
+            .filter(|b| b.state() == BackendState::Up && visible(b.name()))
+            .filter_map(|b| b.server_info().and_then(|i| i.server_info.clone()))
+            .collect();
+        let mut ours = Implementation::new("manifold", env!("CARGO_PKG_VERSION"));
+        ours.title = Some("Manifold MCP gateway".into());
+        if let [only] = mounted.as_slice() {
+            ours.title = only.title.clone().or(ours.title);
+            ours.description = only.description.clone();
+            ours.icons = only.icons.clone();
+            ours.website_url = only.website_url.clone();
+            return ours;
+        }
+        let mut icons: Vec<rmcp::model::Icon> = Vec::new();
+        for icon in mounted
+            .into_iter()
+            .flat_map(|i| i.icons.unwrap_or_default())
+        {
+            if !icons.iter().any(|i| i.src == icon.src) {
+                icons.push(icon);
+            }
+        }
+        ours.icons = (!icons.is_empty()).then_some(icons);
+        ours
     }
 
     /// The state gauges `/metrics` shows, read now.

@@ -48,6 +48,11 @@ impl Fixture {
     pub(crate) async fn call(&self, request: CallToolRequestParams, ctx: Ctx) -> Answer {
         let _running = (request.name != "stats").then(|| Running::start(&self.state.running));
         let args = &request.arguments;
+        if self.args.eras
+            && let Some(answer) = super::eras::call(&request, &ctx).await
+        {
+            return answer;
+        }
         match request.name.as_ref() {
             "meta" => text(serde_json::to_string(&ctx.meta).unwrap_or_default()),
             "echo" => match text_arg(args, "message") {

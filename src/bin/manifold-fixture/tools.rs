@@ -155,6 +155,9 @@ pub(crate) fn list(args: &Args) -> Vec<Tool> {
             tools.push(tool(n, d, s));
         }
     }
+    if args.eras {
+        tools.extend(super::eras::tools());
+    }
     if args.long_tool {
         tools.push(tool(
             "l".repeat(70),
