@@ -18,6 +18,7 @@ pub mod bus;
 pub mod jobs;
 pub mod logs;
 pub mod messaging;
+mod single;
 pub mod status;
 
 use std::collections::HashMap;

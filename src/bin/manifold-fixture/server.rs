@@ -30,6 +30,9 @@ pub(crate) struct State {
     pub(crate) log_level: Mutex<Option<String>>,
     /// The answer to the last `roots_later` ask (root URIs, or the error).
     pub(crate) last_roots: Mutex<Option<Value>>,
+    /// Tool calls (other than `stats`) running now: tests wait on it to
+    /// know a call has reached the backend.
+    pub(crate) running: AtomicU64,
     /// How many `roots_later` asks were answered.
     pub(crate) roots_answers: AtomicU64,
 }

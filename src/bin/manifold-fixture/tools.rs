@@ -92,7 +92,7 @@ const BASE: &[(&str, &str, Shape)] = &[
     ),
     (
         "stats",
-        "Returns pid, cancellations, subscriptions and log level",
+        "Returns pid, cancellations, subscriptions, log level and calls running",
         Shape::Empty,
     ),
 ];
