@@ -1,22 +1,19 @@
-//! Opening a backend connection for each transport, and the supervisor task
-//! that owns it.
+//! The supervisor task that owns a backend's connection: connect (through
+//! `open.rs`), serve, watch health, and reconnect with backoff.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use rmcp::service::{ClientCacheConfig, RunningService};
-use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::{RoleClient, ServiceExt};
+use rmcp::RoleClient;
+use rmcp::service::ClientCacheConfig;
 
 use super::client::BackendClient;
 use super::{Backend, BackendEnv, BackendRef, BackendState, Catalog, LiveEnv};
-use crate::config::{BackendConfig, DownBackends, Secret, TransportConfig};
+use crate::config::DownBackends;
 use crate::coordinator::ListKinds;
 
-type Running = RunningService<RoleClient, BackendClient>;
+use super::open::{Running, open};
 
 /// How long a closing connection may take before its child is killed.
 const CLOSE_GRACE: Duration = Duration::from_secs(3);
@@ -184,54 +181,10 @@ async fn run_once(
     let failed = Outcome::Failed {
         connected_for: Duration::ZERO,
     };
-    let Some(backend) = weak.upgrade() else {
-        return Outcome::Stopped;
+    let (running, shutdown) = match connect(weak, env, capabilities, pid).await {
+        Ok(connected) => connected,
+        Err(outcome) => return outcome,
     };
-    let shutdown = backend.shutdown.clone();
-    let config = backend.config.clone();
-    let handler = BackendClient {
-        backend: weak.clone(),
-        hub: env.hub.clone(),
-        capabilities: capabilities.clone(),
-        log_limit: crate::ratelimit::KeyedLimiter::per_second(
-            super::client::LOG_RATE,
-            super::client::LOG_BURST,
-        ),
-        roots_cache: tokio::sync::Mutex::new(None),
-    };
-    let attempt = async {
-        let running = open(&config, env, handler, |p| {
-            backend.pid.store(p, Ordering::Relaxed);
-            pid.store(p, Ordering::Relaxed);
-        })
-        .await?;
-        running
-            .peer()
-            .set_response_cache_config(ClientCacheConfig::disabled())
-            .await;
-        Ok::<_, String>(running)
-    };
-    let running = tokio::select! {
-        _ = shutdown.cancelled() => {
-            backend.set_state(BackendState::Stopped);
-            return Outcome::Stopped;
-        }
-        r = tokio::time::timeout(env.connect_timeout, attempt) => match r {
-            Ok(Ok(running)) => running,
-            Ok(Err(reason)) => {
-                backend.set_state(BackendState::Down(reason));
-                return failed;
-            }
-            Err(_) => {
-                backend.set_state(BackendState::Down(format!(
-                    "did not finish connecting within {}",
-                    humantime::format_duration(env.connect_timeout)
-                )));
-                return failed;
-            }
-        }
-    };
-    drop(backend);
 
     let peer = running.peer().clone();
     let ct = running.cancellation_token();
@@ -279,6 +232,77 @@ async fn run_once(
             None
         }
     };
+    ended(weak, env, live, reason, started)
+}
+
+/// Opens the connection within `connect_timeout`; on failure the backend is
+/// already marked down (or stopped) and the outcome says what next.
+async fn connect(
+    weak: &BackendRef,
+    env: &BackendEnv,
+    capabilities: &rmcp::model::ClientCapabilities,
+    pid: &Arc<AtomicU32>,
+) -> Result<(Running, tokio_util::sync::CancellationToken), Outcome> {
+    let failed = Outcome::Failed {
+        connected_for: Duration::ZERO,
+    };
+    let Some(backend) = weak.upgrade() else {
+        return Err(Outcome::Stopped);
+    };
+    let shutdown = backend.shutdown.clone();
+    let config = backend.config.clone();
+    let handler = BackendClient {
+        backend: weak.clone(),
+        hub: env.hub.clone(),
+        capabilities: capabilities.clone(),
+        log_limit: crate::ratelimit::KeyedLimiter::per_second(
+            super::client::LOG_RATE,
+            super::client::LOG_BURST,
+        ),
+        roots_cache: tokio::sync::Mutex::new(None),
+    };
+    let attempt = async {
+        let running = open(&config, env, handler, |p| {
+            backend.pid.store(p, Ordering::Relaxed);
+            pid.store(p, Ordering::Relaxed);
+        })
+        .await?;
+        running
+            .peer()
+            .set_response_cache_config(ClientCacheConfig::disabled())
+            .await;
+        Ok::<_, String>(running)
+    };
+    tokio::select! {
+        _ = shutdown.cancelled() => {
+            backend.set_state(BackendState::Stopped);
+            Err(Outcome::Stopped)
+        }
+        r = tokio::time::timeout(env.connect_timeout, attempt) => match r {
+            Ok(Ok(running)) => Ok((running, shutdown)),
+            Ok(Err(reason)) => {
+                backend.set_state(BackendState::Down(reason));
+                Err(failed)
+            }
+            Err(_) => {
+                backend.set_state(BackendState::Down(format!(
+                    "did not finish connecting within {}",
+                    humantime::format_duration(env.connect_timeout)
+                )));
+                Err(failed)
+            }
+        }
+    }
+}
+
+/// The connection ended: stopped (`reason` is `None`) or down for `reason`.
+fn ended(
+    weak: &BackendRef,
+    env: &BackendEnv,
+    live: &LiveEnv,
+    reason: Option<String>,
+    started: Instant,
+) -> Outcome {
     let Some(backend) = weak.upgrade() else {
         return Outcome::Stopped;
     };
@@ -380,109 +404,4 @@ async fn restore_session_state(backend: &Backend, env: &BackendEnv) {
             tracing::warn!(backend = %backend.name(), uri = %exposed, error = %e, "could not restore a subscription");
         }
     }
-}
-
-/// Opens the connection. The error becomes the backend's `down` reason,
-/// shown by `/readyz` and `/status`: secrets are taken out of it.
-async fn open(
-    config: &BackendConfig,
-    env: &BackendEnv,
-    handler: BackendClient,
-    on_pid: impl FnOnce(u32),
-) -> Result<Running, String> {
-    open_transport(config, env, handler, on_pid)
-        .await
-        .map_err(|e| crate::config::redact::redact(&e).into_owned())
-}
-
-async fn open_transport(
-    config: &BackendConfig,
-    env: &BackendEnv,
-    handler: BackendClient,
-    on_pid: impl FnOnce(u32),
-) -> Result<Running, String> {
-    match &config.transport {
-        TransportConfig::Stdio {
-            command,
-            args,
-            env: vars,
-            cwd,
-            inherit_env,
-        } => {
-            let (proc, pid) = super::spawn::stdio(super::spawn::StdioSpec {
-                name: &config.name,
-                command,
-                args,
-                env: vars,
-                cwd: cwd.as_deref(),
-                inherit_env,
-            })
-            .await?;
-            if let Some(pid) = pid {
-                on_pid(pid);
-            }
-            handler
-                .serve(proc)
-                .await
-                .map_err(|e| format!("initialize failed: {e}"))
-        }
-        TransportConfig::Http { url, headers } => {
-            let cfg = StreamableHttpClientTransportConfig::with_uri(url.as_str())
-                .custom_headers(header_map(headers)?)
-                .max_concurrent_requests(256)
-                .reinit_on_expired_session(true);
-            let transport = StreamableHttpClientTransport::with_client(env.http.clone(), cfg);
-            handler
-                .serve(transport)
-                .await
-                .map_err(|e| format!("initialize failed: {e}"))
-        }
-        TransportConfig::Builtin { set } => {
-            let serve = env
-                .builtins
-                .get(set)
-                .ok_or_else(|| format!("no built-in tool set `{set}`"))?;
-            // The pipe lives as long as both ends: the set's task ends when
-            // our connection closes it.
-            let (ours, theirs) = tokio::io::duplex(64 * 1024);
-            tokio::spawn(serve(theirs));
-            handler
-                .serve(ours)
-                .await
-                .map_err(|e| format!("initialize failed: {e}"))
-        }
-        TransportConfig::Sse { url, headers } => {
-            let cfg = super::sse::SseClientConfig {
-                url: url.clone(),
-                headers: headers
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.expose().to_string()))
-                    .collect(),
-                connect_timeout: env.connect_timeout,
-            };
-            let transport = super::sse::connect(env.http.clone(), cfg)
-                .await
-                .map_err(|e| e.to_string())?;
-            handler
-                .serve(transport)
-                .await
-                .map_err(|e| format!("initialize failed: {e}"))
-        }
-    }
-}
-
-fn header_map(
-    headers: &std::collections::BTreeMap<String, Secret>,
-) -> Result<HashMap<http::HeaderName, http::HeaderValue>, String> {
-    headers
-        .iter()
-        .map(|(k, v)| {
-            let name = http::HeaderName::from_bytes(k.as_bytes())
-                .map_err(|e| format!("header `{k}`: {e}"))?;
-            let mut value = http::HeaderValue::from_str(v.expose())
-                .map_err(|e| format!("header `{k}`: {e}"))?;
-            value.set_sensitive(true);
-            Ok((name, value))
-        })
-        .collect()
 }

@@ -13,22 +13,22 @@ mod catalog;
 mod client;
 mod connect;
 mod inprocess;
+mod open;
+mod request;
 pub mod spawn;
 pub mod sse;
+mod stderr;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use rmcp::model::{
-    CancelledNotificationParam, ClientCapabilities, ClientRequest, LoggingLevel, ProgressToken,
-    ServerPeerInfo, ServerResult, SetLevelRequestParams, SubscribeRequestParams,
-    UnsubscribeRequestParams,
+    ClientCapabilities, LoggingLevel, ProgressToken, ServerPeerInfo, SetLevelRequestParams,
+    SubscribeRequestParams, UnsubscribeRequestParams,
 };
-use rmcp::service::{PeerRequestOptions, ServiceError};
+use rmcp::service::ServiceError;
 use rmcp::{Peer, RoleClient, RoleServer};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -39,7 +39,7 @@ pub use client::shared_capabilities;
 pub use inprocess::{InProcessSets, NoSets, ServeFn};
 
 use crate::config::BackendConfig;
-use crate::coordinator::{CallEvent, Fate, Hub, Kind, ListKinds, RelayJob};
+use crate::coordinator::{Hub, ListKinds};
 
 /// Where a backend is in its life.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -170,6 +170,8 @@ pub struct Backend {
     pid: AtomicU32,
     /// How many times the supervisor reconnected after a failure.
     restarts: AtomicU64,
+    /// Why it last went down and when, kept after it comes back (status, console).
+    last_error: Mutex<Option<(String, std::time::SystemTime)>>,
     /// The per-call timeout in milliseconds: `config.timeout` at first, then
     /// whatever a reload sets, without reconnecting.
     timeout_ms: AtomicU64,
@@ -214,6 +216,7 @@ impl Backend {
             server_info: ArcSwapOption::empty(),
             pid: AtomicU32::new(0),
             restarts: AtomicU64::new(0),
+            last_error: Mutex::new(None),
             timeout_ms: AtomicU64::new(config_timeout_ms),
             shutdown: CancellationToken::new(),
             task: Mutex::new(None),
@@ -285,6 +288,14 @@ impl Backend {
         self.restarts.load(Ordering::Relaxed)
     }
 
+    /// The reason it last went down, and when; `None` if it never did.
+    pub fn last_error(&self) -> Option<(String, std::time::SystemTime)> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Whether calls to this backend are in flight (for draining on reload).
     pub fn busy(&self) -> bool {
         self.hub.calls.in_flight(self.id) > 0
@@ -303,6 +314,8 @@ impl Backend {
                 );
             }
             BackendState::Down(reason) => {
+                *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((reason.clone(), std::time::SystemTime::now()));
                 tracing::warn!(target: "queue", backend = %self.name(), %reason, "backend down");
                 self.audit.event(
                     "warning",
@@ -329,113 +342,6 @@ impl Backend {
                 },
             }),
         }
-    }
-
-    /// Forwards one request for a client and waits for its answer, the
-    /// backend's timeout, or the client's cancellation, whichever comes first.
-    ///
-    /// While it waits, this task also delivers the call's progress (with the
-    /// client's own token) and relays the backend's sampling, elicitation and
-    /// roots requests to the client. They are sent from this task so that
-    /// rmcp puts them on the stream of the client's request (rmcp notes, P1).
-    pub async fn request(
-        &self,
-        request: ClientRequest,
-        origin: &Origin<'_>,
-    ) -> Result<ServerResult, CallError> {
-        let _slot = self.take_slot(origin.cancel).await?;
-        let peer = self.peer()?;
-        let options = PeerRequestOptions::with_timeout(self.timeout()).reset_timeout_on_progress();
-        let relay_timeout = self.env.load().relay_timeout;
-        // Bounded: progress beyond it is dropped (and counted), never queued without limit.
-        let (events_tx, mut events) = tokio::sync::mpsc::channel(64);
-        let (handle, _route) = {
-            let _gate = self.routing_gate.write().await;
-            let handle = peer
-                .send_request_with_option(request, options)
-                .await
-                .map_err(|e| self.map_error(e))?;
-            let route = self.hub.calls.register(
-                self.id,
-                handle.progress_token.clone(),
-                handle.id.clone(),
-                origin.session,
-                origin.progress_token.clone(),
-                events_tx,
-            );
-            (handle, route)
-        };
-        let id = handle.id.clone();
-        let response = handle.await_response();
-        tokio::pin!(response);
-        let mut relays = FuturesUnordered::new();
-        loop {
-            tokio::select! {
-                result = &mut response => {
-                    // Progress sent just before the response is handled by a
-                    // separate rmcp task: give it a moment to land, then flush it.
-                    // Calls without a progress token skip the extra scheduling.
-                    if origin.progress_token.is_some() {
-                        tokio::task::yield_now().await;
-                    }
-                    while let Ok(event) = events.try_recv() {
-                        if let CallEvent::Progress(p) = event {
-                            self.forward_progress(origin.peer, p).await;
-                        }
-                    }
-                    return result.map_err(|e| self.map_error(e));
-                }
-                Some(event) = events.recv() => match event {
-                    CallEvent::Progress(p) => self.forward_progress(origin.peer, p).await,
-                    CallEvent::Relay(job) => relays.push(relay(origin.peer.clone(), job, relay_timeout)),
-                },
-                Some(()) = relays.next(), if !relays.is_empty() => {}
-                _ = origin.cancel.cancelled() => {
-                    let param = CancelledNotificationParam::new(Some(id), Some("cancelled by the client".into()));
-                    if let Err(e) = peer.notify_cancelled(param).await {
-                        tracing::debug!(backend = %self.name(), error = %e, "could not forward cancellation");
-                    }
-                    return Err(CallError::Cancelled);
-                }
-            }
-        }
-    }
-
-    /// Waits for a free call slot (with `max_concurrent`), no longer than
-    /// the call's own timeout and only while the client still wants it.
-    async fn take_slot(
-        &self,
-        cancel: &CancellationToken,
-    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, CallError> {
-        let Some(slots) = &self.slots else {
-            return Ok(None);
-        };
-        let timeout = self.timeout();
-        let busy = || CallError::Busy {
-            backend: self.name().to_string(),
-            limit: self.config.max_concurrent.unwrap_or_default(),
-            waited: timeout,
-        };
-        tokio::select! {
-            permit = tokio::time::timeout(timeout, slots.clone().acquire_owned()) => match permit {
-                Ok(Ok(p)) => Ok(Some(p)),
-                Ok(Err(_)) => Err(CallError::Unavailable { backend: self.name().to_string(), reason: "stopped".into() }),
-                Err(_) => Err(busy()),
-            },
-            _ = cancel.cancelled() => Err(CallError::Cancelled),
-        }
-    }
-
-    async fn forward_progress(
-        &self,
-        client: &Peer<RoleServer>,
-        param: rmcp::model::ProgressNotificationParam,
-    ) {
-        let fate = match client.notify_progress(param).await {
-            Ok(()) => Fate::Forwarded,
-            Err(_) => Fate::Dropped,
-        };
-        self.hub.counters.add(Kind::Progress, fate, 1);
     }
 
     /// Subscribes at the backend to one of its own resource URIs.
@@ -470,19 +376,6 @@ impl Backend {
             && let Err(e) = peer.notify_roots_list_changed().await
         {
             tracing::debug!(backend = %self.name(), error = %e, "roots/list_changed not delivered");
-        }
-    }
-
-    fn map_error(&self, e: ServiceError) -> CallError {
-        let backend = self.name().to_string();
-        match e {
-            ServiceError::McpError(e) => CallError::Rpc(e),
-            ServiceError::Timeout { timeout } => CallError::Timeout { backend, timeout },
-            ServiceError::TransportClosed => CallError::Closed { backend },
-            other => CallError::Failed {
-                backend,
-                message: other.to_string(),
-            },
         }
     }
 
@@ -523,47 +416,6 @@ impl Backend {
         let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(task) = task {
             let _ = task.await;
-        }
-    }
-}
-
-/// Sends one server→client request to the client and hands its answer back
-/// to the backend's handler. Runs inside the client's call task.
-async fn relay(client: Peer<RoleServer>, job: RelayJob, timeout: Duration) {
-    let RelayJob {
-        request,
-        reply,
-        cancel,
-    } = job;
-    let handle = match client
-        .send_request_with_option(request, PeerRequestOptions::with_timeout(timeout))
-        .await
-    {
-        Ok(h) => h,
-        Err(e) => {
-            let _ = reply.send(Err(rmcp::ErrorData::internal_error(
-                format!("could not reach the client: {e}"),
-                None,
-            )));
-            return;
-        }
-    };
-    let id = handle.id.clone();
-    tokio::select! {
-        answer = handle.await_response() => {
-            let answer = answer.map_err(|e| match e {
-                ServiceError::McpError(e) => e,
-                ServiceError::Timeout { timeout } => rmcp::ErrorData::internal_error(
-                    format!("the client did not answer within {}", humantime::format_duration(timeout)),
-                    None,
-                ),
-                other => rmcp::ErrorData::internal_error(format!("the client did not answer: {other}"), None),
-            });
-            let _ = reply.send(answer);
-        }
-        _ = cancel.cancelled() => {
-            let param = CancelledNotificationParam::new(Some(id), Some("cancelled by the server".into()));
-            let _ = client.notify_cancelled(param).await;
         }
     }
 }

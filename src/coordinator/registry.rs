@@ -5,8 +5,8 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use rmcp::model::{ClientCapabilities, LoggingLevel, ServerNotification};
 use rmcp::{Peer, RoleServer};
@@ -51,6 +51,10 @@ pub struct Session {
     pub peer: Peer<RoleServer>,
     pub capabilities: ClientCapabilities,
     pub client_name: String,
+    /// When `initialize` registered it (status and the console show it).
+    pub started: SystemTime,
+    /// The protocol version `initialize` agreed on, once known.
+    protocol: OnceLock<String>,
     visible: Visibility,
     /// `logging/setLevel` as `level as u8 + 1`; 0 until the client sets one;
     /// [`LOG_OFF`] for a 2026-07-28 request that did not opt in to logs.
@@ -95,6 +99,8 @@ impl Session {
             peer,
             capabilities,
             client_name,
+            started: SystemTime::now(),
+            protocol: OnceLock::new(),
             visible,
             log_level: AtomicU8::new(0),
             subscriptions: Mutex::new(HashSet::new()),
@@ -112,6 +118,16 @@ impl Session {
             counters,
         ));
         session
+    }
+
+    /// Records the protocol version agreed at `initialize` (the first call wins).
+    pub fn set_protocol(&self, version: String) {
+        let _ = self.protocol.set(version);
+    }
+
+    /// The protocol version agreed at `initialize`, if it finished.
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.get().map(String::as_str)
     }
 
     pub fn close(&self) {

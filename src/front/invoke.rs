@@ -201,8 +201,35 @@ impl GatewayInvoker {
     ) -> BoxFuture<'a, Result<CallToolResult, InvokeError>> {
         // Boxed: the backend call borrows the loopback peer across awaits,
         // which callers' futures could not be proven `Send` with otherwise.
-        self.call_now(caller, tool, arguments, progress, cancel)
-            .boxed()
+        async move {
+            let started = Instant::now();
+            let audited = self.gateway.upgrade().filter(|g| g.audit.enabled());
+            let args = audited
+                .as_ref()
+                .and_then(|_| arguments.clone().map(serde_json::Value::Object));
+            let result = self
+                .call_now(caller, tool, arguments, progress, cancel)
+                .await;
+            if let Some(gateway) = audited {
+                let backend = gateway
+                    .snapshot()
+                    .route_tool(tool)
+                    .map(|(b, _)| b.name().to_string());
+                super::audit::record_invoked(
+                    &gateway.audit,
+                    super::audit::Invoked {
+                        tool,
+                        backend: backend.as_deref(),
+                        args,
+                        caller,
+                        started,
+                    },
+                    &result,
+                );
+            }
+            result
+        }
+        .boxed()
     }
 
     async fn call_now(
@@ -232,15 +259,7 @@ impl GatewayInvoker {
         let mut params = CallToolRequestParams::new(original.to_string());
         params.arguments = arguments;
         if matches!(backend.config.transport, TransportConfig::Builtin { .. }) {
-            let mut meta = RequestMetaObject::new();
-            if let Some(session) = caller.session {
-                meta.0.0.insert(SESSION_META_KEY.into(), session.into());
-            }
-            if let Some(id) = &caller.auth {
-                meta.0.0.insert(AUTH_META_KEY.into(), id.clone().into());
-                meta.0.0.insert(CLIENT_META_KEY.into(), id.clone().into());
-            }
-            params.meta = (!meta.0.0.is_empty()).then_some(meta);
+            params.meta = builtin_meta(caller);
         }
         let key = format!("job-{}", self.next_token.fetch_add(1, Ordering::Relaxed));
         let _sink = progress.map(|sink| {
@@ -263,47 +282,64 @@ impl GatewayInvoker {
         let started = Instant::now();
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
         let outcome = backend.request(request, &origin).await;
-        let (label, result) = match outcome {
-            Ok(ServerResult::CallToolResult(mut r)) => {
-                for block in &mut r.content {
-                    super::pipeline::prefix_block(&backend.config.prefix, block);
-                }
-                (
-                    if r.is_error == Some(true) {
-                        "tool_error"
-                    } else {
-                        "ok"
-                    },
-                    Ok(r),
-                )
-            }
-            Ok(_) => (
-                "error",
-                Err(InvokeError::Failed(format!(
-                    "backend `{}` sent an unexpected response type",
-                    backend.name()
-                ))),
-            ),
-            Err(CallError::Rpc(e)) => (
-                "error",
-                Err(InvokeError::Rpc {
-                    code: e.code.0,
-                    message: e.message.to_string(),
-                }),
-            ),
-            Err(CallError::Cancelled) => ("error", Err(InvokeError::Cancelled)),
-            Err(e @ CallError::Timeout { .. }) => {
-                ("timeout", Err(InvokeError::Timeout(e.to_string())))
-            }
-            Err(
-                e @ (CallError::Unavailable { .. }
-                | CallError::Busy { .. }
-                | CallError::Closed { .. }),
-            ) => ("error", Err(InvokeError::Unavailable(e.to_string()))),
-            Err(e) => ("error", Err(InvokeError::Failed(e.to_string()))),
-        };
+        let (label, result) = call_result(&backend, outcome);
         crate::metrics::request("tools/call", backend.name(), label, started.elapsed());
         result
+    }
+}
+
+/// What a built-in set learns of the caller: its session and client id.
+fn builtin_meta(caller: &Caller) -> Option<RequestMetaObject> {
+    let mut meta = RequestMetaObject::new();
+    if let Some(session) = caller.session {
+        meta.0.0.insert(SESSION_META_KEY.into(), session.into());
+    }
+    if let Some(id) = &caller.auth {
+        meta.0.0.insert(AUTH_META_KEY.into(), id.clone().into());
+        meta.0.0.insert(CLIENT_META_KEY.into(), id.clone().into());
+    }
+    (!meta.0.0.is_empty()).then_some(meta)
+}
+
+/// A backend's answer as the invoker's result, with its metrics label.
+fn call_result(
+    backend: &crate::backend::Backend,
+    outcome: Result<ServerResult, CallError>,
+) -> (&'static str, Result<CallToolResult, InvokeError>) {
+    match outcome {
+        Ok(ServerResult::CallToolResult(mut r)) => {
+            for block in &mut r.content {
+                super::pipeline::prefix_block(&backend.config.prefix, block);
+            }
+            (
+                if r.is_error == Some(true) {
+                    "tool_error"
+                } else {
+                    "ok"
+                },
+                Ok(r),
+            )
+        }
+        Ok(_) => (
+            "error",
+            Err(InvokeError::Failed(format!(
+                "backend `{}` sent an unexpected response type",
+                backend.name()
+            ))),
+        ),
+        Err(CallError::Rpc(e)) => (
+            "error",
+            Err(InvokeError::Rpc {
+                code: e.code.0,
+                message: e.message.to_string(),
+            }),
+        ),
+        Err(CallError::Cancelled) => ("error", Err(InvokeError::Cancelled)),
+        Err(e @ CallError::Timeout { .. }) => ("timeout", Err(InvokeError::Timeout(e.to_string()))),
+        Err(
+            e @ (CallError::Unavailable { .. } | CallError::Busy { .. } | CallError::Closed { .. }),
+        ) => ("error", Err(InvokeError::Unavailable(e.to_string()))),
+        Err(e) => ("error", Err(InvokeError::Failed(e.to_string()))),
     }
 }
 

@@ -67,7 +67,7 @@ impl FrontSession {
         req
     }
 
-    fn session(&self) -> Result<&Arc<Session>, ErrorData> {
+    pub(super) fn session(&self) -> Result<&Arc<Session>, ErrorData> {
         self.session.get().ok_or_else(wire::not_initialized)
     }
 
@@ -86,63 +86,12 @@ impl FrontSession {
         items
     }
 
-    /// audit: the name and arguments of a request, or nothing when the
-    /// audit log is off, so an off log costs no clone.
-    fn audit_target(
-        &self,
-        name: &str,
-        args: impl FnOnce() -> Option<serde_json::Value>,
-    ) -> Option<(String, Option<serde_json::Value>)> {
-        self.gateway
-            .audit
-            .enabled()
-            .then(|| (name.to_string(), args()))
-    }
-
-    /// audit: one entry for a completed request (the front's only audit hook).
-    fn audit<T: Clone + Into<ServerResult>>(
-        &self,
-        req: &Req,
-        target: Option<(String, Option<serde_json::Value>)>,
-        result: &Result<T, ErrorData>,
-        function: &'static str,
-    ) {
-        let Some((name, args)) = target else { return };
-        let client_name = self.session.get().map(|s| s.client_name.clone());
-        super::audit::record(
-            &self.gateway.audit,
-            req,
-            super::audit::Target {
-                name: &name,
-                args,
-                client_name: client_name.as_deref(),
-            },
-            result,
-            function,
-        );
-    }
-
     /// What this session's client may see, for the coordinator.
     pub(super) fn visibility(req: &Req) -> Visibility {
         match req.client.clone() {
             Some(client) => Arc::new(move |backend: &str| client.may_use_backend(backend)),
             None => Arc::new(|_: &str| true),
         }
-    }
-
-    /// The resource's backend, if it accepts subscriptions.
-    fn subscribable(&self, req: &Req, uri: &str) -> Result<(Arc<Backend>, String), ErrorData> {
-        let (backend, own) = self.target(req, Target::Resource(uri))?;
-        if !backend.supports_subscriptions() {
-            return Err(ErrorData::invalid_params(
-                format!(
-                    "backend `{}` does not support resource subscriptions (for `{uri}`)",
-                    backend.name()
-                ),
-                None,
-            ));
-        }
-        Ok((backend, own))
     }
 }
 
@@ -242,9 +191,10 @@ impl ServerHandler for FrontSession {
                 Self::visibility(&req),
                 self.gateway.snapshot().list_hashes(),
             );
+            let mut result = self.negotiate_initialize(&request)?;
+            session.set_protocol(result.protocol_version.to_string());
             let _ = self.session.set(session);
             tracing::debug!(client = %request.client_info.name, "session initialized");
-            let mut result = self.negotiate_initialize(&request)?;
             if req.restricted().is_some() {
                 let visible = |b: &str| req.sees_backend(b);
                 result.instructions = Some(self.gateway.instructions(&visible));
@@ -533,24 +483,8 @@ impl ServerHandler for FrontSession {
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         let req = self.req("resources/subscribe", &context);
-        req.run(async {
-            let session = self.session()?.clone();
-            let (shared, own) = self.subscribable(&req, &request.uri)?;
-            let per_session = shared.config.isolation == Isolation::PerSession;
-            let first = self.gateway.hub.subscribe(&session, &request.uri);
-            if first || per_session {
-                let subscribed = match self.serving(shared, &context.peer).await {
-                    Ok(backend) => backend.subscribe(own).await,
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = subscribed {
-                    self.gateway.hub.unsubscribe(&session, &request.uri);
-                    return Err(wire::call(e));
-                }
-            }
-            Ok(())
-        })
-        .await
+        req.run(self.add_subscription(&req, &request.uri, &context.peer))
+            .await
     }
 
     async fn unsubscribe(
@@ -559,26 +493,7 @@ impl ServerHandler for FrontSession {
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         let req = self.req("resources/unsubscribe", &context);
-        req.run(async {
-            let session = self.session()?.clone();
-            let (shared, own) = self.target(&req, Target::Resource(&request.uri))?;
-            let last = self.gateway.hub.unsubscribe(&session, &request.uri);
-            let backend = match shared.config.isolation {
-                // Only a connection this session already has: never start one to unsubscribe.
-                Isolation::PerSession => self
-                    .gateway
-                    .private
-                    .of_session(self.id)
-                    .into_iter()
-                    .find(|b| b.name() == shared.name()),
-                Isolation::Shared => last.then_some(shared),
-            };
-            if let Some(backend) = backend {
-                backend.unsubscribe(own).await.map_err(wire::call)?;
-            }
-            Ok(())
-        })
-        .await
+        req.run(self.remove_subscription(&req, &request.uri)).await
     }
 
     async fn on_roots_list_changed(&self, _: NotificationContext<RoleServer>) {

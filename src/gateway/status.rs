@@ -36,6 +36,11 @@ fn every_backend(_: &str) -> bool {
     true
 }
 
+/// RFC 3339 UTC with milliseconds, like the audit log's timestamps.
+fn rfc3339(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
 fn clip(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((i, _)) => format!("{}…", &s[..i]),
@@ -65,9 +70,34 @@ impl Gateway {
                 entry["pid"] = pid.into();
             }
             entry["restarts"] = b.restarts().into();
+            if let Some((error, at)) = b.last_error() {
+                entry["last_error"] = error.into();
+                entry["last_error_at"] = rfc3339(at).into();
+            }
+            let rates = crate::metrics::window::rates(name);
+            entry["calls_per_s"] = rates.calls_per_s.into();
+            entry["p50_ms"] = rates.p50_ms.into();
+            entry["p99_ms"] = rates.p99_ms.into();
             out.insert(name.clone(), entry);
         }
+        crate::metrics::window::retain(&|name| snapshot.backends.contains_key(name));
         serde_json::Value::Object(out)
+    }
+
+    /// Each backend `view` may see: its calls per second and latency
+    /// percentiles over the last five minutes (`metrics::window::History`).
+    pub fn history_json(&self, view: &View<'_>) -> serde_json::Value {
+        let snapshot = self.snapshot.load();
+        let out: serde_json::Map<String, serde_json::Value> = snapshot
+            .backends
+            .keys()
+            .filter(|name| (view.backend)(name))
+            .map(|name| {
+                let h = crate::metrics::window::history(name);
+                (name.clone(), serde_json::to_value(h).unwrap_or_default())
+            })
+            .collect();
+        out.into()
     }
 
     /// Everything `gateway_status` and `GET /status` report, as `view` may
@@ -81,6 +111,7 @@ impl Gateway {
             .into_iter()
             .filter(|s| view.client.is_none_or(|c| s.client_name == c))
             .collect();
+        let in_flight = self.hub.calls.in_flight_by_session();
         let sessions: Vec<serde_json::Value> = mine
             .iter()
             .take(MAX_LISTED_SESSIONS)
@@ -88,6 +119,9 @@ impl Gateway {
                 serde_json::json!({
                     "id": s.id,
                     "client": clip(&s.client_name, MAX_LISTED_NAME),
+                    "protocol_version": s.protocol(),
+                    "since": rfc3339(s.started),
+                    "in_flight": in_flight.get(&s.id).copied().unwrap_or(0),
                     "subscriptions": s.subscriptions.lock().unwrap_or_else(|p| p.into_inner()).len(),
                 })
             })

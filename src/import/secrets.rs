@@ -132,6 +132,38 @@ fn split_scheme(v: &str) -> (&str, &str) {
     ("", v)
 }
 
+/// A text being built: literal pieces, with secrets cut out as variables.
+struct Scrubbed<'a> {
+    out: Text,
+    lit: String,
+    server: &'a str,
+    vars: &'a mut Vars,
+    needed: &'a mut Vec<Needed>,
+}
+
+impl Scrubbed<'_> {
+    /// Puts a reference to a new variable (`SERVER_VAR`) where `secret` was.
+    fn hide(&mut self, var: &str, secret: &str, why: String) {
+        self.out
+            .0
+            .push(Segment::Literal(std::mem::take(&mut self.lit)));
+        let var = self.vars.claim(&[format!("{}_{var}", self.server)], secret);
+        self.needed.push(Needed {
+            var: var.clone(),
+            why,
+        });
+        self.out.0.push(Segment::Var(var));
+    }
+
+    fn finish(mut self) -> Text {
+        self.out.0.push(Segment::Literal(self.lit));
+        self.out
+            .0
+            .retain(|s| !matches!(s, Segment::Literal(l) if l.is_empty()));
+        self.out
+    }
+}
+
 /// A URL: a password in its user info and secret-named query parameters
 /// become references; the rest stays.
 fn scrub_url(
@@ -141,82 +173,73 @@ fn scrub_url(
     needed: &mut Vec<Needed>,
     named: bool,
 ) -> Text {
-    let mut out = Text::default();
-    let mut lit = String::new();
-    let mut hide = |lit: &mut String, out: &mut Text, var: &str, secret: &str, why: String| {
-        out.0.push(Segment::Literal(std::mem::take(lit)));
-        let var = vars.claim(&[format!("{server}_{var}")], secret);
-        needed.push(Needed {
-            var: var.clone(),
-            why,
-        });
-        out.0.push(Segment::Var(var));
+    let mut s = Scrubbed {
+        out: Text::default(),
+        lit: String::new(),
+        server,
+        vars,
+        needed,
     };
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    lit.push_str(scheme);
-    lit.push_str("://");
+    s.lit.push_str(scheme);
+    s.lit.push_str("://");
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
     match authority.rsplit_once('@') {
         Some((userinfo, host)) => {
-            match userinfo.split_once(':') {
-                Some((user, password)) if !password.is_empty() => {
-                    lit.push_str(user);
-                    lit.push(':');
-                    hide(
-                        &mut lit,
-                        &mut out,
-                        "PASSWORD",
-                        password,
-                        "was the password in a url".into(),
-                    );
-                }
-                _ if named => hide(
-                    &mut lit,
-                    &mut out,
-                    "USER",
-                    userinfo,
-                    "was the user info of a url".into(),
-                ),
-                _ => lit.push_str(userinfo),
-            }
-            lit.push('@');
-            lit.push_str(host);
+            scrub_userinfo(&mut s, userinfo, named);
+            s.lit.push('@');
+            s.lit.push_str(host);
         }
-        None => lit.push_str(authority),
+        None => s.lit.push_str(authority),
     }
     let (path, query) = tail
         .split_once('?')
         .map_or((tail, None), |(p, q)| (p, Some(q)));
-    lit.push_str(path);
+    s.lit.push_str(path);
     if let Some(query) = query {
         let (query, fragment) = query
             .split_once('#')
             .map_or((query, None), |(q, f)| (q, Some(f)));
-        lit.push('?');
-        for (i, pair) in query.split('&').enumerate() {
-            if i > 0 {
-                lit.push('&');
-            }
-            match pair.split_once('=') {
-                Some((k, v)) if !v.is_empty() && (sensitive_name(k) || looks_like_token(v)) => {
-                    lit.push_str(k);
-                    lit.push('=');
-                    let why = format!("was the url parameter {k}");
-                    hide(&mut lit, &mut out, &var_name(k), v, why);
-                }
-                _ => lit.push_str(pair),
-            }
-        }
+        s.lit.push('?');
+        scrub_query(&mut s, query);
         if let Some(f) = fragment {
-            lit.push('#');
-            lit.push_str(f);
+            s.lit.push('#');
+            s.lit.push_str(f);
         }
     }
-    out.0.push(Segment::Literal(lit));
-    out.0
-        .retain(|s| !matches!(s, Segment::Literal(l) if l.is_empty()));
-    out
+    s.finish()
+}
+
+/// `user:password` keeps the user; with `named`, a bare user info is hidden too.
+fn scrub_userinfo(s: &mut Scrubbed<'_>, userinfo: &str, named: bool) {
+    match userinfo.split_once(':') {
+        Some((user, password)) if !password.is_empty() => {
+            s.lit.push_str(user);
+            s.lit.push(':');
+            s.hide("PASSWORD", password, "was the password in a url".into());
+        }
+        _ if named => s.hide("USER", userinfo, "was the user info of a url".into()),
+        _ => s.lit.push_str(userinfo),
+    }
+}
+
+/// Query parameters with a secret-sounding name or a token-like value are hidden.
+fn scrub_query(s: &mut Scrubbed<'_>, query: &str) {
+    for (i, pair) in query.split('&').enumerate() {
+        if i > 0 {
+            s.lit.push('&');
+        }
+        match pair.split_once('=') {
+            Some((k, v)) if !v.is_empty() && (sensitive_name(k) || looks_like_token(v)) => {
+                s.lit.push_str(k);
+                s.lit.push('=');
+                let why = format!("was the url parameter {k}");
+                s.hide(&var_name(k), v, why);
+            }
+            _ => s.lit.push_str(pair),
+        }
+    }
 }
 
 /// Whether a key (env name, header name, flag) says its value is a credential.

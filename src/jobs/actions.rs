@@ -112,43 +112,7 @@ pub async fn dispatch(jobs: &Jobs, caller: &Caller, args: &JsonObject) -> Result
             let job = jobs.status(caller, &id).await?;
             Ok(reply(format!("Job {id} is {}", job.state.as_str()), &job))
         }
-        "list_jobs" => {
-            // Filters may be given at the top level or inside `params`.
-            let pick = |k: &str| {
-                args.get(k)
-                    .filter(|v| !v.is_null())
-                    .or_else(|| params.get(k))
-            };
-            let state = match pick("state") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(s)) => Some(State::parse(s).ok_or_else(|| {
-                    let names: Vec<&str> = State::ALL.iter().map(|s| s.as_str()).collect();
-                    bad(format!(
-                        "unknown state \"{s}\" (expected one of {})",
-                        names.join(", ")
-                    ))
-                })?),
-                Some(_) => return Err(bad("`state` must be a string")),
-            };
-            let limit = match pick("limit") {
-                None | Some(Value::Null) => DEFAULT_LIST_LIMIT,
-                Some(v) => match v.as_i64() {
-                    Some(n @ 1..=MAX_LIST_LIMIT) => n,
-                    _ => {
-                        return Err(bad(format!(
-                            "`limit` must be an integer from 1 to {MAX_LIST_LIMIT}"
-                        )));
-                    }
-                },
-            };
-            let list = jobs
-                .store()
-                .await?
-                .list(&caller.namespace, state, limit)
-                .await?;
-            let summaries: Vec<Value> = list.iter().map(Job::summary_json).collect();
-            Ok(json!({"message": format!("{} job(s)", summaries.len()), "jobs": summaries}))
-        }
+        "list_jobs" => list_jobs(jobs, caller, args, &params).await,
         "delete_job" => {
             let id = job_id(args)?;
             jobs.delete_job(caller, &id, force).await?;
@@ -168,6 +132,50 @@ pub async fn dispatch(jobs: &Jobs, caller: &Caller, args: &JsonObject) -> Result
             ACTIONS.join(", ")
         ))),
     }
+}
+
+/// `list_jobs`: the caller's jobs, optionally only those in one state, up to `limit`.
+async fn list_jobs(
+    jobs: &Jobs,
+    caller: &Caller,
+    args: &JsonObject,
+    params: &JsonObject,
+) -> Result<Value, JobError> {
+    // Filters may be given at the top level or inside `params`.
+    let pick = |k: &str| {
+        args.get(k)
+            .filter(|v| !v.is_null())
+            .or_else(|| params.get(k))
+    };
+    let state = match pick("state") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(State::parse(s).ok_or_else(|| {
+            let names: Vec<&str> = State::ALL.iter().map(|s| s.as_str()).collect();
+            bad(format!(
+                "unknown state \"{s}\" (expected one of {})",
+                names.join(", ")
+            ))
+        })?),
+        Some(_) => return Err(bad("`state` must be a string")),
+    };
+    let limit = match pick("limit") {
+        None | Some(Value::Null) => DEFAULT_LIST_LIMIT,
+        Some(v) => match v.as_i64() {
+            Some(n @ 1..=MAX_LIST_LIMIT) => n,
+            _ => {
+                return Err(bad(format!(
+                    "`limit` must be an integer from 1 to {MAX_LIST_LIMIT}"
+                )));
+            }
+        },
+    };
+    let list = jobs
+        .store()
+        .await?
+        .list(&caller.namespace, state, limit)
+        .await?;
+    let summaries: Vec<Value> = list.iter().map(Job::summary_json).collect();
+    Ok(json!({"message": format!("{} job(s)", summaries.len()), "jobs": summaries}))
 }
 
 /// A `timeout` given as a duration string ("90s", "5m") or a number of seconds.

@@ -280,6 +280,7 @@ async fn call(jobs: &Jobs, job: &Job, entry: &Arc<Running>) -> Option<Outcome> {
         namespace: job.ns.clone(),
         auth: (!job.ns.is_empty()).then(|| job.ns.clone()),
         session: None,
+        job: Some(job.id.clone()),
     };
     let arguments = match job.arguments.as_deref().map(serde_json::from_str::<Value>) {
         None => None,
@@ -333,14 +334,35 @@ async fn call(jobs: &Jobs, job: &Job, entry: &Arc<Running>) -> Option<Outcome> {
             progress,
         });
     }
-    Some(match result {
-        _ if timed_out => failed(
+    let stopped = entry.stop.load(Ordering::SeqCst);
+    let timed_out = timed_out.then_some(timeout);
+    Some(outcome(
+        result,
+        timed_out,
+        stopped,
+        progress,
+        settings.max_result_bytes,
+    ))
+}
+
+/// How the tool call ended, as the job's end state.
+fn outcome(
+    result: Result<rmcp::model::CallToolResult, InvokeError>,
+    timed_out: Option<Duration>,
+    stopped: bool,
+    progress: Option<Progress>,
+    max_result_bytes: usize,
+) -> Outcome {
+    if let Some(timeout) = timed_out {
+        return failed(
             format!(
                 "the job timed out after {} (its `timeout`, else [jobs] timeout)",
                 humantime::format_duration(timeout)
             ),
             progress,
-        ),
+        );
+    }
+    match result {
         Ok(r) => {
             let text = serde_json::to_string(&r).unwrap_or_default();
             let is_error = r.is_error == Some(true);
@@ -356,19 +378,19 @@ async fn call(jobs: &Jobs, job: &Job, entry: &Arc<Running>) -> Option<Outcome> {
                 } else {
                     State::Completed
                 },
-                result: Some(capped_result(text, settings.max_result_bytes)),
+                result: Some(capped_result(text, max_result_bytes)),
                 error,
                 progress,
             }
         }
-        Err(InvokeError::Cancelled) if entry.stop.load(Ordering::SeqCst) => Outcome {
+        Err(InvokeError::Cancelled) if stopped => Outcome {
             state: State::Stopped,
             result: None,
             error: None,
             progress,
         },
         Err(e) => failed(e.to_string(), progress),
-    })
+    }
 }
 
 fn failed(error: String, progress: Option<Progress>) -> Outcome {

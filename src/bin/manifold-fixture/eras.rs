@@ -10,7 +10,7 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer};
 use serde_json::{Value, json};
 
-use super::{schema, text_arg};
+use super::server::{schema, text_arg};
 
 /// The app resource the `app` tool's `_meta.ui.resourceUri` names.
 pub const APP_URI: &str = "ui://app/view.html";

@@ -1,7 +1,8 @@
 //! Bearer-token authentication. With `[auth]` tokens configured, every
-//! request but the probes needs `Authorization: Bearer <token>`; the client
-//! the token belongs to goes into the request extensions ([`Caller`]) for
-//! the limits and the session's allow-lists. A missing or wrong token is a
+//! request but the probes and the console's static page (`/ui`; its data
+//! comes from `/ui/api/*`, which is not public) needs `Authorization:
+//! Bearer <token>`; the client the token belongs to goes into the request
+//! extensions ([`Caller`]) for the limits and the session's allow-lists. A missing or wrong token is a
 //! 401 with `WWW-Authenticate: Bearer realm="manifold"`.
 //!
 //! The `Authorization` header is removed once checked, so no later layer,
@@ -96,7 +97,7 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let auth = self.policy.auth();
-        if !auth.enabled() || Route::get(&req).is_probe() {
+        if !auth.enabled() || Route::get(&req).is_public() {
             req.headers_mut().remove(header::AUTHORIZATION);
             return self.inner.call(req).boxed();
         }

@@ -37,6 +37,10 @@ pub enum Route {
     Execute,
     /// `GET /api/v1/logs`: the audit log.
     Logs,
+    /// `GET /ui` and its assets: the console page, which holds no data.
+    Console,
+    /// `/ui/api/*`: the console's data and its push stream.
+    ConsoleApi,
     Other,
 }
 
@@ -51,6 +55,8 @@ impl Route {
             "/admin/reload" => Self::AdminReload,
             "/api/v1/execute" => Self::Execute,
             "/api/v1/logs" => Self::Logs,
+            p if p.starts_with("/ui/api/") => Self::ConsoleApi,
+            p if p == "/ui" || p.starts_with("/ui/") => Self::Console,
             _ => Self::Other,
         }
     }
@@ -70,6 +76,13 @@ impl Route {
         matches!(self, Self::Healthz | Self::Readyz)
     }
 
+    /// Served without a token: the probes, and the console's page and
+    /// assets (static files; every piece of data they show comes from
+    /// routes that need one).
+    pub fn is_public(self) -> bool {
+        self.is_probe() || self == Self::Console
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Self::Mcp => "mcp",
@@ -80,6 +93,8 @@ impl Route {
             Self::AdminReload => "admin_reload",
             Self::Execute => "execute",
             Self::Logs => "logs",
+            Self::Console => "console",
+            Self::ConsoleApi => "console_api",
             Self::Other => "other",
         }
     }

@@ -16,6 +16,9 @@ use toml::de::DeValue;
 use super::load::{Cx, deserialize, duration};
 use super::model::Secret;
 
+mod production;
+use production::production;
+
 /// `[audit]`: the audit log. Off unless the section (or an `ENABLE_*_LOGGING`
 /// variable) turns it on.
 #[derive(Clone, Debug, PartialEq)]
@@ -287,7 +290,29 @@ pub(super) fn audit(
     let pg_url = lookup("POSTGRES_DSN")
         .map(|u| Src::env(u, "POSTGRES_DSN"))
         .or_else(|| raw.postgres.url.clone().map(|u| Src::file(u, None)));
-    a.local = match local.value.as_str() {
+    a.local = local_store(&raw, local, pg_url.as_ref(), base_dir, cx);
+
+    a.production = production(&raw, cx, lookup, pg_url);
+    if let (LocalStore::Postgres { url }, Some(Production::Postgres { url: p })) =
+        (&a.local, &a.production)
+        && url == p
+    {
+        cx.general(
+            "[audit]: the production destination is the local PostgreSQL store itself; set `production = \"none\"`".into(),
+        );
+    }
+    a
+}
+
+/// The local store chosen (`none`, `sqlite` or `postgres`) with its settings.
+fn local_store(
+    raw: &RawAudit,
+    local: Src<String>,
+    pg_url: Option<&Src<String>>,
+    base_dir: Option<&Path>,
+    cx: &mut Cx<'_>,
+) -> LocalStore {
+    match local.value.as_str() {
         "none" => LocalStore::None,
         "sqlite" => {
             let file = raw
@@ -311,7 +336,7 @@ pub(super) fn audit(
                 retention_days,
             }
         }
-        "postgres" => match &pg_url {
+        "postgres" => match pg_url {
             Some(url) => LocalStore::Postgres {
                 url: Secret::new(url.value.clone()),
             },
@@ -334,18 +359,7 @@ pub(super) fn audit(
             );
             LocalStore::None
         }
-    };
-
-    a.production = production(&raw, cx, lookup, pg_url);
-    if let (LocalStore::Postgres { url }, Some(Production::Postgres { url: p })) =
-        (&a.local, &a.production)
-        && url == p
-    {
-        cx.general(
-            "[audit]: the production destination is the local PostgreSQL store itself; set `production = \"none\"`".into(),
-        );
     }
-    a
 }
 
 fn env_u64(
@@ -367,208 +381,5 @@ fn env_u64(
     }
 }
 
-/// The production destination: `production` in the file, then
-/// `LOG_DESTINATION_TYPE`, then `ENABLE_PRODUCTION_LOGGING`; its settings
-/// from the subtable, each overridden by its variable.
-fn production(
-    raw: &RawAudit,
-    cx: &mut Cx<'_>,
-    lookup: Lookup<'_>,
-    pg_url: Option<Src<String>>,
-) -> Option<Production> {
-    let mut kind = Src::file(
-        raw.production
-            .as_ref()
-            .map_or("none".to_string(), |p| p.get_ref().clone()),
-        raw.production.as_ref().map(|p| p.span()),
-    );
-    if let Some(t) = lookup("LOG_DESTINATION_TYPE") {
-        kind = Src::env(t.trim().to_ascii_lowercase(), "LOG_DESTINATION_TYPE");
-    }
-    match env_bool(lookup, "ENABLE_PRODUCTION_LOGGING", cx) {
-        Some(false) => return None,
-        Some(true) if kind.value == "none" => {
-            cx.general(
-                "environment variable ENABLE_PRODUCTION_LOGGING is true but no production destination is configured: set LOG_DESTINATION_TYPE (kafka, elasticsearch, postgres, convex or http) or [audit] production".into(),
-            );
-            return None;
-        }
-        _ => {}
-    }
-    let missing = |cx: &mut Cx<'_>, what: &str| {
-        report(
-            cx,
-            &kind,
-            format!("production destination \"{}\" needs {what}", kind.value),
-        )
-    };
-    match kind.value.as_str() {
-        "none" => None,
-        "kafka" => {
-            let servers = lookup("KAFKA_BOOTSTRAP_SERVERS")
-                .map(|s| list(&s))
-                .or_else(|| raw.kafka.bootstrap_servers.clone())
-                .unwrap_or_default();
-            if let Some(acks) = &raw.kafka.acks
-                && acks.get_ref() != "all"
-            {
-                cx.error(
-                    acks.span(),
-                    "acks must be \"all\" (the rskafka client always waits for every in-sync replica)",
-                );
-            }
-            let mut partitions = 1;
-            if let Some(p) = &raw.kafka.partitions {
-                match i32::try_from(*p.get_ref()) {
-                    Ok(n @ 1..=1000) => partitions = n,
-                    _ => cx.error(p.span(), "partitions must be between 1 and 1000"),
-                }
-            }
-            if servers.is_empty() {
-                missing(
-                    cx,
-                    "[audit.kafka] bootstrap_servers (or KAFKA_BOOTSTRAP_SERVERS)",
-                );
-                return None;
-            }
-            let topic = lookup("KAFKA_TOPIC")
-                .or_else(|| raw.kafka.topic.clone())
-                .unwrap_or_else(|| "mcp-logs".into());
-            Some(Production::Kafka {
-                bootstrap_servers: servers,
-                topic,
-                partitions,
-            })
-        }
-        "elasticsearch" => {
-            let hosts = lookup("ELASTICSEARCH_HOSTS")
-                .map(|s| list(&s))
-                .or_else(|| raw.elasticsearch.hosts.clone())
-                .unwrap_or_default();
-            if hosts.is_empty() {
-                missing(cx, "[audit.elasticsearch] hosts (or ELASTICSEARCH_HOSTS)");
-                return None;
-            }
-            let index_prefix = lookup("ELASTICSEARCH_INDEX_PREFIX")
-                .or_else(|| raw.elasticsearch.index_prefix.clone())
-                .unwrap_or_else(|| "mcp-logs".into());
-            Some(Production::Elasticsearch {
-                hosts,
-                index_prefix,
-                api_key: raw.elasticsearch.api_key.clone().map(Secret::new),
-            })
-        }
-        "postgres" => match pg_url {
-            Some(u) => Some(Production::Postgres {
-                url: Secret::new(u.value),
-            }),
-            None => {
-                missing(cx, "[audit.postgres] url (or POSTGRES_DSN)");
-                None
-            }
-        },
-        "http" | "convex" => {
-            let url = lookup("CONVEX_ENDPOINT_URL").or_else(|| raw.http.url.clone());
-            let Some(url) = url else {
-                missing(cx, "[audit.http] url (or CONVEX_ENDPOINT_URL)");
-                return None;
-            };
-            if let Err(e) = url::Url::parse(&url) {
-                report(
-                    cx,
-                    &kind,
-                    format!("invalid HTTP destination url \"{url}\": {e}"),
-                );
-                return None;
-            }
-            let api_key = lookup("CONVEX_API_KEY")
-                .or_else(|| raw.http.api_key.clone())
-                .map(Secret::new);
-            Some(Production::Http { url, api_key })
-        }
-        other => {
-            report(
-                cx,
-                &kind,
-                format!(
-                    "unknown production destination \"{other}\" (expected \"none\", \"kafka\", \"elasticsearch\", \"postgres\" or \"http\")"
-                ),
-            );
-            None
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::load::test_parse_with_env;
-
-    fn parse(text: &str, env: &[(&str, &str)]) -> Result<AuditConfig, Vec<String>> {
-        test_parse_with_env(text, env).map(|c| c.audit)
-    }
-
-    #[test]
-    fn absent_section_is_off_and_present_section_defaults_to_sqlite() {
-        assert!(!parse("", &[]).unwrap().enabled());
-        let a = parse("[audit]\n", &[]).unwrap();
-        assert!(matches!(
-            a.local,
-            LocalStore::Sqlite {
-                retention_days: 30,
-                ..
-            }
-        ));
-        assert!(a.production.is_none());
-    }
-
-    #[test]
-    fn env_overrides_the_file() {
-        let a = parse(
-            "[audit]\nproduction = \"kafka\"\n[audit.kafka]\nbootstrap_servers = [\"a:1\"]\n",
-            &[
-                ("KAFKA_BOOTSTRAP_SERVERS", "b:2, c:3"),
-                ("KAFKA_TOPIC", "t"),
-                ("ENABLE_LOCAL_LOGGING", "false"),
-                ("LOG_RETRY_ATTEMPTS", "7"),
-                ("LOG_RETRY_DELAY_MS", "15"),
-            ],
-        )
-        .unwrap();
-        assert_eq!(a.local, LocalStore::None);
-        assert_eq!(a.retry_attempts, 7);
-        assert_eq!(a.retry_delay, Duration::from_millis(15));
-        assert_eq!(
-            a.production,
-            Some(Production::Kafka {
-                bootstrap_servers: vec!["b:2".into(), "c:3".into()],
-                topic: "t".into(),
-                partitions: 1
-            })
-        );
-        let a = parse(
-            "",
-            &[
-                ("ENABLE_PRODUCTION_LOGGING", "true"),
-                ("LOG_DESTINATION_TYPE", "convex"),
-                ("CONVEX_ENDPOINT_URL", "http://127.0.0.1:1/ingest"),
-                ("CONVEX_API_KEY", "k"),
-            ],
-        )
-        .unwrap();
-        assert!(matches!(a.production, Some(Production::Http { .. })));
-    }
-
-    #[test]
-    fn production_without_destination_names_what_is_missing() {
-        let e = parse("", &[("ENABLE_PRODUCTION_LOGGING", "true")]).unwrap_err();
-        assert!(e[0].contains("LOG_DESTINATION_TYPE"), "{e:?}");
-        let e = parse("[audit]\nproduction = \"kafka\"\n", &[]).unwrap_err();
-        assert!(e[0].starts_with("g.toml:2:14:"), "{e:?}");
-        assert!(e[0].contains("bootstrap_servers"), "{e:?}");
-        let e = parse("", &[("LOG_DESTINATION_TYPE", "elasticsearch")]).unwrap_err();
-        assert!(e[0].contains("ELASTICSEARCH_HOSTS"), "{e:?}");
-        let e = parse("[audit]\nlocal = \"mongo\"\nqueue_size = 0\n", &[]).unwrap_err();
-        assert_eq!(e.len(), 2, "{e:?}");
-    }
-}
+mod tests;

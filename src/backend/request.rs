@@ -1,0 +1,177 @@
+//! One forwarded request: a call slot, the request itself, and while it
+//! runs its progress and the backend's requests relayed to the client.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use rmcp::model::{CancelledNotificationParam, ClientRequest, ServerResult};
+use rmcp::service::{PeerRequestOptions, ServiceError};
+use rmcp::{Peer, RoleServer};
+use tokio_util::sync::CancellationToken;
+
+use super::{Backend, CallError, Origin};
+use crate::coordinator::{CallEvent, Fate, Kind, RelayJob};
+
+impl Backend {
+    /// Forwards one request for a client and waits for its answer, the
+    /// backend's timeout, or the client's cancellation, whichever comes first.
+    ///
+    /// While it waits, this task also delivers the call's progress (with the
+    /// client's own token) and relays the backend's sampling, elicitation and
+    /// roots requests to the client. They are sent from this task so that
+    /// rmcp puts them on the stream of the client's request (rmcp notes, P1).
+    pub async fn request(
+        &self,
+        request: ClientRequest,
+        origin: &Origin<'_>,
+    ) -> Result<ServerResult, CallError> {
+        let _slot = self.take_slot(origin.cancel).await?;
+        let peer = self.peer()?;
+        let options = PeerRequestOptions::with_timeout(self.timeout()).reset_timeout_on_progress();
+        let relay_timeout = self.env.load().relay_timeout;
+        // Bounded: progress beyond it is dropped (and counted), never queued without limit.
+        let (events_tx, mut events) = tokio::sync::mpsc::channel(64);
+        let (handle, _route) = {
+            let _gate = self.routing_gate.write().await;
+            let handle = peer
+                .send_request_with_option(request, options)
+                .await
+                .map_err(|e| self.map_error(e))?;
+            let route = self.hub.calls.register(
+                self.id,
+                handle.progress_token.clone(),
+                handle.id.clone(),
+                origin.session,
+                origin.progress_token.clone(),
+                events_tx,
+            );
+            (handle, route)
+        };
+        let id = handle.id.clone();
+        let response = handle.await_response();
+        tokio::pin!(response);
+        let mut relays = FuturesUnordered::new();
+        loop {
+            tokio::select! {
+                result = &mut response => {
+                    // Progress sent just before the response is handled by a
+                    // separate rmcp task: give it a moment to land, then flush it.
+                    // Calls without a progress token skip the extra scheduling.
+                    if origin.progress_token.is_some() {
+                        tokio::task::yield_now().await;
+                    }
+                    while let Ok(event) = events.try_recv() {
+                        if let CallEvent::Progress(p) = event {
+                            self.forward_progress(origin.peer, p).await;
+                        }
+                    }
+                    return result.map_err(|e| self.map_error(e));
+                }
+                Some(event) = events.recv() => match event {
+                    CallEvent::Progress(p) => self.forward_progress(origin.peer, p).await,
+                    CallEvent::Relay(job) => relays.push(relay(origin.peer.clone(), job, relay_timeout)),
+                },
+                Some(()) = relays.next(), if !relays.is_empty() => {}
+                _ = origin.cancel.cancelled() => {
+                    let param = CancelledNotificationParam::new(Some(id), Some("cancelled by the client".into()));
+                    if let Err(e) = peer.notify_cancelled(param).await {
+                        tracing::debug!(backend = %self.name(), error = %e, "could not forward cancellation");
+                    }
+                    return Err(CallError::Cancelled);
+                }
+            }
+        }
+    }
+
+    /// Waits for a free call slot (with `max_concurrent`), no longer than
+    /// the call's own timeout and only while the client still wants it.
+    async fn take_slot(
+        &self,
+        cancel: &CancellationToken,
+    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, CallError> {
+        let Some(slots) = &self.slots else {
+            return Ok(None);
+        };
+        let timeout = self.timeout();
+        let busy = || CallError::Busy {
+            backend: self.name().to_string(),
+            limit: self.config.max_concurrent.unwrap_or_default(),
+            waited: timeout,
+        };
+        tokio::select! {
+            permit = tokio::time::timeout(timeout, slots.clone().acquire_owned()) => match permit {
+                Ok(Ok(p)) => Ok(Some(p)),
+                Ok(Err(_)) => Err(CallError::Unavailable { backend: self.name().to_string(), reason: "stopped".into() }),
+                Err(_) => Err(busy()),
+            },
+            _ = cancel.cancelled() => Err(CallError::Cancelled),
+        }
+    }
+
+    async fn forward_progress(
+        &self,
+        client: &Peer<RoleServer>,
+        param: rmcp::model::ProgressNotificationParam,
+    ) {
+        let fate = match client.notify_progress(param).await {
+            Ok(()) => Fate::Forwarded,
+            Err(_) => Fate::Dropped,
+        };
+        self.hub.counters.add(Kind::Progress, fate, 1);
+    }
+
+    pub(super) fn map_error(&self, e: ServiceError) -> CallError {
+        let backend = self.name().to_string();
+        match e {
+            ServiceError::McpError(e) => CallError::Rpc(e),
+            ServiceError::Timeout { timeout } => CallError::Timeout { backend, timeout },
+            ServiceError::TransportClosed => CallError::Closed { backend },
+            other => CallError::Failed {
+                backend,
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+/// Sends one server→client request to the client and hands its answer back
+/// to the backend's handler. Runs inside the client's call task.
+async fn relay(client: Peer<RoleServer>, job: RelayJob, timeout: Duration) {
+    let RelayJob {
+        request,
+        reply,
+        cancel,
+    } = job;
+    let handle = match client
+        .send_request_with_option(request, PeerRequestOptions::with_timeout(timeout))
+        .await
+    {
+        Ok(h) => h,
+        Err(e) => {
+            let _ = reply.send(Err(rmcp::ErrorData::internal_error(
+                format!("could not reach the client: {e}"),
+                None,
+            )));
+            return;
+        }
+    };
+    let id = handle.id.clone();
+    tokio::select! {
+        answer = handle.await_response() => {
+            let answer = answer.map_err(|e| match e {
+                ServiceError::McpError(e) => e,
+                ServiceError::Timeout { timeout } => rmcp::ErrorData::internal_error(
+                    format!("the client did not answer within {}", humantime::format_duration(timeout)),
+                    None,
+                ),
+                other => rmcp::ErrorData::internal_error(format!("the client did not answer: {other}"), None),
+            });
+            let _ = reply.send(answer);
+        }
+        _ = cancel.cancelled() => {
+            let param = CancelledNotificationParam::new(Some(id), Some("cancelled by the server".into()));
+            let _ = client.notify_cancelled(param).await;
+        }
+    }
+}
