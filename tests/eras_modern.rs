@@ -336,3 +336,53 @@ async fn clients_of_both_eras_calling_one_shared_backend_at_once_get_only_their_
     assert_eq!(sampled(legacy.service()), 1);
     assert_eq!(sampled(modern_client.service()), 0);
 }
+
+#[tokio::test]
+async fn a_listen_stream_is_acknowledged_and_fed_only_within_the_allow_list() {
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    let config = format!(
+        "[[auth.tokens]]\nclient_id = \"narrow\"\ntoken = \"narrow-token\"\nbackends = [\"fx\"]\n\n\
+         [[auth.tokens]]\nclient_id = \"wide\"\ntoken = \"wide-token\"\n\n{}{}",
+        stdio_backend("fx", ""),
+        stdio_backend("hidden", "")
+    );
+    let (gw, _cfg) = gateway(&config);
+    let transport = |token: &str| {
+        StreamableHttpClientTransport::from_config(
+            StreamableHttpClientTransportConfig::with_uri(gw.url.clone())
+                .auth_header(token.to_string()),
+        )
+    };
+    let narrow = EraClient::new("narrow", ClientCapabilities::default())
+        .serve_with_lifecycle(transport("narrow-token"), modern())
+        .await
+        .expect("narrow connects");
+    let filter = SubscriptionFilter::builder()
+        .resource_subscription("fx+fixture://info")
+        .resource_subscription("hidden+fixture://info")
+        .build();
+    let mut sub = narrow.peer().listen(filter).await.expect("listen");
+    assert_eq!(
+        sub.acknowledged().resource_subscriptions,
+        Some(vec!["fx+fixture://info".to_string()]),
+        "a backend outside the allow-list is not acknowledged"
+    );
+    let wide = EraClient::new("wide", ClientCapabilities::default())
+        .serve_with_lifecycle(transport("wide-token"), ClientLifecycleMode::Initialize)
+        .await
+        .expect("wide connects");
+    for backend in ["hidden", "fx"] {
+        wide.peer()
+            .call_tool(
+                CallToolRequestParams::new(format!("{backend}__touch"))
+                    .with_arguments(args(json!({"uri": "fixture://info"}))),
+            )
+            .await
+            .expect("touch");
+    }
+    // The hidden backend's update was not delivered; the next is fx's.
+    let ServerNotification::ResourceUpdatedNotification(updated) = next(&mut sub).await else {
+        panic!("expected resources/updated");
+    };
+    assert_eq!(updated.params.uri, "fx+fixture://info");
+}

@@ -184,6 +184,9 @@ async fn server_everything_over_stdio_through_the_gateway() {
         "trigger-elicitation-request",
         "trigger-long-running-operation",
         "trigger-sampling-request",
+        // Registered because the gateway tells backends it relays URL-mode
+        // elicitation (2025-11-25) to clients that declared it.
+        "trigger-url-elicitation",
     ]
     .iter()
     .map(|n| format!("everything__{n}"))

@@ -176,11 +176,15 @@ impl Hub {
             .collect()
     }
 
+    /// Sessions and listen streams: what `limits.max_sessions` bounds. A
+    /// 2026-07-28 request registered for its duration is not a session.
     pub fn session_count(&self) -> usize {
         self.sessions
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .len()
+            .values()
+            .filter(|s| s.mode != Mode::Request)
+            .count()
     }
 
     /// A backend (by id) announced that some of its lists changed: refresh

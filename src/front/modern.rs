@@ -208,6 +208,20 @@ impl FrontSession {
     }
 }
 
+/// Marks a backend's result `resultType: "complete"`. A backend on an older
+/// protocol sends none, and 2026-07-28 clients require it; rmcp strips it
+/// again for older clients.
+pub(super) fn mark_complete(result: &mut ServerResult) {
+    let result_type = match result {
+        ServerResult::CompleteResult(r) => &mut r.result_type,
+        ServerResult::GetPromptResult(r) => &mut r.result_type,
+        ServerResult::ReadResourceResult(r) => &mut r.result_type,
+        ServerResult::CallToolResult(r) => &mut r.result_type,
+        _ => return,
+    };
+    result_type.get_or_insert(ResultType::COMPLETE);
+}
+
 /// An aggregated list result that carries cache hints.
 pub(super) trait Hinted: Sized {
     fn hinted_with(self, ttl_ms: u64, scope: CacheScope) -> Self;
