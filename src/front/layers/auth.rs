@@ -102,36 +102,9 @@ where
             return self.inner.call(req).boxed();
         }
         let presented = bearer(&req);
-        let client = presented.and_then(|t| auth.authenticate(t));
-        let Some(client) = client else {
-            let remote = req
-                .extensions()
-                .get::<RemoteAddr>()
-                .map(|r| r.0.to_string());
-            let why = if presented.is_some() {
-                "unknown bearer token"
-            } else {
-                "no bearer token"
-            };
-            tracing::warn!(
-                remote = remote.as_deref().unwrap_or("?"),
-                reason = why,
-                "request refused: unauthorized"
-            );
-            // Never the presented token: only where it came from and why it failed.
-            self.audit.event(
-                "warning",
-                "auth_refused",
-                "request refused: unauthorized",
-                serde_json::json!({
-                    "remote": remote,
-                    "reason": why,
-                    "path": req.uri().path(),
-                    "correlation_id": req.extensions().get::<super::RequestId>().map(|r| r.0.to_string()),
-                    "status": "denied",
-                }),
-            );
-            return futures::future::ready(Ok(Rejection::Unauthorized.into_response())).boxed();
+        let Some(client) = presented.and_then(|t| auth.authenticate(t)) else {
+            let refusal = self.unauthorized(&req, presented.is_some());
+            return futures::future::ready(Ok(refusal)).boxed();
         };
         req.headers_mut().remove(header::AUTHORIZATION);
         if let Some(span) = req.extensions().get::<RequestSpan>() {
@@ -144,22 +117,10 @@ where
         }
         let mcp = Route::get(&req) == Route::Mcp;
         let session = session_id(&req).filter(|_| mcp);
-        // A session held elsewhere (shared through Redis) is checked there,
-        // before rmcp restores it; every other mismatch is refused here.
-        let mut check_shared = None;
-        if let Some(id) = &session {
-            match self.policy.sessions.owner(id) {
-                Some(owner) if *owner == *client.id => {}
-                None if self.policy.sessions.is_shared() => check_shared = Some(id.clone()),
-                _ => {
-                    // Another client's session, or one opened before auth was on:
-                    // answered exactly like an unknown session, so nothing leaks.
-                    tracing::warn!(client = %client.id, "request refused: the session belongs to another client");
-                    return futures::future::ready(Ok(Rejection::UnknownSession.into_response()))
-                        .boxed();
-                }
-            }
-        }
+        let check_shared = match self.owner_check(session.as_deref(), &client.id) {
+            Ok(check) => check,
+            Err(refusal) => return futures::future::ready(Ok(refusal.into_response())).boxed(),
+        };
         let opens_session = mcp && session.is_none() && req.method() == Method::POST;
         let deletes = req.method() == Method::DELETE;
         let policy = self.policy.clone();
@@ -176,28 +137,101 @@ where
                 return Ok(Rejection::UnknownSession.into_response());
             }
             let response = inner.call(req).await?;
-            let sessions = &policy.sessions;
-            match session {
-                // Only `initialize` answers with a new session id.
-                None if opens_session => {
-                    if let Some(id) = response
-                        .headers()
-                        .get(HEADER_SESSION_ID)
-                        .and_then(|v| v.to_str().ok())
-                    {
-                        sessions.bind_shared(id, client.id.clone()).await;
-                    }
-                }
-                Some(id)
-                    if response.status() == StatusCode::NOT_FOUND
-                        || (deletes && response.status().is_success()) =>
-                {
-                    sessions.forget(&id)
-                }
-                _ => {}
-            }
+            let outcome = SessionOutcome {
+                session,
+                opens_session,
+                deletes,
+            };
+            outcome.record(&policy, &client.id, &response).await;
             Ok(response)
         }
         .boxed()
+    }
+}
+
+impl<S> Auth<S> {
+    /// The 401 for a request without a valid token, logged and audited
+    /// with where it came from and why, never with the token.
+    fn unauthorized<B>(&self, req: &Request<B>, presented: bool) -> Response<Body> {
+        let remote = req
+            .extensions()
+            .get::<RemoteAddr>()
+            .map(|r| r.0.to_string());
+        let why = if presented {
+            "unknown bearer token"
+        } else {
+            "no bearer token"
+        };
+        tracing::warn!(
+            remote = remote.as_deref().unwrap_or("?"),
+            reason = why,
+            "request refused: unauthorized"
+        );
+        self.audit.event(
+            "warning",
+            "auth_refused",
+            "request refused: unauthorized",
+            serde_json::json!({
+                "remote": remote,
+                "reason": why,
+                "path": req.uri().path(),
+                "correlation_id": req.extensions().get::<super::RequestId>().map(|r| r.0.to_string()),
+                "status": "denied",
+            }),
+        );
+        Rejection::Unauthorized.into_response()
+    }
+
+    /// Whether `client` may use `session`: `Ok(None)` when it is its own
+    /// here, `Ok(Some(id))` when only the shared store can tell (it is
+    /// held elsewhere), and a refusal otherwise (another client's session,
+    /// or one opened before auth was on: answered exactly like an unknown
+    /// session, so nothing leaks).
+    fn owner_check(
+        &self,
+        session: Option<&str>,
+        client: &str,
+    ) -> Result<Option<String>, Rejection> {
+        let Some(id) = session else { return Ok(None) };
+        match self.policy.sessions.owner(id) {
+            Some(owner) if *owner == *client => Ok(None),
+            None if self.policy.sessions.is_shared() => Ok(Some(id.to_string())),
+            _ => {
+                tracing::warn!(client = %client, "request refused: the session belongs to another client");
+                Err(Rejection::UnknownSession)
+            }
+        }
+    }
+}
+
+/// What a request did to the session table, known once it is answered.
+struct SessionOutcome {
+    session: Option<String>,
+    opens_session: bool,
+    deletes: bool,
+}
+
+impl SessionOutcome {
+    async fn record(self, policy: &Policy, client: &Arc<str>, response: &Response<Body>) {
+        let sessions = &policy.sessions;
+        match self.session {
+            // Only `initialize` answers with a new session id.
+            None if self.opens_session => {
+                if let Some(id) = response
+                    .headers()
+                    .get(HEADER_SESSION_ID)
+                    .and_then(|v| v.to_str().ok())
+                {
+                    sessions.bind_shared(id, client.clone()).await;
+                }
+            }
+            Some(id)
+                if response.status() == StatusCode::NOT_FOUND
+                    || (self.deletes && response.status().is_success()) =>
+            {
+                sessions.forget(&id)
+            }
+            _ => {}
+        }
     }
 }
