@@ -1,6 +1,8 @@
-//! The front's one hook into the audit log: a request that reaches a backend
+//! The front's hook into the audit log: a request that reaches a backend
 //! or a built-in set (`tools/call`, `prompts/get`, `resources/read`,
-//! `completion/complete`) becomes one [`LogEntry`] when it completes.
+//! `completion/complete`) becomes one [`LogEntry`] when it completes; so
+//! does a tool call made without a session ([`Invoked`]: `POST
+//! /api/v1/execute` and jobs).
 //!
 //! Built only when the audit log is on. The arguments are redacted here,
 //! before the entry leaves the request path; the entry is then handed over
@@ -98,6 +100,102 @@ pub(super) fn record<T: Clone + Into<ServerResult>>(
         .extra("method", method)
         .extra("request_bytes", request_bytes);
     audit.record(entry);
+}
+
+/// A tool call made without an MCP session (`POST /api/v1/execute`, a
+/// job), from before it is forwarded until its outcome is known; `None`
+/// from [`Invoked::start`] when the audit log is off.
+pub(super) struct Invoked {
+    entry: LogEntry,
+    started: std::time::Instant,
+}
+
+impl Invoked {
+    pub fn start(
+        audit: &Audit,
+        caller: &crate::jobs::Caller,
+        tool: &str,
+        backend: &str,
+        args: &Option<rmcp::model::JsonObject>,
+    ) -> Option<Self> {
+        if !audit.enabled() {
+            return None;
+        }
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let mut entry = LogEntry::now(TOOL_EXECUTION, "info", format!("tools/call {tool}")).at(
+            "manifold::front::invoke",
+            "call_tool",
+            line!(),
+        );
+        entry.correlation_id = caller.correlation_id.clone().unwrap_or_else(|| {
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            format!("invoke-{}-{n}", std::process::id())
+        });
+        entry.tool_name = Some(tool.to_string());
+        let args = args.clone().map(Value::Object);
+        let request_bytes = args
+            .as_ref()
+            .map_or(0, |a| serde_json::to_vec(a).map_or(0, |v| v.len()));
+        entry.input_args = args.as_ref().map(|a| audit.redact(a));
+        entry = entry
+            .extra("client_id", caller.auth.as_deref())
+            .extra("authenticated", caller.auth.is_some())
+            .extra("backend", backend)
+            .extra(
+                "transport",
+                if caller.job_id.is_some() {
+                    "job"
+                } else {
+                    "http"
+                },
+            )
+            .extra("method", "tools/call")
+            .extra("request_bytes", request_bytes);
+        if let Some(job) = &caller.job_id {
+            entry = entry.extra("job_id", job.as_str());
+        }
+        Some(Self {
+            entry,
+            started: std::time::Instant::now(),
+        })
+    }
+
+    /// Records the outcome; `label` is the metrics outcome of the call.
+    pub fn finish(
+        self,
+        audit: &Audit,
+        label: &str,
+        result: &Result<rmcp::model::CallToolResult, crate::jobs::InvokeError>,
+    ) {
+        use crate::jobs::InvokeError;
+        let mut entry = self.entry;
+        entry.duration_ms = Some(self.started.elapsed().as_secs_f64() * 1000.0);
+        let status = match (label, result) {
+            ("ok", _) => "success",
+            ("timeout", _) => "timeout",
+            (_, Err(InvokeError::Cancelled)) => "cancelled",
+            _ => "error",
+        };
+        entry.status = Some(status.into());
+        if status != "success" {
+            entry.level = "warning".into();
+        }
+        match result {
+            Ok(r) => {
+                let output = serde_json::to_value(r).unwrap_or(Value::Null);
+                if status == "error" {
+                    entry.error_message = Some(text_of(&output, 2000));
+                }
+                entry.output_summary = Some(text_of(&output, audit.summary_chars()));
+                entry = entry.extra(
+                    "response_bytes",
+                    serde_json::to_vec(&output).map_or(0, |v| v.len()),
+                );
+            }
+            Err(e) => entry.error_message = Some(e.to_string()),
+        }
+        audit.record(entry);
+    }
 }
 
 /// The text of a result (every `text` field, in order), cut to `max` characters.

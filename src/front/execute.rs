@@ -80,7 +80,12 @@ pub async fn handle(
         .extensions()
         .get::<Authenticated>()
         .map(|c| c.0.id.to_string());
-    let caller = Caller::new(auth, None);
+    let mut caller = Caller::new(auth, None);
+    // The call's audit entry carries the id the client gets in `x-request-id`.
+    caller.correlation_id = req
+        .extensions()
+        .get::<super::layers::RequestId>()
+        .map(|r| r.0.to_string());
     let body = match http_body_util::BodyExt::collect(req.into_body()).await {
         Ok(b) => b.to_bytes(),
         Err(never) => match never {},

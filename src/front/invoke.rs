@@ -24,6 +24,7 @@ use rmcp::{ClientHandler, Peer, RoleClient, RoleServer, ServerHandler, ServiceEx
 use tokio_util::sync::CancellationToken;
 
 use super::Front;
+use super::audit::Invoked;
 use super::policy::{Client, LimitError, Policy};
 use crate::backend::{CallError, Origin};
 use crate::builtin::{AUTH_META_KEY, CLIENT_META_KEY, SESSION_META_KEY};
@@ -229,6 +230,7 @@ impl GatewayInvoker {
                 backend.name()
             )));
         }
+        let audit = Invoked::start(&gateway.audit, caller, tool, backend.name(), &arguments);
         let mut params = CallToolRequestParams::new(original.to_string());
         params.arguments = arguments;
         if matches!(backend.config.transport, TransportConfig::Builtin { .. }) {
@@ -303,6 +305,9 @@ impl GatewayInvoker {
             Err(e) => ("error", Err(InvokeError::Failed(e.to_string()))),
         };
         crate::metrics::request("tools/call", backend.name(), label, started.elapsed());
+        if let Some(audit) = audit {
+            audit.finish(&gateway.audit, label, &result);
+        }
         result
     }
 }

@@ -21,6 +21,11 @@ pub struct Caller {
     pub auth: Option<String>,
     /// The MCP session that made the request, if any (to notify it later).
     pub session: Option<u64>,
+    /// The id the call's audit entry carries: the HTTP request id of `POST
+    /// /api/v1/execute`; `None` makes one.
+    pub correlation_id: Option<String>,
+    /// The job a call runs for (`extra_data.job_id` in its audit entry).
+    pub job_id: Option<String>,
 }
 
 impl Caller {
@@ -30,6 +35,8 @@ impl Caller {
             namespace: auth.clone().unwrap_or_default(),
             auth,
             session,
+            correlation_id: None,
+            job_id: None,
         }
     }
 }

@@ -280,6 +280,8 @@ async fn call(jobs: &Jobs, job: &Job, entry: &Arc<Running>) -> Option<Outcome> {
         namespace: job.ns.clone(),
         auth: (!job.ns.is_empty()).then(|| job.ns.clone()),
         session: None,
+        correlation_id: None,
+        job_id: Some(job.id.clone()),
     };
     let arguments = match job.arguments.as_deref().map(serde_json::from_str::<Value>) {
         None => None,
