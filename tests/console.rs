@@ -47,15 +47,7 @@ async fn console_page_is_public_but_its_data_needs_a_token() {
         assert_eq!(r.header("x-content-type-options"), "nosniff");
         assert_eq!(r.header("referrer-policy"), "no-referrer");
         // Static files only: no backend, client or token of this gateway.
-        // Whole words: `props` in a script is not the client `ops`.
-        let words: std::collections::HashSet<&str> = r
-            .body
-            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
-            .collect();
-        for secret in ["other", "ops"] {
-            assert!(!words.contains(secret), "{path} leaks {secret}");
-        }
-        for secret in [ADMIN_TOKEN, FIXTURE] {
+        for secret in ["payroll", "root-ops", ADMIN_TOKEN, FIXTURE] {
             assert!(!r.body.contains(secret), "{path} leaks {secret}");
         }
     }
@@ -85,7 +77,7 @@ async fn console_page_is_public_but_its_data_needs_a_token() {
             assert_eq!(r.status, 401, "{path} with {token:?}");
             assert!(r.header("www-authenticate").starts_with("Bearer"));
             assert!(
-                !r.body.contains("fx") && !r.body.contains("other"),
+                !r.body.contains("fx") && !r.body.contains("payroll"),
                 "{}",
                 r.body
             );
@@ -122,7 +114,7 @@ async fn console_page_is_public_but_its_data_needs_a_token() {
     assert_eq!(admin.status, 200);
     assert_eq!(admin.header("cache-control"), "no-store");
     let admin = admin.json();
-    assert_eq!(admin["client"], "ops");
+    assert_eq!(admin["client"], "root-ops");
     assert_eq!(admin["admin"], true);
     assert_eq!(
         admin["features"],
@@ -164,7 +156,7 @@ async fn console_page_is_public_but_its_data_needs_a_token() {
     );
     assert!(
         all.contains(&"fx__echo".into())
-            && all.contains(&"other__echo".into())
+            && all.contains(&"payroll__echo".into())
             && all.contains(&"queue".into())
     );
     let mine = names(
@@ -180,7 +172,7 @@ async fn console_page_is_public_but_its_data_needs_a_token() {
     assert!(
         !mine
             .iter()
-            .any(|n| n.starts_with("other__") || n == "queue"),
+            .any(|n| n.starts_with("payroll__") || n == "queue"),
         "{mine:?}"
     );
 }
@@ -213,7 +205,7 @@ async fn push_stream_carries_latency_rates_and_only_what_the_caller_may_see() {
     assert!(fx["calls_per_s"].as_f64().unwrap() > 0.0, "{fx}");
     assert!(fx["pid"].as_u64().unwrap() > 1);
     assert_eq!(fx["restarts"], 0);
-    assert!(state["status"]["backends"]["other"].is_object());
+    assert!(state["status"]["backends"]["payroll"].is_object());
     assert!(
         state["status"].get("last_reload").is_some(),
         "an admin sees the reload report"
@@ -239,10 +231,10 @@ async fn push_stream_carries_latency_rates_and_only_what_the_caller_may_see() {
     let backends = state["status"]["backends"].as_object().unwrap();
     assert!(backends.contains_key("fx") && backends.contains_key("@gateway"));
     assert!(
-        !backends.contains_key("other") && !backends.contains_key("@jobs"),
+        !backends.contains_key("payroll") && !backends.contains_key("@jobs"),
         "{backends:?}"
     );
-    assert!(state["history"].get("other").is_none());
+    assert!(state["history"].get("payroll").is_none());
     assert!(state["status"].get("last_reload").is_none());
     assert!(state["jobs"].is_null());
 
@@ -258,7 +250,7 @@ async fn push_stream_carries_latency_rates_and_only_what_the_caller_may_see() {
         let url = url.clone();
         tokio::spawn(async move {
             first_event(&url, ADMIN_TOKEN, "audit", Duration::from_secs(15), |e| {
-                e["tool_name"] == "other__echo"
+                e["tool_name"] == "payroll__echo"
             })
             .await
         })
@@ -274,7 +266,7 @@ async fn push_stream_carries_latency_rates_and_only_what_the_caller_may_see() {
             "POST",
             &execute,
             Some(ADMIN_TOKEN),
-            Some(json!({"command": "other__echo", "params": {"message": "for ops"}})),
+            Some(json!({"command": "payroll__echo", "params": {"message": "for root-ops"}})),
         )
         .await;
         request(
@@ -289,7 +281,7 @@ async fn push_stream_carries_latency_rates_and_only_what_the_caller_may_see() {
     let entry = follower.await.unwrap();
     assert_eq!(entry["extra_data"]["client_id"], "dev");
     let entry = admin_follower.await.unwrap();
-    assert_eq!(entry["extra_data"]["client_id"], "ops");
+    assert_eq!(entry["extra_data"]["client_id"], "root-ops");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -10,7 +10,7 @@ use serde_json::Value;
 pub const ADMIN_TOKEN: &str = "console-admin-token-7d1f";
 pub const USER_TOKEN: &str = "console-user-token-93ab";
 
-/// A gateway config with two fixture backends (`fx`, and `other` that the
+/// A gateway config with two fixture backends (`fx`, and `payroll` that the
 /// user may not see), an admin and a user token, jobs and the audit log in
 /// `dir`, and `extra` appended.
 pub fn config(fixture: &str, dir: &Path, extra: &str) -> String {
@@ -19,7 +19,7 @@ pub fn config(fixture: &str, dir: &Path, extra: &str) -> String {
 restart_min_backoff = "3s"
 
 [[auth.tokens]]
-client_id = "ops"
+client_id = "root-ops"
 token = "{ADMIN_TOKEN}"
 admin = true
 
@@ -40,7 +40,7 @@ batch_interval = "10ms"
 transport = "stdio"
 command = {fixture:?}
 
-[backends.other]
+[backends.payroll]
 transport = "stdio"
 command = {fixture:?}
 {extra}
