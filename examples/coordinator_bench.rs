@@ -37,6 +37,12 @@ struct Args {
     /// Progress notifications per measured call.
     #[arg(long, default_value_t = 2000)]
     progress: u64,
+    /// Measure only the memory per idle session (skip the list change and progress).
+    #[arg(long)]
+    memory_only: bool,
+    /// Print one JSON object per figure (for scripts/bench.sh) instead of text.
+    #[arg(long)]
+    json: bool,
     /// Directory holding the `manifold` and `manifold-fixture` binaries.
     #[arg(long, default_value = "target/release")]
     bin_dir: String,
@@ -78,6 +84,15 @@ fn spawn_listening(mut cmd: Command) -> anyhow::Result<(Killed, String)> {
         .context("no ready line")?
         .to_string();
     Ok((Killed(child), url))
+}
+
+fn load1() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -154,7 +169,10 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(
         &config,
         format!(
-            "[server]\nconnect_timeout = \"30s\"\n\n[backends.fx]\ntransport = \"stdio\"\ncommand = {fixture_bin:?}\n\n[backends.web]\ntransport = \"http\"\nurl = \"{fx_url}\"\n"
+            // Room for every session's GET stream, and for the probe's session.
+            "[server]\nconnect_timeout = \"30s\"\nmax_connections = {conns}\n\n[limits]\nmax_sessions = {sessions}\n\n[backends.fx]\ntransport = \"stdio\"\ncommand = {fixture_bin:?}\n\n[backends.web]\ntransport = \"http\"\nurl = \"{fx_url}\"\n",
+            conns = args.sessions + 1024,
+            sessions = args.sessions + 16,
         ),
     )?;
     let (gw, url) = spawn_listening({
@@ -194,13 +212,24 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss_kib(pid);
     let per_session = (after.saturating_sub(before)) as f64 * 1024.0 / args.sessions as f64;
-    println!(
-        "idle sessions: {}  gateway RSS {} KiB -> {} KiB  => {:.1} KB per idle session",
-        args.sessions,
-        before,
-        after,
-        per_session / 1000.0
-    );
+    if args.json {
+        let row = serde_json::json!({
+            "label": "idle-sessions", "sessions": args.sessions, "rss_before_kb": before,
+            "rss_after_kb": after, "kb_per_session": per_session / 1000.0, "load1": load1(),
+        });
+        println!("{row}");
+    } else {
+        println!(
+            "idle sessions: {}  gateway RSS {} KiB -> {} KiB  => {:.1} KB per idle session",
+            args.sessions,
+            before,
+            after,
+            per_session / 1000.0
+        );
+    }
+    if args.memory_only {
+        return Ok(());
+    }
 
     // 2. Fan-out of one list change.
     let started = Instant::now();
@@ -225,13 +254,26 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     let first = times.iter().min().copied().unwrap_or(started);
     let last = times.iter().max().copied().unwrap_or(started);
-    println!(
-        "list change to {} sessions: last delivery {:.1} ms after the change (incl. 25 ms coalescing window); first→last spread {:.1} ms",
-        args.sessions,
+    let (last_ms, spread_ms) = (
         (last - started).as_secs_f64() * 1e3,
-        (last - first).as_secs_f64() * 1e3
+        (last - first).as_secs_f64() * 1e3,
     );
+    if args.json {
+        let row = serde_json::json!({
+            "label": "list-change", "sessions": args.sessions, "last_ms": last_ms,
+            "spread_ms": spread_ms, "load1": load1(),
+        });
+        println!("{row}");
+    } else {
+        println!(
+            "list change to {} sessions: last delivery {last_ms:.1} ms after the change (incl. 25 ms coalescing window); first→last spread {spread_ms:.1} ms",
+            args.sessions,
+        );
+    }
     drop(sessions);
+    if args.progress == 0 {
+        return Ok(());
+    }
 
     // 3. Progress relay cost per notification.
     let direct = session(&http, &fx_url, ()).await?;

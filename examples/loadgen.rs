@@ -19,6 +19,17 @@
 //! it to the number of workers on the session, so the client never queues a call and the
 //! load generator is not the bottleneck.
 //!
+//! `--stdio "CMD ARG…"` drives an MCP server over stdio instead, with no HTTP and no gateway:
+//! one child process, one rmcp client connection, every worker on it (as a gateway shares one
+//! backend connection). It gives the ceiling of what that server can serve over stdio. The
+//! command is split on whitespace.
+//!
+//! `--cpu-pid PID[,PID…]` reads those processes' CPU time (user + system, all threads, from
+//! `/proc/PID/stat`) at the start and the end of the measured window, and reports the cores
+//! they used and their CPU time per call: the gateway's cost, apart from the client's and the
+//! backend's. Every row also carries the 1-minute load average at the window's start, so a
+//! figure taken on a busy machine says so.
+//!
 //! `--client raw` swaps rmcp's client for a minimal one (one POST per call, the body read
 //! whole, `Mcp-Session-Id` kept by hand). It does less work per call than rmcp's client, so it
 //! shows how much of a latency figure is the client's own cost; the default stays rmcp.
@@ -34,19 +45,19 @@ use rmcp::model::{
     CallToolRequestParams, CallToolResponse, ClientCapabilities, ClientConfig, Implementation,
     JsonObject, ProtocolVersion,
 };
-use rmcp::service::{Peer, RoleClient, RunningService};
-use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::service::{ClientCacheConfig, Peer, RoleClient, RunningService};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ClientLifecycleMode, ClientServiceExt, ServiceExt};
 
 #[derive(Parser, Debug)]
 #[command(about = "Closed-loop tools/call load generator for MCP streamable HTTP servers")]
 struct Args {
     /// MCP endpoint, e.g. http://127.0.0.1:8123/mcp
-    #[arg(long)]
+    #[arg(long, default_value = "")]
     url: String,
     /// Tool to call, e.g. fx__echo
-    #[arg(long)]
+    #[arg(long, default_value = "")]
     tool: String,
     /// Tool arguments as a JSON object
     #[arg(long, default_value = "{}")]
@@ -77,6 +88,16 @@ struct Args {
     /// Tokio worker threads of the load generator
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Drive this command's MCP server over stdio (no HTTP, no gateway) instead of `--url`;
+    /// split on whitespace
+    #[arg(long)]
+    stdio: Option<String>,
+    /// The request each worker repeats: `tools/call` of `--tool`, or `tools/list` (one page)
+    #[arg(long, default_value = "tools/call", value_parser = ["tools/call", "tools/list"])]
+    method: String,
+    /// Processes whose CPU time to report for the measured window (the gateway's pid)
+    #[arg(long, value_delimiter = ',')]
+    cpu_pid: Vec<u32>,
     /// Name printed with every result row
     #[arg(long, default_value = "")]
     label: String,
@@ -114,6 +135,18 @@ impl Session {
         }
     }
 
+    /// One `tools/list`, the first page.
+    async fn list(&self) -> Result<(), String> {
+        match self {
+            Session::Rmcp(service) => match service.peer().list_tools(None).await {
+                Ok(r) if r.tools.is_empty() => Err("tools/list returned no tools".into()),
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            },
+            Session::Raw(_) => Err("--method tools/list needs the rmcp client".into()),
+        }
+    }
+
     async fn close(self) {
         match self {
             Session::Rmcp(service) => {
@@ -136,6 +169,10 @@ struct WorkerReport {
 /// One row of output.
 struct LevelReport {
     concurrency: usize,
+    /// CPU seconds of the `--cpu-pid` processes in the measured window.
+    cpu_s: Option<f64>,
+    /// The 1-minute load average when the window started.
+    load1: Option<f64>,
     sessions: usize,
     elapsed: Duration,
     latency_ns: Histogram<u64>,
@@ -147,6 +184,12 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.concurrency.is_empty() || args.concurrency.contains(&0) {
         bail!("--concurrency needs positive numbers, e.g. 1,8,64");
+    }
+    if args.url.is_empty() == args.stdio.is_none() {
+        bail!("give exactly one of --url and --stdio");
+    }
+    if args.method == "tools/call" && args.tool.is_empty() {
+        bail!("--tool is required for tools/call");
     }
     if args.workers_per_session == 0 {
         bail!("--workers-per-session must be positive");
@@ -162,11 +205,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let arguments: JsonObject =
         serde_json::from_str(&args.args).context("--args must be a JSON object")?;
     let params = CallToolRequestParams::new(args.tool.clone()).with_arguments(arguments);
+    let list = args.method == "tools/list";
     let http = http_client(args.no_keepalive)?;
 
     // Fail fast, with the server's own words, if the tool is missing or errors.
     let probe = connect(&args, &http, 1).await?;
-    let outcome = probe.call(&params).await;
+    let outcome = if list {
+        probe.list().await
+    } else {
+        probe.call(&params).await
+    };
     probe.close().await;
     outcome.map_err(|e| anyhow::anyhow!("probe call to tool {:?} failed: {e}", args.tool))?;
 
@@ -177,7 +225,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     for &concurrency in &args.concurrency {
-        let report = run_level(&args, &http, &params, concurrency).await?;
+        let report = run_level(&args, &http, &params, list, concurrency).await?;
         print_report(&args, &report);
     }
     Ok(())
@@ -193,11 +241,21 @@ fn http_client(no_keepalive: bool) -> anyhow::Result<reqwest::Client> {
 
 /// Opens one MCP session whose client lets `in_flight` requests run at once.
 async fn connect(args: &Args, http: &reqwest::Client, in_flight: usize) -> anyhow::Result<Session> {
-    let session = match args.client {
-        Client::Rmcp => Session::Rmcp(Arc::new(connect_rmcp(args, http, in_flight).await?)),
-        Client::Raw => Session::Raw(Arc::new(RawSession::connect(http, &args.url).await?)),
+    let service = match (&args.stdio, args.client) {
+        (Some(command), _) => connect_stdio(command).await?,
+        (None, Client::Rmcp) => connect_rmcp(args, http, in_flight).await?,
+        (None, Client::Raw) => {
+            return Ok(Session::Raw(Arc::new(
+                RawSession::connect(http, &args.url).await?,
+            )));
+        }
     };
-    Ok(session)
+    // rmcp caches list results by default: every tools/list must reach the server.
+    service
+        .peer()
+        .set_response_cache_config(ClientCacheConfig::disabled())
+        .await;
+    Ok(Session::Rmcp(Arc::new(service)))
 }
 
 async fn connect_rmcp(
@@ -228,6 +286,52 @@ async fn connect_rmcp(
     service.with_context(|| format!("connect to {}", args.url))
 }
 
+/// One child process speaking MCP on stdin/stdout; its stderr is dropped.
+async fn connect_stdio(command: &str) -> anyhow::Result<RunningService<RoleClient, ClientConfig>> {
+    let mut words = command.split_whitespace();
+    let program = words.next().context("--stdio needs a command")?;
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(words);
+    let (transport, _stderr) = TokioChildProcess::builder(cmd)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("start {command}"))?;
+    let info = ClientConfig::new(
+        ClientCapabilities::default(),
+        Implementation::new("manifold-loadgen", env!("CARGO_PKG_VERSION")),
+    )
+    .with_protocol_version(ProtocolVersion::V_2025_11_25);
+    info.serve(transport)
+        .await
+        .with_context(|| format!("initialize {command}"))
+}
+
+/// User + system CPU seconds of the processes, all threads, from `/proc/PID/stat`.
+fn cpu_seconds(pids: &[u32]) -> Option<f64> {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let mut total = 0.0;
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the `(comm)`, which may hold spaces: state is field 3, utime 14, stime 15.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let utime: f64 = fields.get(11)?.parse().ok()?;
+        let stime: f64 = fields.get(12)?.parse().ok()?;
+        total += (utime + stime) / ticks;
+    }
+    Some(total)
+}
+
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// One `tools/call`; anything but a finished, non-error tool result is an error.
 async fn call_once(peer: &Peer<RoleClient>, params: &CallToolRequestParams) -> Result<(), String> {
     match peer.call_tool_once(params.clone()).await {
@@ -247,15 +351,20 @@ async fn run_level(
     args: &Args,
     http: &reqwest::Client,
     params: &CallToolRequestParams,
+    list: bool,
     concurrency: usize,
 ) -> anyhow::Result<LevelReport> {
-    // Sessions are opened before the clock starts; each carries up to workers_per_session.
-    let n_sessions = concurrency.div_ceil(args.workers_per_session);
+    // Sessions are opened before the clock starts; each carries up to workers_per_session
+    // (over stdio, one connection carries every worker).
+    let per_session = if args.stdio.is_some() {
+        concurrency
+    } else {
+        args.workers_per_session
+    };
+    let n_sessions = concurrency.div_ceil(per_session);
     let mut sessions = Vec::with_capacity(n_sessions);
     for i in 0..n_sessions {
-        let workers_here = args
-            .workers_per_session
-            .min(concurrency - i * args.workers_per_session);
+        let workers_here = per_session.min(concurrency - i * per_session);
         sessions.push(connect(args, http, workers_here).await?);
     }
 
@@ -264,12 +373,24 @@ async fn run_level(
     let params = Arc::new(params.clone());
     let mut workers = tokio::task::JoinSet::new();
     for w in 0..concurrency {
-        let session = sessions[w / args.workers_per_session].clone();
+        let session = sessions[w / per_session].clone();
         let params = Arc::clone(&params);
         // Each worker ends by itself at `end`; the JoinSet is drained below.
-        workers.spawn(worker(session, params, start, end));
+        workers.spawn(worker(session, params, list, start, end));
     }
 
+    // Samples the CPU time of --cpu-pid at the window's edges; ends at `end`.
+    let pids = args.cpu_pid.clone();
+    let sampler = tokio::spawn(async move {
+        tokio::time::sleep_until(start.into()).await;
+        let (before, load1) = (cpu_seconds(&pids), load_average());
+        tokio::time::sleep_until(end.into()).await;
+        let cpu = match (before, cpu_seconds(&pids)) {
+            (Some(a), Some(b)) if !pids.is_empty() => Some(b - a),
+            _ => None,
+        };
+        (cpu, load1)
+    });
     let mut total = new_histogram();
     let mut errors = 0;
     let mut first_error = None;
@@ -282,11 +403,14 @@ async fn run_level(
     let elapsed = Instant::now()
         .saturating_duration_since(start)
         .min(args.duration);
+    let (cpu_s, load1) = sampler.await.context("CPU sampler panicked")?;
     for session in sessions {
         session.close().await;
     }
     Ok(LevelReport {
         concurrency,
+        cpu_s,
+        load1,
         sessions: n_sessions,
         elapsed,
         latency_ns: total,
@@ -298,6 +422,7 @@ async fn run_level(
 async fn worker(
     session: Session,
     params: Arc<CallToolRequestParams>,
+    list: bool,
     start: Instant,
     end: Instant,
 ) -> WorkerReport {
@@ -311,7 +436,11 @@ async fn worker(
         if sent >= end {
             return report;
         }
-        let outcome = session.call(&params).await;
+        let outcome = if list {
+            session.list().await
+        } else {
+            session.call(&params).await
+        };
         let done = Instant::now();
         // Only calls that finish inside the measured window count.
         if done < start || done > end {
@@ -461,6 +590,10 @@ fn print_report(args: &Args, r: &LevelReport) {
             "p99_ms": ms(0.99),
             "max_ms": r.latency_ns.max() as f64 / 1e6,
             "first_error": r.first_error,
+            "load1": r.load1,
+            "cpu_s": r.cpu_s,
+            "cpu_cores": r.cpu_s.map(|s| s / r.elapsed.as_secs_f64()),
+            "cpu_us_per_call": r.cpu_s.filter(|_| calls > 0).map(|s| s * 1e6 / calls as f64),
         });
         println!("{row}");
     } else {

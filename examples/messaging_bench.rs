@@ -27,6 +27,7 @@ use clap::Parser;
 use rmcp::model::*;
 use rmcp::service::{NotificationContext, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::{Value, json};
 
@@ -46,6 +47,9 @@ struct Args {
     /// Length of the throughput run, in seconds (after 1 s of warm-up).
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Print one JSON object with every figure (for scripts/bench.sh) instead of text.
+    #[arg(long)]
+    json: bool,
     /// Directory holding the `manifold` binary.
     #[arg(long, default_value = "target/release")]
     bin_dir: String,
@@ -145,7 +149,15 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let prefix = format!("manifold-bench:{}", std::process::id());
     let (_gw, url, _dir) = start_gateway(&args, &prefix)?;
-    let transport = |u: &str| StreamableHttpClientTransport::from_uri(u.to_string());
+    // One keep-alive HTTP client for every session, as loadgen uses: the figure is the
+    // gateway's cost per message, not a TCP handshake per call.
+    let http = reqwest::Client::builder().tcp_nodelay(true).build()?;
+    let transport = |u: &str| {
+        StreamableHttpClientTransport::with_client(
+            http.clone(),
+            StreamableHttpClientTransportConfig::with_uri(u.to_string()),
+        )
+    };
     let alice = ().serve(transport(&url)).await?;
     let bob = Replier.serve(transport(&url)).await?;
     call(&bob, "checkin_client", json!({"client_id": "bob"})).await?;
@@ -165,14 +177,19 @@ async fn main() -> anyhow::Result<()> {
             h.record(t.elapsed().as_micros() as u64)?;
         }
     }
-    println!(
-        "store={} round_trip n={} p50={:.3}ms p90={:.3}ms p99={:.3}ms",
-        args.store,
-        h.len(),
-        ms(&h, 0.5),
-        ms(&h, 0.9),
-        ms(&h, 0.99)
-    );
+    if !args.json {
+        println!(
+            "store={} round_trip n={} p50={:.3}ms p90={:.3}ms p99={:.3}ms",
+            args.store,
+            h.len(),
+            ms(&h, 0.5),
+            ms(&h, 0.9),
+            ms(&h, 0.99)
+        );
+    }
+    let load1 = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next()?.parse::<f64>().ok());
 
     // 2. Throughput.
     let sent = Arc::new(AtomicU64::new(0));
@@ -203,15 +220,32 @@ async fn main() -> anyhow::Result<()> {
         w.await?;
     }
     let n = sent.load(Ordering::Relaxed);
-    println!(
-        "store={} send_message workers={} seconds={} sent={} errors={} rate={:.0}/s",
-        args.store,
-        args.workers,
-        args.seconds,
-        n,
-        errors.load(Ordering::Relaxed),
-        n as f64 / args.seconds as f64
-    );
+    if args.json {
+        let row = json!({
+            "label": "messaging",
+            "store": args.store,
+            "workers": args.workers,
+            "seconds": args.seconds,
+            "sent": n,
+            "errors": errors.load(Ordering::Relaxed),
+            "sends_per_s": n as f64 / args.seconds as f64,
+            "round_trips": h.len(),
+            "round_trip_p50_ms": ms(&h, 0.5),
+            "round_trip_p99_ms": ms(&h, 0.99),
+            "load1": load1,
+        });
+        println!("{row}");
+    } else {
+        println!(
+            "store={} send_message workers={} seconds={} sent={} errors={} rate={:.0}/s",
+            args.store,
+            args.workers,
+            args.seconds,
+            n,
+            errors.load(Ordering::Relaxed),
+            n as f64 / args.seconds as f64
+        );
+    }
 
     // Leave nothing behind in a shared Redis.
     if args.store == "redis"

@@ -1,46 +1,79 @@
 #!/usr/bin/env bash
-# Reproduces every figure in docs/performance.md.
+# Reproduces every figure in docs/performance.md with one command:
 #
-#   scripts/bench.sh                 # full run: 10 s per point after 2 s warm-up
-#   BENCH_DURATION=3s scripts/bench.sh   # quick look
+#   scripts/bench.sh                        # everything, about 25 minutes on 2 cores
+#   BENCH_PARTS=calls scripts/bench.sh      # only the side-by-side call table
+#   BENCH_DURATION=2s BENCH_ROUNDS=1 scripts/bench.sh   # a quick look, not for publishing
 #
-# Scenarios, all on 127.0.0.1, all driven by examples/loadgen.rs with `tools/call`:
-#   fixture-direct       manifold-fixture over streamable HTTP, no gateway (the baseline)
-#   manifold/fixture-stdio   Manifold -> manifold-fixture over stdio       (tool fx__echo)
-#   manifold/fixture-http    Manifold -> manifold-fixture over HTTP        (tool fxh__echo)
-#   manifold/everything      Manifold -> server-everything over stdio      (tool everything__echo)
-#   supergateway/everything  supergateway (stateful streamable HTTP) -> server-everything (echo)
-# plus the idle RSS of one Manifold process with 10 stdio fixture backends.
+# Parts (BENCH_PARTS, comma-separated; all by default):
+#   calls      tools/call echo, closed loop, c = 1, 8, 64, interleaved rounds, with these
+#              scenarios (all on 127.0.0.1, driven by examples/loadgen.rs):
+#                fixture-direct            manifold-fixture over streamable HTTP, no gateway
+#                manifold/fixture-stdio    Manifold -> manifold-fixture over stdio (fx__echo)
+#                manifold/fixture-http     Manifold -> manifold-fixture over HTTP  (fxh__echo)
+#                manifold/everything       Manifold -> server-everything over stdio
+#                mcp-proxy/everything      the mcp-proxy crate -> the same server over stdio
+#                stdio-direct/everything   a stdio driver -> server-everything, no gateway
+#                                          (the ceiling of what that backend can serve)
+#                supergateway/everything   supergateway (stateful) -> server-everything
+#              with the gateway process's CPU time per call (loadgen --cpu-pid).
+#   instr      instructions per tools/call of the gateway process under valgrind's callgrind
+#              (fixture over stdio, c = 1): Manifold and the peer; reproducible on a busy machine
+#   idle       idle RSS of one Manifold with 10 stdio fixture backends
+#   sessions   gateway RSS growth per idle session, 1,000 and 10,000 sessions, each with its
+#              GET stream open (examples/coordinator_bench.rs --memory-only)
+#   messaging  send_message/s with 8 senders on the memory store (examples/messaging_bench.rs)
+#   lists      one list change to 1,000 sessions, first to last delivery (coordinator_bench)
+#   growth     how cost grows: tools/list p50 and gateway RSS with 1/10/100 backends and
+#              100/1,000/10,000 tools; calls/s with 1/10/100 sessions; a PNG plot
 #
-# The scenarios are interleaved: for each concurrency level, every scenario runs once before
-# the next level starts (and BENCH_ROUNDS repeats the whole sweep), so drift in the machine
-# hits all of them alike. With several rounds, each point reports the round with the median
-# calls/s. Every process the script starts is stopped on exit.
+# The call scenarios are interleaved: within a round every scenario runs once at a level
+# before the next level, and BENCH_ROUNDS repeats the sweep, so drift on the machine hits all
+# of them alike; each point reports the round with the median calls/s. Every row records the
+# 1-minute load average when it was measured: figures taken on a busy machine say so.
 #
-# Knobs (environment): BENCH_DURATION (10s), BENCH_WARMUP (2s), BENCH_CONCURRENCY (1,8,64),
-# BENCH_ROUNDS (1), BENCH_IDLE_SECS (5), BENCH_LOADGEN_THREADS (1), BENCH_CLIENT (rmcp; `raw`
-# uses loadgen's bare HTTP client, to see how much of the latency is the client's own),
-# BENCH_OUT (where the raw JSON lines go; target/bench-results.jsonl).
+# Setup (not in CI; each step is skipped when its result is already there):
+#   - scripts/install-test-deps.sh (server-everything, supergateway);
+#   - the peer: `cargo install mcp-proxy --version $BENCH_PEER_VERSION --locked` into the
+#     git-ignored .bench-deps/ (compiles for several minutes the first time);
+#   - matplotlib from PyPI into the git-ignored venv .bench-deps/venv (for the plot);
+#   - the release binaries and examples; they are copied to a temp dir, so a build elsewhere
+#     cannot replace them during the run.
+#
+# Knobs (environment): BENCH_PARTS, BENCH_DURATION (5s), BENCH_WARMUP (1s),
+# BENCH_CONCURRENCY (1,8,64), BENCH_ROUNDS (3), BENCH_IDLE_SECS (5), BENCH_LOADGEN_THREADS (1),
+# BENCH_CLIENT (rmcp; `raw` is loadgen's bare HTTP client), BENCH_PEER_VERSION (0.6.0, the
+# newest published), BENCH_SUPERGATEWAY (1; 0 leaves it out), BENCH_BASE_BIN (a directory
+# holding another build's `manifold`: adds manifold-base/everything, for before/after),
+# BENCH_ONLY (a regex: run only the call scenarios whose label matches), BENCH_NO_BUILD (1: use
+# the release binaries already built), BENCH_OUT (raw JSON lines;
+# target/bench-results.jsonl), BENCH_PLOT (target/bench-growth.png).
 set -euo pipefail
 
-DURATION="${BENCH_DURATION:-10s}"
-WARMUP="${BENCH_WARMUP:-2s}"
+PARTS=",${BENCH_PARTS:-calls,instr,idle,sessions,messaging,lists,growth},"
+DURATION="${BENCH_DURATION:-5s}"
+WARMUP="${BENCH_WARMUP:-1s}"
 CONCURRENCY="${BENCH_CONCURRENCY:-1,8,64}"
-ROUNDS="${BENCH_ROUNDS:-1}"
+ROUNDS="${BENCH_ROUNDS:-3}"
 IDLE_SECS="${BENCH_IDLE_SECS:-5}"
 LOADGEN_THREADS="${BENCH_LOADGEN_THREADS:-1}"
 CLIENT="${BENCH_CLIENT:-rmcp}"
+PEER_VERSION="${BENCH_PEER_VERSION:-0.6.0}"
+SUPERGATEWAY="${BENCH_SUPERGATEWAY:-1}"
 ARGS='{"message":"hi"}'
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 work="$(mktemp -d -t manifold-bench.XXXXXX)"
 out="${BENCH_OUT:-$root/target/bench-results.jsonl}"
-mkdir -p "$(dirname "$out")"
+plot="${BENCH_PLOT:-$root/target/bench-growth.png}"
+deps="$root/.bench-deps"
+mkdir -p "$(dirname "$out")" "$deps"
 : >"$out"
 
 say() { printf 'bench: %s\n' "$*" >&2; }
 die() { printf 'bench: ERROR: %s\n' "$*" >&2; exit 1; }
+part() { [[ "$PARTS" == *",$1,"* ]]; }
 
 # Every background process is started in its own session (setsid), so killing its process
 # group also stops what it spawned (backends, node children).
@@ -68,6 +101,17 @@ start() {
     pids+=("$PID")
 }
 
+# stop PID : stops one process group started by `start`.
+stop() {
+    kill -TERM -- "-$1" 2>/dev/null || true
+    local i
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "$1" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    kill -KILL -- "-$1" 2>/dev/null || true
+}
+
 # wait_listening NAME : waits for the one `listening URL` line on NAME's stdout; sets URL.
 wait_listening() {
     local name="$1" i line
@@ -84,7 +128,7 @@ wait_listening() {
     die "$name printed no 'listening' line within 60 s"
 }
 
-# wait_port NAME PORT : for servers that print no ready line (supergateway).
+# wait_port NAME PORT : for servers that print no ready line (supergateway, mcp-proxy).
 wait_port() {
     local name="$1" port="$2" i
     for ((i = 0; i < 600; i++)); do
@@ -97,9 +141,24 @@ wait_port() {
     die "$name is not listening on port $port within 60 s"
 }
 
+# wait_ready URL : until the gateway's /readyz says every backend made its first attempt.
+wait_ready() {
+    local base="${1%/mcp}" i
+    for ((i = 0; i < 1200; i++)); do
+        if curl -fsS -o /dev/null "$base/readyz" 2>/dev/null; then
+            return
+        fi
+        sleep 0.1
+    done
+    die "gateway at $base is not ready within 120 s"
+}
+
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+load1() { cut -d' ' -f1 /proc/loadavg; }
 
 # gateway NAME CONFIG_BODY : writes a config, starts `manifold serve` on port 0, sets URL and PID.
 gateway() {
@@ -109,136 +168,280 @@ gateway() {
     wait_listening "$name"
 }
 
-# --- build ----------------------------------------------------------------------------------
-scripts/install-test-deps.sh >&2
-say "building release binaries and the load generator"
-cargo build --release --bins --example loadgen >&2
-bin="${CARGO_TARGET_DIR:-$root/target}/release"
-loadgen="$bin/examples/loadgen"
+stdio_backend() { # NAME COMMAND ARGS-TOML
+    printf '[backends.%s]\ntransport = "stdio"\ncommand = "%s"\nargs = %s\n\n' "$1" "$2" "$3"
+}
+
+# --- setup ----------------------------------------------------------------------------------
+# The bench needs only the npm servers of the test dependencies; the full install (which also
+# builds tansu for the audit tests) runs only when they are missing.
+if [[ ! -f .test-deps/node_modules/@modelcontextprotocol/server-everything/dist/index.js ||
+      ! -f .test-deps/node_modules/supergateway/dist/index.js ]]; then
+    scripts/install-test-deps.sh >&2
+fi
+peer="$deps/mcp-proxy-$PEER_VERSION/bin/mcp-proxy"
+if part calls && [[ ! -x "$peer" ]]; then
+    say "installing the peer, mcp-proxy $PEER_VERSION, into $deps (compiles once, several minutes)"
+    # Its own temporary target dir: the peer's dependencies are not ours.
+    env -u CARGO_TARGET_DIR cargo install mcp-proxy --version "$PEER_VERSION" --locked \
+        --root "$deps/mcp-proxy-$PEER_VERSION" >&2
+fi
+python="$deps/venv/bin/python"
+if part growth && ! "$python" -c 'import matplotlib' 2>/dev/null; then
+    say "installing matplotlib into $deps/venv"
+    python3 -m venv "$deps/venv" >&2
+    "$python" -m pip install --quiet matplotlib >&2
+fi
+if [[ "${BENCH_NO_BUILD:-0}" != 1 ]]; then
+    say "building release binaries and the benchmark examples"
+    cargo build --release --bins --example loadgen --example coordinator_bench --example messaging_bench >&2
+fi
+built="${CARGO_TARGET_DIR:-$root/target}/release"
+bin="$work/bin"
+mkdir -p "$bin"
+cp "$built/manifold" "$built/manifold-fixture" "$built/examples/loadgen" \
+    "$built/examples/coordinator_bench" "$built/examples/messaging_bench" "$bin/"
+loadgen="$bin/loadgen"
 fixture="$bin/manifold-fixture"
 everything="$root/.test-deps/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
 supergateway="$root/.test-deps/node_modules/supergateway/dist/index.js"
+say "$(nproc) cores; load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-# --- start every server once ----------------------------------------------------------------
-labels=()
-declare -A url tool
+# --- calls: the interleaved side-by-side table ---------------------------------------------
+run_calls() {
+    local labels=() label c round
+    declare -A url tool cpu stdio
+    start fixture "$fixture" --transport http --listen 127.0.0.1:0
+    wait_listening fixture
+    local fixture_url="$URL"
+    labels+=("fixture-direct"); url[fixture-direct]="$URL"; tool[fixture-direct]="echo"
 
-start fixture "$fixture" --transport http --listen 127.0.0.1:0
-wait_listening fixture
-fixture_url="$URL"
-labels+=("fixture-direct"); url[fixture-direct]="$URL"; tool[fixture-direct]="echo"
+    gateway gw-fx-stdio "$(stdio_backend fx "$fixture" '["--transport", "stdio"]')"
+    label=manifold/fixture-stdio; labels+=("$label"); url[$label]="$URL"; tool[$label]="fx__echo"; cpu[$label]="$PID"
 
-gateway gw-fx-stdio "$(printf '[backends.fx]\ntransport = "stdio"\ncommand = "%s"\nargs = ["--transport", "stdio"]\n' "$fixture")"
-labels+=("manifold/fixture-stdio"); url[manifold/fixture-stdio]="$URL"; tool[manifold/fixture-stdio]="fx__echo"
+    gateway gw-fx-http "$(printf '[backends.fxh]\ntransport = "http"\nurl = "%s"\n' "$fixture_url")"
+    label=manifold/fixture-http; labels+=("$label"); url[$label]="$URL"; tool[$label]="fxh__echo"; cpu[$label]="$PID"
 
-gateway gw-fx-http "$(printf '[backends.fxh]\ntransport = "http"\nurl = "%s"\n' "$fixture_url")"
-labels+=("manifold/fixture-http"); url[manifold/fixture-http]="$URL"; tool[manifold/fixture-http]="fxh__echo"
+    gateway gw-everything "$(stdio_backend everything node "[\"$everything\", \"stdio\"]")"
+    label=manifold/everything; labels+=("$label"); url[$label]="$URL"; tool[$label]="everything__echo"; cpu[$label]="$PID"
+    wait_ready "$URL"
 
-gateway gw-everything "$(printf '[backends.everything]\ntransport = "stdio"\ncommand = "node"\nargs = ["%s", "stdio"]\n' "$everything")"
-labels+=("manifold/everything"); url[manifold/everything]="$URL"; tool[manifold/everything]="everything__echo"
+    if [[ -n "${BENCH_BASE_BIN:-}" ]]; then
+        # Another build of Manifold (a directory with its `manifold`), for before/after.
+        printf '[server]\nlisten = "127.0.0.1:0"\n\n%s\n' "$(stdio_backend everything node "[\"$everything\", \"stdio\"]")" >"$work/gw-base.toml"
+        start gw-base "$BENCH_BASE_BIN/manifold" serve --config "$work/gw-base.toml" --listen 127.0.0.1:0
+        wait_listening gw-base
+        wait_ready "$URL"
+        label=manifold-base/everything; labels+=("$label"); url[$label]="$URL"; tool[$label]="everything__echo"; cpu[$label]="$PID"
+    fi
 
-# supergateway's stateless mode starts a new server-everything child for every POST (about
-# 2 calls/s here), so we compare against its stateful mode: one child per MCP session.
-sg_port="$(free_port)"
-start supergateway node "$supergateway" --stdio "node $everything stdio" \
-    --outputTransport streamableHttp --stateful --port "$sg_port" --logLevel none
-wait_port supergateway "$sg_port"
-labels+=("supergateway/everything"); url[supergateway/everything]="http://127.0.0.1:$sg_port/mcp"; tool[supergateway/everything]="echo"
+    # The peer, in its own documented shape: one TOML file, endpoint at `/`, names `backend/tool`,
+    # default features (as `cargo install` builds it), default runtime (one worker per core).
+    local port
+    port="$(free_port)"
+    cat >"$work/mcp-proxy.toml" <<EOF
+[proxy]
+name = "bench"
+separator = "/"
 
-# --- interleaved load -----------------------------------------------------------------------
-IFS=',' read -r -a levels <<<"$CONCURRENCY"
-for ((round = 1; round <= ROUNDS; round++)); do
-    for c in "${levels[@]}"; do
-        for label in "${labels[@]}"; do
-            say "round $round/$ROUNDS  c=$c  $label"
-            "$loadgen" --url "${url[$label]}" --tool "${tool[$label]}" --args "$ARGS" \
-                --concurrency "$c" --duration "$DURATION" --warmup "$WARMUP" \
-                --threads "$LOADGEN_THREADS" --client "$CLIENT" --label "$label" --json >>"$out"
+[proxy.listen]
+host = "127.0.0.1"
+port = $port
+
+# Its documented default log level; without this section 0.6.0 logs every call at debug
+# (its ObservabilityConfig derives Default, which leaves log_level empty).
+[observability]
+log_level = "info"
+
+[[backends]]
+name = "everything"
+transport = "stdio"
+command = "node"
+args = ["$everything", "stdio"]
+EOF
+    start mcp-proxy "$peer" --config "$work/mcp-proxy.toml"
+    wait_port mcp-proxy "$port"
+    label=mcp-proxy/everything; labels+=("$label"); url[$label]="http://127.0.0.1:$port/"; tool[$label]="everything/echo"; cpu[$label]="$PID"
+
+    label=stdio-direct/everything; labels+=("$label"); stdio[$label]="node $everything stdio"; tool[$label]="echo"
+
+    if [[ "$SUPERGATEWAY" == 1 ]]; then
+        # supergateway's stateless mode starts a new server-everything child for every POST
+        # (about 2 calls/s here), so we compare against its stateful mode: one child per session.
+        port="$(free_port)"
+        start supergateway node "$supergateway" --stdio "node $everything stdio" \
+            --outputTransport streamableHttp --stateful --port "$port" --logLevel none
+        wait_port supergateway "$port"
+        label=supergateway/everything; labels+=("$label"); url[$label]="http://127.0.0.1:$port/mcp"; tool[$label]="echo"; cpu[$label]="$PID"
+    fi
+
+    IFS=',' read -r -a levels <<<"$CONCURRENCY"
+    for ((round = 1; round <= ROUNDS; round++)); do
+        for c in "${levels[@]}"; do
+            for label in "${labels[@]}"; do
+                [[ -n "${BENCH_ONLY:-}" && ! "$label" =~ $BENCH_ONLY ]] && continue
+                say "calls: round $round/$ROUNDS  c=$c  $label  (load $(load1))"
+                local target=(--url "${url[$label]:-}")
+                [[ -n "${stdio[$label]:-}" ]] && target=(--stdio "${stdio[$label]}")
+                local pid_arg=()
+                [[ -n "${cpu[$label]:-}" ]] && pid_arg=(--cpu-pid "${cpu[$label]}")
+                "$loadgen" "${target[@]}" "${pid_arg[@]}" --tool "${tool[$label]}" --args "$ARGS" \
+                    --concurrency "$c" --duration "$DURATION" --warmup "$WARMUP" \
+                    --threads "$LOADGEN_THREADS" --client "$CLIENT" --label "$label" --json >>"$out"
+            done
         done
     done
-done
+    local p
+    for p in "${cpu[@]}"; do stop "$p"; done
+}
 
-# --- idle RSS with 10 stdio backends --------------------------------------------------------
-body=""
-for i in $(seq 0 9); do
-    body+="$(printf '[backends.fx%d]\ntransport = "stdio"\ncommand = "%s"\nargs = ["--transport", "stdio"]\n\n' "$i" "$fixture")"$'\n'
-done
-gateway gw-idle "$body"
-sleep "$IDLE_SECS"
-rss_kb="$(awk '/^VmRSS:/ {print $2}' "/proc/$PID/status")"
-printf '{"label":"idle-rss-10-stdio-backends","rss_kb":%s}\n' "$rss_kb" >>"$out"
+# --- idle: RSS with 10 stdio backends -------------------------------------------------------
+run_idle() {
+    local body="" i
+    for i in $(seq 0 9); do
+        body+="$(stdio_backend "fx$i" "$fixture" '["--transport", "stdio"]')"$'\n'
+    done
+    gateway gw-idle "$body"
+    wait_ready "$URL"
+    sleep "$IDLE_SECS"
+    printf '{"label":"idle-rss-10-stdio-backends","rss_kb":%s,"load1":%s}\n' "$(rss_kib "$PID")" "$(load1)" >>"$out"
+    stop "$PID"
+}
+
+# --- sessions, lists: coordinator_bench -----------------------------------------------------
+run_sessions() {
+    local n
+    for n in 1000 10000; do
+        say "sessions: $n idle sessions (load $(load1))"
+        "$bin/coordinator_bench" --bin-dir "$bin" --sessions "$n" --memory-only --json >>"$out"
+    done
+}
+
+run_lists() {
+    say "lists: one list change to 1,000 sessions (load $(load1))"
+    "$bin/coordinator_bench" --bin-dir "$bin" --sessions 1000 --progress 0 --json >>"$out"
+}
+
+# --- messaging ------------------------------------------------------------------------------
+run_messaging() {
+    say "messaging: send_message/s with 8 senders, memory store (load $(load1))"
+    "$bin/messaging_bench" --bin-dir "$bin" --store memory --workers 8 --seconds 5 \
+        --round-trips 500 --json >>"$out"
+}
+
+# --- growth: lists and RSS vs backends x tools, calls/s vs sessions -------------------------
+run_growth() {
+    local backends tools per body i
+    for backends in 1 10 100; do
+        for tools in 100 1000 10000; do
+            per=$((tools / backends))
+            body=""
+            for ((i = 0; i < backends; i++)); do
+                body+="$(stdio_backend "b$i" "$fixture" "[\"--transport\", \"stdio\", \"--extra-tools\", \"$per\"]")"$'\n'
+            done
+            # 100 fixtures start at once on 2 cores: give them time.
+            gateway "gw-grow-$backends-$tools" $'connect_timeout = "120s"\n\n'"$body"
+            wait_ready "$URL"
+            sleep 2
+            say "growth: $backends backends, $tools tools (load $(load1))"
+            "$loadgen" --url "$URL" --method tools/list --concurrency 1 --duration "$DURATION" \
+                --warmup "$WARMUP" --threads "$LOADGEN_THREADS" --label "growth-list" --json \
+                | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); r.update(backends=int(sys.argv[1]), tools=int(sys.argv[2]), rss_kb=int(sys.argv[3])); print(json.dumps(r))' \
+                    "$backends" "$tools" "$(rss_kib "$PID")" >>"$out"
+            stop "$PID"
+        done
+    done
+    gateway gw-grow-sessions "$(stdio_backend fx "$fixture" '["--transport", "stdio"]')"
+    wait_ready "$URL"
+    local n
+    for n in 1 10 100; do
+        say "growth: calls/s with $n sessions (load $(load1))"
+        "$loadgen" --url "$URL" --tool fx__echo --args "$ARGS" --concurrency "$n" \
+            --workers-per-session 1 --cpu-pid "$PID" --duration "$DURATION" --warmup "$WARMUP" \
+            --threads "$LOADGEN_THREADS" --label "growth-sessions" --json >>"$out"
+    done
+    stop "$PID"
+}
+
+# --- instr: instructions per call under callgrind (reproducible on a busy machine) ----------
+# The gateway runs under valgrind's callgrind with the fixture over stdio; after a warm-up the
+# counters are zeroed, loadgen makes calls for a while at c = 1, and the dump's total divided by
+# the calls is the gateway's instructions per call (all its threads). Manifold, its base build
+# (BENCH_BASE_BIN) and the peer, one after the other.
+instr_one() { # LABEL PORT URL-PATH TOOL CMD...
+    local label="$1" port="$2" path="$3" tool="$4"
+    shift 4
+    start "cg-$label" valgrind --tool=callgrind --callgrind-out-file="$work/cg-$label.%p" "$@"
+    local vpid="$PID"
+    wait_port "cg-$label" "$port"
+    local url="http://127.0.0.1:$port$path" i
+    # Under callgrind the backend connects slowly: warm up once its tool answers.
+    for ((i = 0; i < 120; i++)); do
+        "$loadgen" --url "$url" --tool "$tool" --args "$ARGS" --concurrency 1 --duration 3s \
+            --warmup 0s --json >/dev/null 2>&1 && break
+        sleep 1
+    done
+    callgrind_control -z "$vpid" >/dev/null
+    "$loadgen" --url "$url" --tool "$tool" --args "$ARGS" --concurrency 1 --duration 10s --warmup 0s \
+        --label "instr/$label" --json >"$work/cg-$label.json"
+    callgrind_control -d "$vpid" >/dev/null
+    sleep 1
+    local ir
+    ir="$(cat "$work"/cg-"$label".*.1 | awk '/^summary:/ {print $2}')"
+    python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); r["instructions"]=int(sys.argv[2]); r["instr_per_call"]=int(sys.argv[2])/max(r["calls"],1); print(json.dumps(r))' \
+        "$work/cg-$label.json" "$ir" >>"$out"
+    stop "$vpid"
+}
+
+run_instr() {
+    command -v valgrind >/dev/null || { say "instr: no valgrind (apt-get install valgrind): skipped"; return; }
+    local fx_toml="$work/instr-fx.toml" port
+    printf '[server]\nlisten = "127.0.0.1:0"\n\n%s\n' "$(stdio_backend fx "$fixture" '["--transport", "stdio"]')" >"$fx_toml"
+    say "instr: Manifold under callgrind (load $(load1))"
+    port="$(free_port)"
+    instr_one manifold "$port" /mcp fx__echo "$bin/manifold" serve --config "$fx_toml" --listen "127.0.0.1:$port"
+    if [[ -n "${BENCH_BASE_BIN:-}" ]]; then
+        say "instr: the base build under callgrind"
+        port="$(free_port)"
+        instr_one manifold-base "$port" /mcp fx__echo "$BENCH_BASE_BIN/manifold" serve --config "$fx_toml" --listen "127.0.0.1:$port"
+    fi
+    if [[ -x "$peer" ]]; then
+        say "instr: the peer under callgrind"
+        port="$(free_port)"
+        cat >"$work/instr-peer.toml" <<EOF
+[proxy]
+name = "bench"
+separator = "/"
+
+[proxy.listen]
+host = "127.0.0.1"
+port = $port
+
+[observability]
+log_level = "info"
+
+[[backends]]
+name = "fx"
+transport = "stdio"
+command = "$fixture"
+args = ["--transport", "stdio"]
+EOF
+        instr_one mcp-proxy "$port" / fx/echo "$peer" --config "$work/instr-peer.toml"
+    fi
+}
+
+part calls && run_calls
+part instr && run_instr
+part idle && run_idle
+part sessions && run_sessions
+part lists && run_lists
+part messaging && run_messaging
+part growth && run_growth
 
 # --- report ---------------------------------------------------------------------------------
 say "raw results: $out"
-python3 - "$out" "$(nproc)" "$DURATION" "$WARMUP" "$ROUNDS" "$CLIENT" <<'EOF'
-import json, sys
-
-path, cores, duration, warmup, rounds, client = sys.argv[1:]
-rows = [json.loads(line) for line in open(path) if line.strip()]
-rss_kb = next(r["rss_kb"] for r in rows if "rss_kb" in r)
-runs = {}
-for r in rows:
-    if "concurrency" in r:
-        runs.setdefault((r["label"], r["concurrency"]), []).append(r)
-
-def median_run(runs_):
-    # The run whose calls/s is the median (the lower middle one for an even count).
-    ordered = sorted(runs_, key=lambda r: r["calls_per_s"])
-    return ordered[(len(ordered) - 1) // 2]
-
-point = {key: median_run(v) for key, v in runs.items()}
-labels = list(dict.fromkeys(label for label, _ in runs))
-levels = sorted({c for _, c in runs})
-
-print(f"\n{cores} cores, {duration} per point after {warmup} warm-up, {rounds} round(s), "
-      f"{client} client, tools/call echo with {{\"message\":\"hi\"}}\n")
-print("| scenario | c | calls/s | p50 ms | p90 ms | p99 ms | errors |")
-print("|---|---:|---:|---:|---:|---:|---:|")
-for label in labels:
-    for c in levels:
-        r = point.get((label, c))
-        if r:
-            print(f"| {label} | {c} | {r['calls_per_s']:,.0f} | {r['p50_ms']:.3f} | "
-                  f"{r['p90_ms']:.3f} | {r['p99_ms']:.3f} | {r['errors']} |")
-rss_mb = rss_kb * 1024 / 1e6  # VmRSS is in KiB; the target is in decimal MB
-print(f"\nIdle RSS of the gateway process with 10 stdio fixture backends: {rss_mb:.1f} MB "
-      f"({rss_kb} KiB)\n")
-
-def get(label, c, field):
-    r = point.get((label, c))
-    return r[field] if r else None
-
-checks = []
-def check(name, value, fmt, ok):
-    checks.append((name, "n/a" if value is None else fmt.format(value),
-                   "n/a" if value is None else ("PASS" if ok(value) else "FAIL")))
-
-def ratio(a, b):
-    return a / b if a is not None and b else None
-
-def diff_us(a, b):
-    return (a - b) * 1000 if a is not None and b is not None else None
-
-mf, sg = "manifold/everything", "supergateway/everything"
-check("everything: throughput vs supergateway at c=8 (>= 5x)",
-      ratio(get(mf, 8, "calls_per_s"), get(sg, 8, "calls_per_s")), "{:.1f}x", lambda v: v >= 5)
-check("everything: throughput vs supergateway at c=64 (>= 8.5x)",
-      ratio(get(mf, 64, "calls_per_s"), get(sg, 64, "calls_per_s")), "{:.1f}x", lambda v: v >= 8.5)
-check("everything: p50 at c=1 (< 0.4 ms)", get(mf, 1, "p50_ms"), "{:.3f} ms", lambda v: v < 0.4)
-for backend in ("fixture-stdio", "fixture-http"):
-    check(f"{backend}: added p50 at c=1 (<= 50 us)",
-          diff_us(get(f"manifold/{backend}", 1, "p50_ms"), get("fixture-direct", 1, "p50_ms")),
-          "{:.0f} us", lambda v: v <= 50)
-    check(f"{backend}: throughput vs direct at c=64 (>= 60%)",
-          ratio(get(f"manifold/{backend}", 64, "calls_per_s"), get("fixture-direct", 64, "calls_per_s")),
-          "{:.0%}", lambda v: v >= 0.6)
-check("idle RSS, 10 stdio backends (< 15 MB)", rss_mb, "{:.1f} MB", lambda v: v < 15)
-
-print("| target | measured | result |")
-print("|---|---:|---|")
-for name, value, verdict in checks:
-    print(f"| {name} | {value} | {verdict} |")
-errors = sum(r["errors"] for r in point.values())
-if errors:
-    print(f"\nWARNING: {errors} failed calls in the reported points; see the raw results.")
-EOF
+plot_python=python3
+[[ -x "$python" ]] && plot_python="$python"
+"$plot_python" scripts/bench_report.py "$out" --cores "$(nproc)" --duration "$DURATION" \
+    --warmup "$WARMUP" --rounds "$ROUNDS" --client "$CLIENT" --peer "mcp-proxy $PEER_VERSION" \
+    --plot "$plot"

@@ -7,6 +7,9 @@
 #   .test-deps/tansu/bin/tansu the tansu Kafka-protocol broker (crates.io), for the audit
 #                              log's Kafka test; built with `dynostore` for in-memory storage
 #   haproxy (Debian package)   the load balancer of the scale-out tests
+#   /usr/bin/chromium          Debian's Chromium (apt), driven by playwright-core (npm, in
+#                              .test-deps/node_modules) for the console's browser test; never
+#                              `npx playwright install`: the test uses the system browser
 #
 # Versions are pinned below. Each part is skipped when the pinned version is already there,
 # so a second run takes well under a second. Any failure stops the script with a message.
@@ -22,6 +25,7 @@ INSPECTOR_VERSION="1.0.3"
 SUPERGATEWAY_VERSION="4.0.0"
 PY_MCP_VERSION="2.3.0"
 TANSU_VERSION="0.6.0"
+PLAYWRIGHT_CORE_VERSION="1.65.1"
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 deps="$root/.test-deps"
@@ -61,6 +65,7 @@ npm_wanted=(
     "@modelcontextprotocol/server-everything@$SERVER_EVERYTHING_VERSION"
     "@modelcontextprotocol/inspector@$INSPECTOR_VERSION"
     "supergateway@$SUPERGATEWAY_VERSION"
+    "playwright-core@$PLAYWRIGHT_CORE_VERSION"
 )
 npm_missing=()
 for spec in "${npm_wanted[@]}"; do
@@ -90,9 +95,23 @@ fi
 for f in \
     "node_modules/@modelcontextprotocol/server-everything/dist/index.js" \
     "node_modules/@modelcontextprotocol/inspector/cli/build/cli.js" \
-    "node_modules/supergateway/dist/index.js"; do
+    "node_modules/supergateway/dist/index.js" \
+    "node_modules/playwright-core/package.json"; do
     [[ -f "$deps/$f" ]] || die "missing $deps/$f"
 done
+
+# --- Chromium for the console's browser test (Debian package) -------------------------------
+if [[ -x /usr/bin/chromium ]]; then
+    say "chromium already installed ($(/usr/bin/chromium --version 2>/dev/null || echo '?'))"
+else
+    command -v apt-get >/dev/null || die "chromium is missing and apt-get is not available to install it"
+    say "chromium: not installed, installing with apt-get"
+    if [[ $(id -u) -eq 0 ]]; then sudo=(); else sudo=(sudo); fi
+    "${sudo[@]}" apt-get update -qq || die "apt-get update failed"
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq chromium >/dev/null ||
+        die "apt-get install chromium failed"
+    [[ -x /usr/bin/chromium ]] || die "chromium installed but /usr/bin/chromium is missing"
+fi
 
 # --- Python venv with the mcp SDK -----------------------------------------------------------
 venv="$deps/venv"
@@ -144,4 +163,5 @@ say "  server-everything: node .test-deps/node_modules/@modelcontextprotocol/ser
 say "  inspector CLI:     node .test-deps/node_modules/@modelcontextprotocol/inspector/cli/build/cli.js --cli ..."
 say "  supergateway:      node .test-deps/node_modules/supergateway/dist/index.js"
 say "  python:            .test-deps/venv/bin/python"
+say "  browser:           /usr/bin/chromium + node_modules/playwright-core (tests/console/*.mjs)"
 say "  kafka broker:      .test-deps/tansu/bin/tansu broker --listener-url tcp://127.0.0.1:9092"

@@ -14,7 +14,8 @@
 //! - [`audit`]: the audit log: a [`audit::LogEntry`] per call and gateway event, handed without
 //!   waiting to per-destination queues (SQLite, PostgreSQL, Kafka, Elasticsearch, HTTP,
 //!   stderr); `query_logs` and `GET /api/v1/logs` read the local store.
-//! - [`metrics`]: process-wide counters and histograms, served at `GET /metrics`.
+//! - [`metrics`]: process-wide counters and histograms, served at `GET /metrics`, and
+//!   per-backend rolling call rates and latency percentiles ([`metrics::window`]).
 //! - [`ratelimit`]: the one keyed token bucket behind every per-client rate limit (requests,
 //!   messages, bus publishes); a leaf that names nothing else of the crate.
 //! - [`coordinator`]: what sessions and backend handlers share: the session registry (each
@@ -35,11 +36,13 @@
 //!   SIGHUP triggers; [`reload::ConfigListener`] for what else follows the config.
 //! - [`front`]: the client side. [`front::http`] serves MCP streamable HTTP through the tower
 //!   stack [`front::stack`] (trace, metrics, origin, auth, body, scope, limits) and rmcp's
-//!   `StreamableHttpService`; [`front::oauth`] checks OAuth access tokens (`[auth.oauth]`)
-//!   and serves the protected-resource metadata; [`front::stdio`] serves one client over stdio. Each client session
-//!   is a [`front::FrontSession`]; its requests take one route → authorize → rewrite → forward →
-//!   map pipeline. [`front::sessions`] mints session ids that name the instance and restores
-//!   shared sessions; [`front::drain`] is the SIGTERM drain.
+//!   `StreamableHttpService` (a request answered by one message gets it as plain JSON, not
+//!   an SSE stream); [`front::oauth`] checks OAuth access tokens (`[auth.oauth]`) and serves
+//!   the protected-resource metadata; [`front::stdio`] serves one client over stdio. Each client session
+//!   (or request, for a 2026-07-28 client) is a [`front::FrontSession`]; its requests take one
+//!   route → authorize → rewrite → forward → map pipeline. [`front::sessions`] mints session ids
+//!   that name the instance and restores shared sessions; [`front::drain`] is the SIGTERM drain;
+//!   [`front::console`] is the browser console at `/ui` and its push stream.
 //! - [`serve`] and [`check`]: `manifold serve|stdio` and `manifold check`, wiring the above.
 //! - [`import`]: `manifold import`, client configs (`mcpServers`, VS Code `servers`) → backend
 //!   tables; uses only [`config`].

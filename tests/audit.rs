@@ -3,13 +3,13 @@
 //! receiver, a destination that is down, `query_logs`, `GET /api/v1/logs`
 //! with and without admin, and the environment overriding the file.
 
-mod audit_support;
 mod common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use audit_support::*;
+use common::audit::*;
+use common::http::get_json;
 use common::*;
 use rmcp::ServiceExt;
 use rmcp::model::*;

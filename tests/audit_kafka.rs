@@ -4,13 +4,12 @@
 //! mid-run: calls go on unharmed, drops are counted, and entries flow again
 //! once it is back.
 
-mod audit_support;
 mod common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use audit_support::*;
+use common::audit::*;
 use common::*;
 use rmcp::model::*;
 use rskafka::client::ClientBuilder;

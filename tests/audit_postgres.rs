@@ -3,10 +3,10 @@
 //! production destination. Skipped with a message when PostgreSQL is not
 //! reachable, unless `MANIFOLD_REQUIRE_POSTGRES=1`.
 
-mod audit_support;
 mod common;
 
-use audit_support::*;
+use common::audit::*;
+use common::http::get_json;
 use common::*;
 use rmcp::model::*;
 use serde_json::json;

@@ -6,14 +6,14 @@
 #![allow(deprecated)] // logging notifications are deprecated by SEP-2577 but are the ≤2025-11-25 wire protocol
 
 mod common;
-mod support;
 
 use std::time::{Duration, Instant};
 
+use common::recorder::*;
+use common::redis::*;
 use common::*;
 use rmcp::model::*;
 use serde_json::{Value, json};
-use support::*;
 
 const BUS: &str = "manifold/bus";
 

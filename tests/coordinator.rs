@@ -146,16 +146,16 @@ async fn text(client: &Rc, tool: &str, arguments: Value) -> String {
     first_text(&call(client, tool, arguments).await)
 }
 
-async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn stats(client: &Rc, prefix: &str) -> Value {
     serde_json::from_str(&text(client, &format!("{prefix}__stats"), json!({})).await).unwrap()
+}
+
+/// Waits until backend `prefix` has `n` tool calls running (reached it and not answered).
+async fn wait_running(client: &Rc, prefix: &str, n: u64) {
+    wait_until(&format!("{n} calls running at {prefix}"), 10, async || {
+        stats(client, prefix).await["running"] == n
+    })
+    .await;
 }
 
 async fn status(client: &Rc) -> Value {
@@ -188,7 +188,7 @@ async fn progress_goes_only_to_the_calling_session_with_its_own_token() {
     resa.unwrap();
     resb.unwrap();
     for (recorder, token) in [(&ra, &ta), (&rb, &tb)] {
-        eventually("five progress notifications", || {
+        wait_for("five progress notifications", 10, || {
             recorder.count(|e| matches!(e, Event::Progress(_))) >= 5
         })
         .await;
@@ -271,7 +271,7 @@ async fn stdio_shared_backend_relays_exactly_for_one_session_and_refuses_ambigui
         )
         .await
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_running(&b, "fx", 1).await;
     let refused = text(&b, "fx__sample", json!({})).await;
     assert!(refused.contains("isolation = \"per_session\""), "{refused}");
     assert_eq!(
@@ -311,12 +311,21 @@ async fn per_session_isolation_gives_each_session_its_own_process_and_exact_rela
         json!({"level": "error", "message": "A's secret"}),
     )
     .await;
-    eventually("A's log", || ra.count(|e| matches!(e, Event::Log(_))) == 1).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_for("A's log", 10, || {
+        ra.count(|e| matches!(e, Event::Log(_))) == 1
+    })
+    .await;
+    // A barrier: B's own log comes after anything of A's that went astray.
+    text(&b, "iso__log", json!({"message": "B's marker"})).await;
+    wait_for("B's marker", 10, || {
+        rb.count(|e| matches!(e, Event::Log(_))) >= 1
+    })
+    .await;
     assert_eq!(
         rb.count(|e| matches!(e, Event::Log(_))),
-        0,
-        "B got A's log message"
+        1,
+        "B got A's log message: {:?}",
+        rb.events()
     );
     assert_eq!(
         stats(&a, "iso").await["pid"].as_u64().unwrap(),
@@ -324,7 +333,7 @@ async fn per_session_isolation_gives_each_session_its_own_process_and_exact_rela
         "a session's process is reused"
     );
     b.cancel().await.unwrap();
-    eventually("B's backend process to exit", || {
+    wait_for("B's backend process to exit", 10, || {
         !std::path::Path::new(&format!("/proc/{pb}")).exists()
     })
     .await;
@@ -361,19 +370,30 @@ async fn log_messages_follow_each_sessions_level() {
         json!({"level": "error", "message": "for both", "later_ms": 30}),
     )
     .await;
-    eventually("A's two messages", || {
+    wait_for("A's two messages", 10, || {
         ra.count(|e| matches!(e, Event::Log(_))) == 2
     })
     .await;
-    eventually("B's one message", || {
+    wait_for("B's one message", 10, || {
         rb.count(|e| matches!(e, Event::Log(_))) == 1
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A barrier: one more message for both, sent after the others on the
+    // same pipe; anything meant for A alone reaches B, if at all, before it.
+    text(
+        &a,
+        "fx__log",
+        json!({"level": "error", "message": "barrier", "later_ms": 1}),
+    )
+    .await;
+    wait_for("B's barrier", 10, || {
+        rb.count(|e| matches!(e, Event::Log(p) if p.data == json!("barrier"))) == 1
+    })
+    .await;
     let b_logs: Vec<Event> = rb
         .events()
         .into_iter()
-        .filter(|e| matches!(e, Event::Log(_)))
+        .filter(|e| matches!(e, Event::Log(p) if p.data != json!("barrier")))
         .collect();
     assert_eq!(b_logs.len(), 1, "{b_logs:?}");
     let Event::Log(p) = &b_logs[0] else {
@@ -395,7 +415,7 @@ async fn resource_updates_reach_only_subscribers_and_backend_subscriptions_are_s
         json!(["fixture://info"])
     );
     text(&b, "fx__touch", json!({"uri": "fixture://info"})).await;
-    eventually("A's update", || {
+    wait_for("A's update", 10, || {
         ra.count(|e| matches!(e, Event::Updated(u) if u == uri)) == 1
     })
     .await;
@@ -409,7 +429,7 @@ async fn resource_updates_reach_only_subscribers_and_backend_subscriptions_are_s
         "B still needs it"
     );
     text(&a, "fx__touch", json!({"uri": "fixture://info"})).await;
-    eventually("B's update", || {
+    wait_for("B's update", 10, || {
         rb.count(|e| matches!(e, Event::Updated(_))) == 1
     })
     .await;
@@ -421,8 +441,22 @@ async fn resource_updates_reach_only_subscribers_and_backend_subscriptions_are_s
         json!([]),
         "the last unsubscribe reaches the backend"
     );
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(ra.count(|e| matches!(e, Event::Updated(_))), 1);
+    // A barrier: an update A does subscribe to, sent after the one it must
+    // not get; a stray update would reach A before it.
+    let barrier = "fx+fixture://items/barrier";
+    a.subscribe(SubscribeRequestParams::new(barrier))
+        .await
+        .unwrap();
+    text(&b, "fx__touch", json!({"uri": "fixture://items/barrier"})).await;
+    wait_for("A's barrier update", 10, || {
+        ra.count(|e| matches!(e, Event::Updated(u) if u == barrier)) == 1
+    })
+    .await;
+    assert_eq!(
+        ra.count(|e| matches!(e, Event::Updated(u) if u == uri)),
+        1,
+        "A got an update after it unsubscribed"
+    );
     let err = a
         .subscribe(SubscribeRequestParams::new("nobody+x://y"))
         .await
@@ -448,11 +482,13 @@ async fn list_changes_are_coalesced_and_sent_only_when_the_view_changes() {
         .iter()
         .map(|n| text(&a, n, json!({"name": "new", "at_ms": at})));
     futures::future::join_all(calls).await;
-    eventually("both sessions told", || {
+    wait_for("both sessions told", 10, || {
         ra.count(|e| matches!(e, Event::ToolsChanged)) >= 1
             && rb.count(|e| matches!(e, Event::ToolsChanged)) >= 1
     })
     .await;
+    // A quiet period longer than the coalescing window is what is tested:
+    // no second notification follows within it.
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(
         ra.count(|e| matches!(e, Event::ToolsChanged)),
@@ -474,6 +510,7 @@ async fn list_changes_are_coalesced_and_sent_only_when_the_view_changes() {
 
     // Re-announcing an unchanged list tells nobody.
     text(&a, "fx3__announce", json!({})).await;
+    // As above: that nothing arrives within the coalescing window is the test.
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(ra.count(|e| matches!(e, Event::ToolsChanged)), 1);
     assert_eq!(rb.count(|e| matches!(e, Event::ToolsChanged)), 1);
@@ -509,7 +546,7 @@ async fn cancelling_a_call_cancels_that_request_only() {
         .send_request_with_option(wait, PeerRequestOptions::no_options())
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_running(&b, "fx", 2).await;
     ha.cancel(Some("user pressed stop".into())).await.unwrap();
     let mut cancelled = 0;
     for _ in 0..100 {
@@ -520,6 +557,7 @@ async fn cancelling_a_call_cancels_that_request_only() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(cancelled, 1);
+    // Watching for a cancellation that must not come: a bounded quiet period.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
         stats(&b, "fx").await["cancelled"],
@@ -564,7 +602,7 @@ async fn a_backend_flooding_logs_is_rate_limited_and_the_last_list_change_still_
     let (gw, _cfg) = gateway(&stdio_backend("fx", ""));
     let (a, ra) = connect(&gw.url, "A").await;
     text(&a, "fx__flood", json!({"count": 3000})).await;
-    eventually("the list change after the flood", || {
+    wait_for("the list change after the flood", 10, || {
         ra.count(|e| matches!(e, Event::ToolsChanged)) == 1
     })
     .await;
@@ -610,7 +648,7 @@ async fn a_session_that_disappears_mid_call_is_cleaned_up_and_felt_by_nobody_els
         .send_request_with_option(wait, PeerRequestOptions::no_options())
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_running(&b, "fx", 1).await;
     assert_eq!(status(&b).await["sessions"].as_array().unwrap().len(), 2);
     // A goes away with its call still running.
     a.cancel().await.unwrap();

@@ -288,11 +288,19 @@ async fn http_edge_cases_follow_the_spec() {
         -32600
     );
 
+    // `server/discover` (2026-07-28) needs its per-request `_meta`.
     let discover = r#"{"jsonrpc":"2.0","id":"d1","method":"server/discover","params":{}}"#;
     let (status, body) = post(&url, &[JSON, ACCEPT], discover).await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, 400, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["error"]["code"], -32601);
+    assert_eq!(v["error"]["code"], -32602, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("_meta"),
+        "{v}"
+    );
     assert_eq!(v["id"], "d1");
 
     let (status, _) = post(
@@ -321,7 +329,7 @@ async fn http_edge_cases_follow_the_spec() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn clients_preferring_the_2026_lifecycle_fall_back_to_initialize() {
+async fn clients_preferring_the_2026_lifecycle_get_it() {
     use rmcp::ClientServiceExt;
     use rmcp::service::ClientLifecycleMode;
     use rmcp::transport::StreamableHttpClientTransport;
@@ -331,7 +339,12 @@ async fn clients_preferring_the_2026_lifecycle_fall_back_to_initialize() {
         preferred_versions: vec![ProtocolVersion::LATEST],
         legacy_version: None,
     };
-    let client = ().serve_with_lifecycle(transport, mode).await.expect("auto client falls back");
+    let client = ().serve_with_lifecycle(transport, mode).await.expect("auto client connects");
+    assert_eq!(
+        client.peer_info().map(|i| i.protocol_version.clone()),
+        Some(ProtocolVersion::V_2026_07_28),
+        "the gateway answers server/discover (docs/protocol.md)"
+    );
     let tools = client.list_all_tools().await.unwrap();
     assert!(tools.iter().any(|t| t.name == "fx__echo"));
     client.cancel().await.unwrap();

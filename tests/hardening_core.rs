@@ -6,12 +6,13 @@
 #![allow(deprecated)] // logging and roots are deprecated by SEP-2577 but are the ≤2025-11-25 wire protocol
 
 mod common;
-mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::http::*;
+use common::recorder::{self as support, Rc, call, connect_with_token, ok};
 use common::*;
 use rmcp::model::*;
 use rmcp::service::{RequestContext, RunningService};
@@ -19,7 +20,6 @@ use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::{ClientHandler, ErrorData, RoleClient, ServiceExt};
 use serde_json::{Value, json};
-use support::{Rc, call, connect_with_token, ok};
 
 const FULL: &str = "full-token-0123456789";
 const LIMITED: &str = "limited-token-0123456789";
@@ -32,14 +32,6 @@ fn two_clients_config(extra_fx: &str) -> String {
         stdio_backend("fx", extra_fx),
         stdio_backend("other", "")
     )
-}
-
-async fn wait_until<F: AsyncFnMut() -> bool>(what: &str, mut f: F) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn stats(client: &Rc, backend: &str) -> Value {
@@ -113,7 +105,7 @@ async fn set_level_reaches_only_backends_the_client_may_use() {
         .set_level(SetLevelRequestParams::new(LoggingLevel::Debug))
         .await
         .expect("setLevel");
-    wait_until("other's level set to debug", async || {
+    wait_until("other's level set to debug", 15, async || {
         stats(&full, "other").await["log_level"] == "debug"
     })
     .await;
@@ -246,34 +238,6 @@ fn is_child_fixture(proc_dir: std::path::PathBuf, gateway_pid: u32) -> bool {
         .unwrap_or(0);
     ppid == gateway_pid && stat.contains("(manifold-fixtur")
 }
-
-fn http_get_auth(url: &str, path: &str, token: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let host = url
-        .trim_start_matches("http://")
-        .split('/')
-        .next()
-        .expect("host");
-    let mut s = std::net::TcpStream::connect(host).expect("connect");
-    let _ = write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-    );
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf);
-    let status = buf
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (
-        status,
-        buf.split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn per_session_backend_starts_once_under_racing_calls_and_is_capped() {
     let config = stdio_backend("solo", "isolation = \"per_session\"\nmax_sessions = 1");
@@ -294,7 +258,7 @@ async fn per_session_backend_starts_once_under_racing_calls_and_is_capped() {
     assert!(text.contains("max_sessions"), "{text}");
     // When the first session ends, the slot frees up.
     a.cancel().await.expect("close a");
-    wait_until("a slot for b", async || {
+    wait_until("a slot for b", 15, async || {
         call(&b, "solo__stats", json!({})).await.is_error != Some(true)
     })
     .await;
@@ -320,7 +284,7 @@ async fn a_reload_of_timeout_and_down_backends_reaches_the_running_backend() {
         ),
     )
     .expect("rewrite config");
-    wait_until("the new timeout", async || {
+    wait_until("the new timeout", 15, async || {
         call(&c, "fx__sleep", json!({"ms": 800})).await.is_error != Some(true)
     })
     .await;
@@ -332,7 +296,7 @@ async fn a_reload_of_timeout_and_down_backends_reaches_the_running_backend() {
     // down_backends = "error" and the slow restart now apply to the kept
     // backend: after a crash its tools stay listed and answer an error.
     let _ = c.call_tool(CallToolRequestParams::new("fx__crash")).await;
-    wait_until("fx down", async || {
+    wait_until("fx down", 15, async || {
         let status: Value =
             serde_json::from_str(&http_get(&gw.url, "/status").1).unwrap_or_default();
         status["backends"]["fx"]["state"] == "down"
@@ -359,7 +323,7 @@ async fn a_flood_of_list_changes_is_coalesced_into_a_few_notifications() {
     let (c, _) = support::connect(&gw.url, "c").await;
     ok(&c, "fx__announce", json!({"count": 5000})).await;
     let mut coalesced = 0;
-    wait_until("5000 announcements counted", async || {
+    wait_until("5000 announcements counted", 15, async || {
         let status: Value =
             serde_json::from_str(&http_get(&gw.url, "/status").1).unwrap_or_default();
         let n = &status["notifications"]["tools_list_changed"];
@@ -367,7 +331,7 @@ async fn a_flood_of_list_changes_is_coalesced_into_a_few_notifications() {
         n["received"].as_u64() == Some(5000)
     })
     .await;
-    wait_until("the last window published", async || {
+    wait_until("the last window published", 15, async || {
         let status: Value =
             serde_json::from_str(&http_get(&gw.url, "/status").1).unwrap_or_default();
         let n = &status["notifications"]["tools_list_changed"];
@@ -378,14 +342,6 @@ async fn a_flood_of_list_changes_is_coalesced_into_a_few_notifications() {
     assert!(coalesced <= 4999, "{coalesced}");
     let _ = c.cancel().await;
 }
-
-fn signal(pid: u64, sig: &str) {
-    let _ = std::process::Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status();
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reload_of_the_health_check_reaches_the_running_backend() {
     let slow = "[server]\nhealth_interval = \"60s\"\n\n";
@@ -403,7 +359,7 @@ async fn a_reload_of_the_health_check_reaches_the_running_backend() {
         ),
     )
     .expect("rewrite config");
-    wait_until("the reload", async || {
+    wait_until("the reload", 15, async || {
         let s: Value = serde_json::from_str(&http_get(&gw.url, "/status").1).unwrap_or_default();
         generation(&s) > generation(&before)
     })
@@ -415,7 +371,7 @@ async fn a_reload_of_the_health_check_reaches_the_running_backend() {
     );
     // A frozen backend is found by the new 200ms pings, not after the old 60s.
     signal(pid, "STOP");
-    wait_until("fx found down by the health check", async || {
+    wait_until("fx found down by the health check", 15, async || {
         readyz()["backends"]["fx"]["state"] == "down"
     })
     .await;
@@ -461,7 +417,7 @@ async fn a_reload_of_relay_timeout_reaches_the_running_backend() {
         ),
     )
     .expect("rewrite config");
-    wait_until("the reload", async || {
+    wait_until("the reload", 15, async || {
         let s: Value = serde_json::from_str(&http_get(&gw.url, "/status").1).unwrap_or_default();
         s["last_reload"]["ok"] == true
     })

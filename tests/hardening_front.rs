@@ -125,11 +125,6 @@ async fn rpc(url: &str, token: Option<&str>, session: &str, body: Value) -> (u16
     let status = r.status().as_u16();
     (status, message(r).await)
 }
-
-fn root(url: &str, path: &str) -> String {
-    format!("{}{path}", url.trim_end_matches("/mcp"))
-}
-
 async fn status_of(url: &str, token: Option<&str>) -> Value {
     let r = send(
         reqwest::Method::GET,

@@ -7,6 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::http::*;
 use common::*;
 use rmcp::model::CallToolRequestParams;
 use serde_json::{Value, json};
@@ -27,25 +28,11 @@ fn gateway_with_env(config: &str, env: &[(&str, &str)]) -> (Proc, ConfigFile) {
         cmd.env(k, v);
     }
     let gw = spawn_listening(cmd);
-    wait_until("the gateway to be ready", 60, || {
+    wait_blocking("the gateway to be ready", 60, || {
         http_get(&gw.url, "/readyz").0 == 200
     });
     (gw, file)
 }
-
-fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
-fn backends(url: &str) -> Value {
-    let (_, body) = http_get(url, "/readyz");
-    serde_json::from_str::<Value>(&body).unwrap_or_default()["backends"].clone()
-}
-
 async fn call_text(client: &Client, tool: &str, arguments: Value) -> Result<String, String> {
     match client
         .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(args(arguments)))
@@ -144,20 +131,8 @@ async fn a_flood_of_stderr_without_newlines_or_utf8_costs_no_memory_and_the_back
         peak < 100 * 1024,
         "the gateway's peak RSS went from {before} KiB to {peak} KiB"
     );
-    assert_eq!(backends(&gw.url)["noisy"]["state"], "up");
+    assert_eq!(ready_backends(&gw.url)["noisy"]["state"], "up");
 }
-
-fn alive(pid: u32) -> bool {
-    // A zombie has exited; only its parent has not collected it yet.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit(')')
-                .next()
-                .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
-}
-
 fn group_alive(pgid: u32) -> bool {
     Command::new("kill")
         .args(["-0", "--", &format!("-{pgid}")])
@@ -184,7 +159,7 @@ async fn a_child_that_exits_while_a_grandchild_holds_its_pipe_is_restarted_at_on
     );
     let (gw, _cfg) = gateway_with_env(&config, &[]);
     let client = client(&gw.url).await;
-    let old_pid = backends(&gw.url)["orphaner"]["pid"].as_u64().unwrap() as u32;
+    let old_pid = ready_backends(&gw.url)["orphaner"]["pid"].as_u64().unwrap() as u32;
     assert_eq!(
         call_text(&client, "orphaner__echo", json!({"message": "a"})).await,
         Ok("a".into())
@@ -193,8 +168,8 @@ async fn a_child_that_exits_while_a_grandchild_holds_its_pipe_is_restarted_at_on
     // The fixture exits mid-call; the shell follows; `sleep` keeps the pipe.
     let _ = call_text(&client, "orphaner__crash", json!({})).await;
     let started = Instant::now();
-    wait_until("the backend to be restarted in a new process", 5, || {
-        let b = backends(&gw.url);
+    wait_blocking("the backend to be restarted in a new process", 5, || {
+        let b = ready_backends(&gw.url);
         b["orphaner"]["state"] == "up" && b["orphaner"]["pid"].as_u64() != Some(old_pid as u64)
     });
     let took = started.elapsed();
@@ -204,11 +179,11 @@ async fn a_child_that_exits_while_a_grandchild_holds_its_pipe_is_restarted_at_on
         "a call after the restart failed"
     );
     // The old process group, `sleep` included, was reaped.
-    wait_until("the old process group to be gone", 5, || {
+    wait_blocking("the old process group to be gone", 5, || {
         !group_alive(old_pid)
     });
     eprintln!("restarted {took:?} after the child exited");
-    let new_pid = backends(&gw.url)["orphaner"]["pid"].as_u64().unwrap() as u32;
+    let new_pid = ready_backends(&gw.url)["orphaner"]["pid"].as_u64().unwrap() as u32;
     drop(gw);
     kill_group(new_pid);
 }
@@ -223,7 +198,7 @@ async fn a_gateway_killed_with_sigkill_leaves_no_stdio_children() {
         fixture_backend("b", "")
     );
     let (mut gw, _cfg) = gateway_with_env(&config, &[]);
-    let b = backends(&gw.url);
+    let b = ready_backends(&gw.url);
     let pids: Vec<u32> = ["a", "b"]
         .iter()
         .map(|n| b[n]["pid"].as_u64().unwrap() as u32)

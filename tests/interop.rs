@@ -184,6 +184,9 @@ async fn server_everything_over_stdio_through_the_gateway() {
         "trigger-elicitation-request",
         "trigger-long-running-operation",
         "trigger-sampling-request",
+        // Registered because the gateway tells backends it relays URL-mode
+        // elicitation (2025-11-25) to clients that declared it.
+        "trigger-url-elicitation",
     ]
     .iter()
     .map(|n| format!("everything__{n}"))
@@ -395,14 +398,11 @@ fn python_sdk_client_drives_the_gateway() {
     );
     assert!(legacy.get("session_error").is_none(), "{ctx}");
 
-    // The SDK's default `Client(url)` probes `server/discover` first and must
-    // fall back to the initialize handshake with the gateway.
+    // The SDK's default `Client(url)` probes `server/discover` first: the
+    // gateway answers it, so the SDK speaks 2026-07-28 (docs/protocol.md).
     let auto = &out["auto"];
     assert!(auto.get("session_error").is_none(), "{ctx}");
-    assert_eq!(
-        auto["protocol_version"], legacy["initialize"]["protocol_version"],
-        "{ctx}"
-    );
+    assert_eq!(auto["protocol_version"], "2026-07-28", "{ctx}");
     assert_eq!(
         auto["echo"],
         json!({"is_error": false, "text": "auto mode"}),

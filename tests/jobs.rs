@@ -4,15 +4,14 @@
 #![allow(deprecated)] // logging notifications are deprecated by SEP-2577 but are the ≤2025-11-25 wire protocol
 
 mod common;
-mod jobs_common;
-mod support;
 
 use std::time::Duration;
 
-use common::{ConfigFile, write_config};
-use jobs_common::*;
+use common::http::base;
+use common::jobs::*;
+use common::recorder::*;
+use common::{ConfigFile, gateway, gateway_at, write_config};
 use serde_json::{Value, json};
-use support::*;
 
 fn config(extra_jobs: &str) -> String {
     format!("{}{}", fixture_backend(""), sqlite_jobs(extra_jobs))

@@ -8,14 +8,12 @@
 //! `MANIFOLD_REQUIRE_POSTGRES=1` (CI), where it fails.
 
 mod common;
-mod jobs_common;
-mod support;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::write_config;
-use jobs_common::*;
+use common::jobs::*;
+use common::{gateway_at, write_config};
 use serde_json::{Value, json};
 use sqlx::Connection;
 

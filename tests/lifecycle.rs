@@ -6,20 +6,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-fn alive(pid: u32) -> bool {
-    // A zombie is dead for our purposes: it runs nothing and holds nothing.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or_default()
-            .trim_start()
-            .starts_with('Z'),
-        Err(_) => false,
-    }
-}
-
 #[test]
 fn sigterm_stops_every_backend_process_group_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();

@@ -5,21 +5,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::http::in_flight;
 use common::*;
-use rmcp::ServiceExt;
 use rmcp::model::*;
 use rmcp::service::ServiceError;
-use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::{Value, json};
-
-async fn authed_client(url: &str, token: &str) -> Client {
-    let config = StreamableHttpClientTransportConfig::with_uri(url.to_string()).auth_header(token);
-    ().serve(StreamableHttpClientTransport::from_config(config))
-        .await
-        .expect("client connects with its token")
-}
-
 const PING: &str = r#"{"jsonrpc":"2.0","id":"p1","method":"ping"}"#;
 
 /// A raw JSON-RPC POST: (status, headers, body as JSON or Null).
@@ -112,7 +102,7 @@ max_concurrent_requests = 2
         let peer = a.peer().clone();
         async move { peer.call_tool(sleep_call(1500)).await }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for("a's call to take its slot", 10, || in_flight(&gw.url) == 1).await;
     // a is at its own limit; b is not.
     let (status, headers, body) = post(&gw.url, Some("token-aaaaaaaa"), PING).await;
     assert_eq!(status, 429, "{body}");
@@ -129,7 +119,7 @@ max_concurrent_requests = 2
         let peer = b.peer().clone();
         async move { peer.call_tool(sleep_call(1500)).await }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for("b's call to take its slot", 10, || in_flight(&gw.url) == 2).await;
     let (status, _, body) = post(&gw.url, Some("token-bbbbbbbb"), PING).await;
     assert_eq!(status, 429, "b is at its own limit now: {body}");
     // Two requests in flight: the gateway is full, even for c, which has none.
@@ -156,7 +146,7 @@ async fn the_global_concurrency_cap_answers_503() {
         let peer = client.peer().clone();
         async move { peer.call_tool(sleep_call(1500)).await }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for("the call to take the slot", 10, || in_flight(&gw.url) == 1).await;
     let (status, headers, body) = post(&gw.url, None, PING).await;
     assert_eq!(status, 503, "{body}");
     assert!(headers.contains_key("retry-after"));
@@ -221,6 +211,7 @@ async fn a_backends_max_concurrent_queues_calls_and_says_when_it_stays_busy() {
     // Spaced so the second hog is still waiting (its wait ends at 2.4 s)
     // when the first releases the slot at 2 s, and the probe (waiting until
     // 2.8 s) finds it taken again until 4 s: no two deadlines coincide.
+    // These two sleeps are the schedule under test, not a wait for an event.
     let first = hog(client.peer().clone());
     tokio::time::sleep(Duration::from_millis(400)).await;
     let second = hog(client.peer().clone());

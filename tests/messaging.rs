@@ -4,14 +4,14 @@
 #![allow(deprecated)] // logging notifications are deprecated by SEP-2577 but are the ≤2025-11-25 wire protocol
 
 mod common;
-mod support;
 
 use std::time::{Duration, Instant};
 
+use common::recorder::*;
+use common::redis::*;
 use common::*;
 use rmcp::model::*;
 use serde_json::json;
-use support::*;
 
 const MESSAGING_TOOLS: [&str; 6] = [
     "checkin_client",
@@ -267,6 +267,7 @@ async fn messages_expire_after_the_ttl() {
         json!({"sender_id": "alice", "recipient_id": "bob", "message": "soon gone"}),
     )
     .await;
+    // Time passing is what is tested: the message outlives its 1 s TTL.
     tokio::time::sleep(Duration::from_millis(1300)).await;
     let (text, _) = ok(&a, "get_messages", json!({"client_id": "bob"})).await;
     assert_eq!(text, "No messages for bob.");

@@ -6,8 +6,8 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
+use common::http::*;
 use common::*;
 use rmcp::model::*;
 use rmcp::service::{NotificationContext, RunningService};
@@ -33,36 +33,6 @@ async fn connect(url: &str) -> (RunningService<RoleClient, Changes>, Changes) {
         .unwrap();
     (client, changes)
 }
-
-fn status(url: &str) -> Value {
-    serde_json::from_str(&http_get(url, "/status").1).unwrap()
-}
-
-fn http_post(url: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let host = url.trim_start_matches("http://").split('/').next().unwrap();
-    let mut s = std::net::TcpStream::connect(host).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf);
-    let status = buf
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (
-        status,
-        buf.split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default(),
-    )
-}
-
 async fn tool_names<H: ClientHandler>(c: &RunningService<RoleClient, H>) -> Vec<String> {
     c.list_all_tools()
         .await
@@ -70,14 +40,6 @@ async fn tool_names<H: ClientHandler>(c: &RunningService<RoleClient, H>) -> Vec<
         .into_iter()
         .map(|t| t.name.to_string())
         .collect()
-}
-
-async fn wait_until(what: &str, mut f: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -122,7 +84,7 @@ async fn reload_adds_removes_changes_and_renames_backends_under_load() {
             }
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for("calls under way", 20, || calls.load(Ordering::Relaxed) >= 5).await;
 
     let v2 = format!(
         "{}{}{}{}",
@@ -132,7 +94,7 @@ async fn reload_adds_removes_changes_and_renames_backends_under_load() {
         stdio_backend("fresh", ""),
     );
     std::fs::write(&cfg.path, &v2).unwrap();
-    wait_until("the new tools", async || {
+    wait_until("the new tools", 20, async || {
         let names = tool_names(&a).await;
         names.contains(&"fresh__echo".to_string())
             && names.contains(&"new_name__echo".to_string())
@@ -174,7 +136,7 @@ async fn reload_adds_removes_changes_and_renames_backends_under_load() {
             .unwrap(),
     );
     assert!(stats.contains("pid"), "{stats}");
-    wait_until("both sessions to be told", async || {
+    wait_until("both sessions to be told", 20, async || {
         *a_changes.0.lock().unwrap() >= 1 && *b_changes.0.lock().unwrap() >= 1
     })
     .await;
@@ -185,7 +147,7 @@ async fn reload_adds_removes_changes_and_renames_backends_under_load() {
         format!("{v2}\n[backends.broken\ntransport = 1\n"),
     )
     .unwrap();
-    wait_until("the failed reload to be recorded", async || {
+    wait_until("the failed reload to be recorded", 20, async || {
         status(&gw.url)["last_reload"]["ok"] == false
     })
     .await;
@@ -206,7 +168,7 @@ async fn reload_adds_removes_changes_and_renames_backends_under_load() {
         ),
     )
     .unwrap();
-    wait_until("the partial reload", async || {
+    wait_until("the partial reload", 20, async || {
         tool_names(&a).await.contains(&"later__echo".to_string())
     })
     .await;
@@ -240,7 +202,7 @@ async fn sighup_and_the_admin_route_reload_the_file() {
         .args(["-HUP", &gw.pid().to_string()])
         .status()
         .unwrap();
-    wait_until("the SIGHUP reload", async || {
+    wait_until("the SIGHUP reload", 20, async || {
         status(&gw.url)["last_reload"]["trigger"] == "SIGHUP"
     })
     .await;

@@ -8,31 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::http::*;
 use common::*;
 use rmcp::model::*;
-use serde_json::{Value, json};
-
-fn backends(url: &str) -> Value {
-    let (_, body) = http_get(url, "/readyz");
-    serde_json::from_str::<Value>(&body).unwrap()["backends"].clone()
-}
-
-async fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-fn signal(pid: u64, sig: &str) {
-    std::process::Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-}
-
+use serde_json::json;
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_backend_fails_fast_comes_back_and_spares_the_others() {
     let config = format!(
@@ -42,7 +21,7 @@ async fn a_killed_backend_fails_fast_comes_back_and_spares_the_others() {
     );
     let (gw, _cfg) = gateway(&config);
     let client = Arc::new(client(&gw.url).await);
-    let old_pid = backends(&gw.url)["victim"]["pid"].as_u64().unwrap();
+    let old_pid = ready_backends(&gw.url)["victim"]["pid"].as_u64().unwrap();
 
     // A steady load on the bystander while the victim dies and comes back.
     let failures = Arc::new(AtomicU64::new(0));
@@ -92,11 +71,16 @@ async fn a_killed_backend_fails_fast_comes_back_and_spares_the_others() {
 
     // ...and it comes back by itself, in a new process, with its tools.
     wait_for("the victim to restart", 15, || {
-        let b = backends(&gw.url);
+        let b = ready_backends(&gw.url);
         b["victim"]["state"] == "up" && b["victim"]["pid"].as_u64() != Some(old_pid)
     })
     .await;
-    assert!(backends(&gw.url)["victim"]["restarts"].as_u64().unwrap() >= 1);
+    assert!(
+        ready_backends(&gw.url)["victim"]["restarts"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
     let r = client
         .call_tool(
             CallToolRequestParams::new("victim__echo")
@@ -122,19 +106,19 @@ async fn a_backend_that_stops_answering_pings_is_restarted() {
         stdio_backend("frozen", "")
     );
     let (gw, _cfg) = gateway(&config);
-    let old_pid = backends(&gw.url)["frozen"]["pid"].as_u64().unwrap();
+    let old_pid = ready_backends(&gw.url)["frozen"]["pid"].as_u64().unwrap();
     signal(old_pid, "STOP");
     wait_for("the frozen backend to be marked down", 10, || {
-        backends(&gw.url)["frozen"]["state"] == "down"
+        ready_backends(&gw.url)["frozen"]["state"] == "down"
     })
     .await;
-    let reason = backends(&gw.url)["frozen"]["reason"]
+    let reason = ready_backends(&gw.url)["frozen"]["reason"]
         .as_str()
         .unwrap_or_default()
         .to_string();
     assert!(reason.contains("health check failed"), "{reason}");
     wait_for("a new process", 15, || {
-        let b = backends(&gw.url);
+        let b = ready_backends(&gw.url);
         b["frozen"]["state"] == "up" && b["frozen"]["pid"].as_u64() != Some(old_pid)
     })
     .await;
@@ -152,10 +136,10 @@ async fn down_backends_can_stay_listed_and_answer_a_clear_error() {
     );
     let (gw, _cfg) = gateway(&config);
     let client = client(&gw.url).await;
-    let pid = backends(&gw.url)["flaky"]["pid"].as_u64().unwrap();
+    let pid = ready_backends(&gw.url)["flaky"]["pid"].as_u64().unwrap();
     signal(pid, "KILL");
     wait_for("flaky to be down", 10, || {
-        backends(&gw.url)["flaky"]["state"] == "down"
+        ready_backends(&gw.url)["flaky"]["state"] == "down"
     })
     .await;
     let names: Vec<String> = client

@@ -149,7 +149,14 @@ impl Pipeline {
 pub struct Audit {
     pipeline: Arc<ArcSwap<Pipeline>>,
     http: reqwest::Client,
+    /// Every recorded entry, for live followers (the console). Sent to only
+    /// while someone follows; a follower that falls `FOLLOW_BUFFER` behind
+    /// skips ahead (and is told how many it missed). Survives reloads.
+    tap: tokio::sync::broadcast::Sender<Arc<LogEntry>>,
 }
+
+/// Entries a live follower may fall behind by before it skips some.
+const FOLLOW_BUFFER: usize = 1024;
 
 impl Default for Audit {
     fn default() -> Self {
@@ -163,6 +170,7 @@ impl Audit {
         Self {
             pipeline: Arc::new(ArcSwap::from_pointee(Pipeline::off())),
             http: reqwest::Client::new(),
+            tap: tokio::sync::broadcast::channel(FOLLOW_BUFFER).0,
         }
     }
 
@@ -172,6 +180,7 @@ impl Audit {
         let audit = Self {
             pipeline: Arc::new(ArcSwap::from_pointee(Pipeline::off())),
             http,
+            tap: tokio::sync::broadcast::channel(FOLLOW_BUFFER).0,
         };
         audit.apply(config);
         audit
@@ -216,6 +225,15 @@ impl Audit {
         for lane in &pipeline.lanes {
             lane.offer(&entry);
         }
+        if self.tap.receiver_count() > 0 {
+            let _ = self.tap.send(entry);
+        }
+    }
+
+    /// Every entry recorded from now on, as it is recorded (before any
+    /// destination has written it). Nothing arrives while the log is off.
+    pub fn follow(&self) -> tokio::sync::broadcast::Receiver<Arc<LogEntry>> {
+        self.tap.subscribe()
     }
 
     /// Records one of the gateway's own events (`log_type = "internal"`).

@@ -48,6 +48,7 @@ impl Catalog {
             let original: Arc<str> = Arc::from(tool.name.as_ref());
             let exposed: Arc<str> = Arc::from(exposed);
             tool.name = exposed.to_string().into();
+            prefix_app_uris(&config.prefix, &mut tool);
             if c.tool_names.insert(exposed, original).is_none() {
                 c.tools.push(tool);
             }
@@ -99,6 +100,32 @@ impl Catalog {
     }
 }
 
+/// MCP Apps: a tool names its UI resource in `_meta.ui.resourceUri` (and
+/// the older flat key `ui/resourceUri`). The resource is listed under the
+/// prefixed URI, so the reference must carry the prefix too, or the client
+/// cannot read the app.
+fn prefix_app_uris(prefix: &str, tool: &mut Tool) {
+    let Some(meta) = tool.meta.as_mut() else {
+        return;
+    };
+    let rewrite = |v: &mut serde_json::Value| {
+        if let Some(uri) = v.as_str().filter(|u| u.starts_with("ui://")) {
+            *v = prefix_uri(prefix, uri).into();
+        }
+    };
+    if let Some(v) = meta.0.get_mut("ui/resourceUri") {
+        rewrite(v);
+    }
+    if let Some(v) = meta
+        .0
+        .get_mut("ui")
+        .and_then(|ui| ui.as_object_mut())
+        .and_then(|ui| ui.get_mut("resourceUri"))
+    {
+        rewrite(v);
+    }
+}
+
 /// `{prefix}+{uri}`, or the URI itself for an empty prefix.
 pub fn prefix_uri(prefix: &str, uri: &str) -> String {
     if prefix.is_empty() {
@@ -112,6 +139,34 @@ pub fn prefix_uri(prefix: &str, uri: &str) -> String {
 mod tests {
     use super::*;
     use crate::config::parse_str;
+
+    #[test]
+    fn app_ui_references_get_the_resource_prefix() {
+        let cfg = parse_str(
+            "[backends.app]\ntransport = \"stdio\"\ncommand = \"x\"\n",
+            "g",
+            None,
+        )
+        .expect("config");
+        let cfg = &cfg.backends["app"];
+        let mut t = tool("show");
+        t.meta = Some(rmcp::model::MetaObject(
+            serde_json::json!({"ui": {"resourceUri": "ui://show/app.html", "visibility": ["model"]}, "ui/resourceUri": "ui://show/app.html", "other": "ui://kept"})
+                .as_object()
+                .cloned()
+                .expect("object"),
+        ));
+        let raw = RawLists {
+            tools: vec![t],
+            ..Default::default()
+        };
+        let c = Catalog::build(cfg, "__", raw);
+        let meta = serde_json::to_value(&c.tools[0].meta).expect("json");
+        assert_eq!(meta["ui"]["resourceUri"], "app+ui://show/app.html");
+        assert_eq!(meta["ui"]["visibility"][0], "model");
+        assert_eq!(meta["ui/resourceUri"], "app+ui://show/app.html");
+        assert_eq!(meta["other"], "ui://kept");
+    }
 
     fn tool(name: &str) -> Tool {
         Tool::new(name.to_string(), "d", Arc::new(Default::default()))

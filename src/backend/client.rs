@@ -49,13 +49,77 @@ pub struct BackendClient {
 
 /// The capabilities a shared backend connection advertises: the gateway
 /// relays sampling, elicitation and roots to clients that support them.
+/// Sub-capabilities (`sampling.tools`, URL-mode elicitation) are advertised
+/// too and relayed only to clients that declared the same
+/// (`Needs::missing_in`).
 pub fn shared_capabilities() -> ClientCapabilities {
-    ClientCapabilities::builder()
+    let mut capabilities = ClientCapabilities::builder()
         .enable_roots()
         .enable_roots_list_changed()
         .enable_sampling()
-        .enable_elicitation()
-        .build()
+        .enable_sampling_tools()
+        .build();
+    capabilities.elicitation = Some(
+        ElicitationCapability::new()
+            .with_form(FormElicitationCapability::new())
+            .with_url(UrlElicitationCapability::new()),
+    );
+    capabilities
+}
+
+/// What a relayed server→client request needs the client to have declared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Needs {
+    Sampling,
+    /// Sampling with `tools` or `toolChoice` (`sampling.tools`, 2025-11-25).
+    SamplingTools,
+    /// Form-mode elicitation (`elicitation` or `elicitation.form`).
+    Elicitation,
+    /// URL-mode elicitation (`elicitation.url`, 2025-11-25).
+    UrlElicitation,
+    Roots,
+}
+
+impl Needs {
+    pub(crate) fn of(request: &ServerRequest) -> Self {
+        match request {
+            ServerRequest::CreateMessageRequest(r)
+                if r.params.tools.is_some() || r.params.tool_choice.is_some() =>
+            {
+                Self::SamplingTools
+            }
+            ServerRequest::CreateMessageRequest(_) => Self::Sampling,
+            ServerRequest::ElicitRequest(r)
+                if matches!(r.params, ElicitRequestParams::UrlElicitationParams { .. }) =>
+            {
+                Self::UrlElicitation
+            }
+            ServerRequest::ElicitRequest(_) => Self::Elicitation,
+            _ => Self::Roots,
+        }
+    }
+
+    /// `None` when `client` declared what this needs; otherwise the
+    /// capability it lacks, as the spec names it.
+    pub(crate) fn missing_in(self, client: &ClientCapabilities) -> Option<&'static str> {
+        let sampling = client.sampling.as_ref();
+        let elicitation = client.elicitation.as_ref();
+        let ok = match self {
+            Self::Sampling => sampling.is_some(),
+            Self::SamplingTools => sampling.is_some_and(|s| s.tools.is_some()),
+            // An empty `elicitation: {}` means form mode (2025-11-25 compatibility).
+            Self::Elicitation => elicitation.is_some_and(|e| e.form.is_some() || e.url.is_none()),
+            Self::UrlElicitation => elicitation.is_some_and(|e| e.url.is_some()),
+            Self::Roots => client.roots.is_some(),
+        };
+        (!ok).then_some(match self {
+            Self::Sampling => "sampling",
+            Self::SamplingTools => "sampling.tools (sampling with tools)",
+            Self::Elicitation => "elicitation (form mode)",
+            Self::UrlElicitation => "elicitation.url (URL-mode elicitation)",
+            Self::Roots => "roots",
+        })
+    }
 }
 
 fn capability_name(kind: Kind) -> &'static str {
@@ -112,7 +176,16 @@ impl BackendClient {
             }
             other => return Err(self.unattributed(&backend, kind, other)),
         };
-        self.check_supported(&call, kind)?;
+        self.check_supported(&call, kind, Needs::of(&request))?;
+        if let ServerRequest::ElicitRequest(r) = &request
+            && let ElicitRequestParams::UrlElicitationParams { elicitation_id, .. } = &r.params
+            && !elicitation_id.is_empty()
+        {
+            // Its `notifications/elicitation/complete` goes to this session only.
+            self.hub
+                .elicitations
+                .record(backend.id, elicitation_id, call.session);
+        }
         let (reply, answer) = oneshot::channel();
         let job = RelayJob {
             request,
@@ -166,25 +239,38 @@ impl BackendClient {
         &self,
         call: &crate::coordinator::calls::Call,
         kind: Kind,
+        needs: Needs,
     ) -> Result<(), ErrorData> {
         let session = self.hub.session(call.session);
-        let supported = session.as_ref().is_some_and(|s| match kind {
-            Kind::Sampling => s.capabilities.sampling.is_some(),
-            Kind::Elicitation => s.capabilities.elicitation.is_some(),
-            _ => s.capabilities.roots.is_some(),
-        });
-        if supported {
-            return Ok(());
+        if let Some(s) = session
+            .as_ref()
+            .filter(|s| s.mode != crate::coordinator::Mode::Legacy)
+        {
+            self.hub.counters.add(kind, Fate::Dropped, 1);
+            return Err(ErrorData::invalid_request(
+                format!(
+                    "client `{}` speaks MCP 2026-07-28, which has no server-to-client requests during a call \
+                     (a server asks with an InputRequired result instead); the gateway does not turn this \
+                     backend's {} request into one",
+                    s.client_name,
+                    capability_name(kind)
+                ),
+                None,
+            ));
         }
+        let missing = match &session {
+            Some(s) => needs.missing_in(&s.capabilities),
+            None => Some(capability_name(kind)),
+        };
+        let Some(missing) = missing else {
+            return Ok(());
+        };
         self.hub.counters.add(kind, Fate::Dropped, 1);
         let client = session
             .map(|s| s.client_name.clone())
             .unwrap_or_else(|| "the calling client".into());
         Err(ErrorData::invalid_request(
-            format!(
-                "client `{client}` does not support {}",
-                capability_name(kind)
-            ),
+            format!("client `{client}` does not support {missing}"),
             None,
         ))
     }
@@ -205,6 +291,7 @@ impl BackendClient {
             .hub
             .sessions()
             .into_iter()
+            .filter(|s| s.mode == crate::coordinator::Mode::Legacy)
             .filter(|s| s.capabilities.roots.is_some() && s.may_see(backend))
             .map(|s| async move {
                 tokio::time::timeout(ROOTS_TIMEOUT, s.peer.list_roots())
@@ -331,6 +418,18 @@ impl ClientHandler for BackendClient {
                 prefix_uri(&backend.config.prefix, &param.uri),
                 backend.owner,
             );
+        }
+    }
+
+    async fn on_custom_notification(
+        &self,
+        notification: CustomNotification,
+        _: NotificationContext<RoleClient>,
+    ) {
+        if notification.method == "notifications/elicitation/complete"
+            && let Some(backend) = self.backend.upgrade()
+        {
+            self.hub.elicitation_complete(backend.id, notification);
         }
     }
 

@@ -170,6 +170,8 @@ pub struct Backend {
     pid: AtomicU32,
     /// How many times the supervisor reconnected after a failure.
     restarts: AtomicU64,
+    /// Why it last went down and when, kept after it comes back (status, console).
+    last_error: Mutex<Option<(String, std::time::SystemTime)>>,
     /// The per-call timeout in milliseconds: `config.timeout` at first, then
     /// whatever a reload sets, without reconnecting.
     timeout_ms: AtomicU64,
@@ -214,6 +216,7 @@ impl Backend {
             server_info: ArcSwapOption::empty(),
             pid: AtomicU32::new(0),
             restarts: AtomicU64::new(0),
+            last_error: Mutex::new(None),
             timeout_ms: AtomicU64::new(config_timeout_ms),
             shutdown: CancellationToken::new(),
             task: Mutex::new(None),
@@ -285,6 +288,14 @@ impl Backend {
         self.restarts.load(Ordering::Relaxed)
     }
 
+    /// The reason it last went down, and when; `None` if it never did.
+    pub fn last_error(&self) -> Option<(String, std::time::SystemTime)> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Whether calls to this backend are in flight (for draining on reload).
     pub fn busy(&self) -> bool {
         self.hub.calls.in_flight(self.id) > 0
@@ -303,6 +314,8 @@ impl Backend {
                 );
             }
             BackendState::Down(reason) => {
+                *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((reason.clone(), std::time::SystemTime::now()));
                 tracing::warn!(target: "queue", backend = %self.name(), %reason, "backend down");
                 self.audit.event(
                     "warning",

@@ -3,7 +3,7 @@
 //! With `[auth]` on, a client sees only its own entries unless its token is
 //! marked `admin = true`; the filter is forced here, whatever the caller asks.
 
-use std::sync::{Arc, Weak};
+use std::sync::Weak;
 
 use rmcp::model::*;
 use rmcp::service::RequestContext;
@@ -40,9 +40,7 @@ pub fn scope(mut q: LogQuery, auth: Option<&str>, admin: bool) -> LogQuery {
 
 impl ServerHandler for LogsServer {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build()).with_server_info(
-            Implementation::new("manifold-logs", env!("CARGO_PKG_VERSION")),
-        )
+        super::single::info("manifold-logs")
     }
 
     async fn list_tools(
@@ -51,11 +49,11 @@ impl ServerHandler for LogsServer {
         _: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let schema = serde_json::to_value(schemars::schema_for!(LogQuery)).unwrap_or_default();
-        Ok(ListToolsResult::with_all_items(vec![Tool::new(
+        Ok(super::single::list(
             TOOL,
             "Search the gateway's audit log (every tool call, prompt, resource read and gateway event), newest first. Filters: tool, client, backend, status (success, error, timeout, cancelled, denied), since/until (RFC 3339), correlation_id, text; limit (default 100).",
-            Arc::new(schema.as_object().cloned().unwrap_or_default()),
-        )]))
+            schema,
+        ))
     }
 
     async fn call_tool(
@@ -63,16 +61,7 @@ impl ServerHandler for LogsServer {
         request: CallToolRequestParams,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        if request.name != TOOL {
-            return Err(ErrorData::invalid_params(
-                format!("unknown tool `{}`", request.name),
-                None,
-            ));
-        }
-        let gateway = self
-            .gateway
-            .upgrade()
-            .ok_or_else(|| ErrorData::internal_error("the gateway is shutting down", None))?;
+        let gateway = super::single::gateway_for(&request, TOOL, &self.gateway)?;
         let args = Value::Object(request.arguments.unwrap_or_default());
         let q: LogQuery = serde_json::from_value(args)
             .map_err(|e| ErrorData::invalid_params(format!("query_logs: {e}"), None))?;

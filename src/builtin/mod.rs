@@ -18,6 +18,7 @@ pub mod bus;
 pub mod jobs;
 pub mod logs;
 pub mod messaging;
+mod single;
 pub mod status;
 
 use std::collections::HashMap;
@@ -70,6 +71,8 @@ pub struct BuiltinSets {
     messaging: Option<(crate::config::MessagingConfig, crate::config::BusConfig)>,
     /// The job queue, when `[jobs]` mounted it (with the settings it was opened with).
     jobs: Option<(crate::config::JobsConfig, Arc<crate::jobs::Jobs>)>,
+    /// The store the bus publishes through, when `@bus` is mounted.
+    bus_store: Option<crate::store::Store>,
 }
 
 impl crate::backend::InProcessSets for BuiltinSets {
@@ -82,6 +85,11 @@ impl BuiltinSets {
     /// The job queue, if `@jobs` is mounted.
     pub fn jobs(&self) -> Option<&Arc<crate::jobs::Jobs>> {
         self.jobs.as_ref().map(|(_, j)| j)
+    }
+
+    /// The bus's store (history and event feed), if `@bus` is mounted.
+    pub fn bus_store(&self) -> Option<&crate::store::Store> {
+        self.bus_store.as_ref()
     }
 }
 
@@ -155,6 +163,7 @@ pub fn enabled(
                 && let Some(serve) = previous.sets.get("bus")
             {
                 sets.sets.insert("bus".into(), serve.clone());
+                sets.bus_store = previous.bus_store.clone();
                 backends.push(builtin_backend("bus", config));
             }
         }
@@ -177,6 +186,7 @@ pub fn enabled(
             backends.push(messaging_backend(&config.messaging, config));
         }
         if config.bus.enabled {
+            sets.bus_store = Some(store.clone());
             let serve = bus::start(config.bus.clone(), store, presence, gateway);
             sets.sets.insert("bus".into(), serve);
             backends.push(builtin_backend("bus", config));

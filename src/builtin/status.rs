@@ -1,7 +1,7 @@
 //! `gateway_status`: backends, sessions and notification counters, as a tool
 //! (the same data as `GET /status`, plus who the caller is).
 
-use std::sync::{Arc, Weak};
+use std::sync::Weak;
 
 use rmcp::model::*;
 use rmcp::service::RequestContext;
@@ -31,9 +31,7 @@ struct StatusServer {
 
 impl ServerHandler for StatusServer {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build()).with_server_info(
-            Implementation::new("manifold-status", env!("CARGO_PKG_VERSION")),
-        )
+        super::single::info("manifold-status")
     }
 
     async fn list_tools(
@@ -42,11 +40,11 @@ impl ServerHandler for StatusServer {
         _: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let schema = json!({"type": "object", "properties": {}});
-        Ok(ListToolsResult::with_all_items(vec![Tool::new(
+        Ok(super::single::list(
             TOOL,
             "Manifold's state: each backend with its state and tool counts, live client sessions, and counters of notifications received, forwarded, coalesced and dropped.",
-            Arc::new(schema.as_object().cloned().unwrap_or_default()),
-        )]))
+            schema,
+        ))
     }
 
     async fn call_tool(
@@ -54,16 +52,7 @@ impl ServerHandler for StatusServer {
         request: CallToolRequestParams,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        if request.name != TOOL {
-            return Err(ErrorData::invalid_params(
-                format!("unknown tool `{}`", request.name),
-                None,
-            ));
-        }
-        let gateway = self
-            .gateway
-            .upgrade()
-            .ok_or_else(|| ErrorData::internal_error("the gateway is shutting down", None))?;
+        let gateway = super::single::gateway_for(&request, TOOL, &self.gateway)?;
         // The front says what a restricted caller may see; absent, it may see all.
         let view = ctx.meta.0.0.get(VIEW_META_KEY);
         let allowed: Option<Vec<&str>> = view

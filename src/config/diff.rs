@@ -71,9 +71,16 @@ pub fn keep_fixed_settings(old: &ServerConfig, new: &mut ServerConfig) -> Vec<St
         allowed_hosts,
         allowed_origins,
         session_idle_timeout,
-        worker_threads,
-        instance_id
+        worker_threads
     );
+    // The default instance id comes from `listen`: when `listen` was
+    // refused, the id that followed it is not reported a second time.
+    if new.instance_id != old.instance_id {
+        if !refused.iter().any(|r| r == "server.listen") {
+            refused.push("server.instance_id".into());
+        }
+        new.instance_id = old.instance_id.clone();
+    }
     refused
 }
 

@@ -255,12 +255,7 @@ mod tests {
     use super::{JobStoreConfig, OnInterrupt};
     use crate::config::parse_str;
 
-    fn errors(text: &str) -> Vec<String> {
-        match parse_str(text, "gateway.toml", None) {
-            Ok(_) => vec![],
-            Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
-        }
-    }
+    use crate::config::load::test_errors as errors;
 
     #[test]
     fn jobs_are_off_without_a_section_and_sqlite_beside_the_config_with_one() {

@@ -376,6 +376,15 @@ pub(super) fn duration(
     }
 }
 
+/// The errors of `text` as `gateway.toml`, one line each; none when it loads.
+#[cfg(test)]
+pub(super) fn test_errors(text: &str) -> Vec<String> {
+    match parse_str(text, "gateway.toml", None) {
+        Ok(_) => vec![],
+        Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
 /// Parses `text` as `g.toml` with the given environment; errors as lines.
 #[cfg(test)]
 pub(super) fn test_parse_with_env(text: &str, env: &[(&str, &str)]) -> Result<Config, Vec<String>> {

@@ -216,12 +216,7 @@ fn redis_url(url: &str) -> Result<(), String> {
 mod tests {
     use crate::config::{StoreConfig, parse_str};
 
-    fn errors(text: &str) -> Vec<String> {
-        match parse_str(text, "gateway.toml", None) {
-            Ok(_) => vec![],
-            Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
-        }
-    }
+    use crate::config::load::test_errors as errors;
 
     #[test]
     fn defaults_are_memory_five_minutes_and_a_thousand_messages() {

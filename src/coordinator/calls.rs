@@ -135,6 +135,15 @@ impl Calls {
         }
     }
 
+    /// How many calls each session has open, over all backends.
+    pub fn in_flight_by_session(&self) -> HashMap<u64, usize> {
+        let mut counts = HashMap::new();
+        for call in self.lock().by_backend.values().flatten() {
+            *counts.entry(call.session).or_insert(0) += 1;
+        }
+        counts
+    }
+
     /// How many calls are open on a backend.
     pub fn in_flight(&self, backend: u64) -> usize {
         self.lock().by_backend.get(&backend).map_or(0, Vec::len)

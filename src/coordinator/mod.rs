@@ -15,6 +15,7 @@
 
 pub mod calls;
 pub mod counters;
+pub mod elicitations;
 pub mod lists;
 mod registry;
 
@@ -23,15 +24,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use rmcp::model::{
-    ClientCapabilities, LoggingLevel, LoggingMessageNotification, LoggingMessageNotificationParam,
-    ResourceUpdatedNotification, ResourceUpdatedNotificationParam, ServerNotification,
+    ClientCapabilities, CustomNotification, LoggingLevel, LoggingMessageNotification,
+    LoggingMessageNotificationParam, ResourceUpdatedNotification, ResourceUpdatedNotificationParam,
+    ServerNotification,
 };
 use rmcp::{Peer, RoleServer};
 
 pub use calls::{Attribution, CallEvent, Calls, RelayJob};
 pub use counters::{Counters, Fate, Kind};
 pub use lists::{ListSource, spawn_list_task};
-pub use registry::{Session, Visibility};
+pub use registry::{Mode, Session, Visibility};
 
 /// Which aggregated lists changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -85,6 +87,8 @@ pub struct Hub {
     lists: Arc<lists::ListQueue>,
     /// Messages that could not be attributed to one session, for `gateway_status`.
     pub unattributable: AtomicU64,
+    /// URL-mode elicitations relayed to a session, for their completion notice.
+    pub elicitations: elicitations::Elicitations,
 }
 
 impl Hub {
@@ -97,6 +101,7 @@ impl Hub {
             subscriptions: Mutex::new(HashMap::new()),
             lists: Arc::default(),
             unattributable: AtomicU64::new(0),
+            elicitations: Default::default(),
         })
     }
 
@@ -106,9 +111,11 @@ impl Hub {
 
     /// Registers a session; `list_hashes` are the hashes of the lists as it
     /// can see them now, so it is told only about later changes.
+    #[allow(clippy::too_many_arguments)]
     pub fn register(
         &self,
         id: u64,
+        mode: Mode,
         peer: Peer<RoleServer>,
         capabilities: ClientCapabilities,
         client_name: String,
@@ -117,6 +124,7 @@ impl Hub {
     ) -> Arc<Session> {
         let session = Session::start(
             id,
+            mode,
             peer,
             capabilities,
             client_name,
@@ -168,11 +176,15 @@ impl Hub {
             .collect()
     }
 
+    /// Sessions and listen streams: what `limits.max_sessions` bounds. A
+    /// 2026-07-28 request registered for its duration is not a session.
     pub fn session_count(&self) -> usize {
         self.sessions
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .len()
+            .values()
+            .filter(|s| s.mode != Mode::Request)
+            .count()
     }
 
     /// A backend (by id) announced that some of its lists changed: refresh
@@ -240,9 +252,11 @@ impl Hub {
         });
         let level = param.level as u8;
         for session in self.sessions() {
-            let addressed = match caller.or(owner) {
-                Some(id) => id == session.id,
-                None => session.may_see(backend),
+            let addressed = match (caller.or(owner), &session.mode) {
+                (Some(id), Mode::Legacy | Mode::Request) => id == session.id,
+                // A 2026-07-28 request hears only what it caused; a listen stream no logs.
+                (None, Mode::Legacy) => session.may_see(backend),
+                _ => false,
             };
             if !addressed || level < session.log_level() {
                 continue;
@@ -322,6 +336,25 @@ impl Hub {
                 .keys()
                 .cloned()
                 .collect(),
+        }
+    }
+
+    /// Sends a backend's `notifications/elicitation/complete` to the session
+    /// its URL elicitation was relayed to (dropped, and counted, if none).
+    pub fn elicitation_complete(&self, backend: u64, notification: CustomNotification) {
+        self.counters.add(Kind::Elicitation, Fate::Received, 1);
+        let id = notification
+            .params
+            .as_ref()
+            .and_then(|p| p.get("elicitationId"))
+            .and_then(|v| v.as_str());
+        let session = id
+            .and_then(|id| self.elicitations.take(backend, id))
+            .and_then(|s| self.session(s));
+        let delivered = session
+            .is_some_and(|s| s.enqueue(ServerNotification::CustomNotification(notification)));
+        if !delivered {
+            self.counters.add(Kind::Elicitation, Fate::Dropped, 1);
         }
     }
 

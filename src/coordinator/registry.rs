@@ -5,8 +5,8 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use rmcp::model::{ClientCapabilities, LoggingLevel, ServerNotification};
 use rmcp::{Peer, RoleServer};
@@ -26,14 +26,38 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// delivers anything a backend sent outside a call.
 pub type Visibility = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
+/// How a session takes what the coordinator delivers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// An `initialize` session (≤ 2025-11-25): list changes, resource
+    /// updates and log messages on its own streams.
+    Legacy,
+    /// One request of a 2026-07-28 client (no session in that protocol):
+    /// only what that request causes (its log messages, its relays).
+    Request,
+    /// A 2026-07-28 `subscriptions/listen` stream: the list changes it
+    /// asked for and updates of the URIs it subscribed, each stamped with
+    /// the subscription id; never log messages.
+    Listen {
+        subscription: rmcp::model::RequestId,
+        lists: ListKinds,
+    },
+}
+
 /// One client session as the coordinator sees it.
 pub struct Session {
     pub id: u64,
+    pub mode: Mode,
     pub peer: Peer<RoleServer>,
     pub capabilities: ClientCapabilities,
     pub client_name: String,
+    /// When `initialize` registered it (status and the console show it).
+    pub started: SystemTime,
+    /// The protocol version `initialize` agreed on, once known.
+    protocol: OnceLock<String>,
     visible: Visibility,
-    /// `logging/setLevel` as `level as u8 + 1`; 0 until the client sets one.
+    /// `logging/setLevel` as `level as u8 + 1`; 0 until the client sets one;
+    /// [`LOG_OFF`] for a 2026-07-28 request that did not opt in to logs.
     log_level: AtomicU8,
     /// Exposed resource URIs this session subscribed to.
     pub subscriptions: Mutex<HashSet<String>>,
@@ -49,14 +73,18 @@ pub struct Session {
     closed: CancellationToken,
 }
 
+const LOG_OFF: u8 = u8::MAX;
+
 const TOOLS: u8 = 1;
 const PROMPTS: u8 = 2;
 const RESOURCES: u8 = 4;
 
 impl Session {
     /// Creates the session and starts its pump task.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         id: u64,
+        mode: Mode,
         peer: Peer<RoleServer>,
         capabilities: ClientCapabilities,
         client_name: String,
@@ -67,9 +95,12 @@ impl Session {
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
         let session = Arc::new(Self {
             id,
+            mode,
             peer,
             capabilities,
             client_name,
+            started: SystemTime::now(),
+            protocol: OnceLock::new(),
             visible,
             log_level: AtomicU8::new(0),
             subscriptions: Mutex::new(HashSet::new()),
@@ -89,6 +120,16 @@ impl Session {
         session
     }
 
+    /// Records the protocol version agreed at `initialize` (the first call wins).
+    pub fn set_protocol(&self, version: String) {
+        let _ = self.protocol.set(version);
+    }
+
+    /// The protocol version agreed at `initialize`, if it finished.
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.get().map(String::as_str)
+    }
+
     pub fn close(&self) {
         self.closed.cancel();
     }
@@ -102,16 +143,25 @@ impl Session {
         self.log_level.store(level as u8 + 1, Ordering::Relaxed);
     }
 
+    /// No log messages at all: a 2026-07-28 request gets them only when it
+    /// names a level (`io.modelcontextprotocol/logLevel`).
+    pub fn silence_logs(&self) {
+        self.log_level.store(LOG_OFF, Ordering::Relaxed);
+    }
+
     /// The level below which this session gets no log messages (info until it sets one).
     pub fn log_level(&self) -> u8 {
         match self.log_level.load(Ordering::Relaxed) {
             0 => LoggingLevel::Info as u8,
+            LOG_OFF => u8::MAX,
             n => n - 1,
         }
     }
 
+    /// Whether the session asked for a level (silence does not count: it
+    /// must not turn a backend's own logging down for everyone).
     pub fn has_set_log_level(&self) -> bool {
-        self.log_level.load(Ordering::Relaxed) != 0
+        !matches!(self.log_level.load(Ordering::Relaxed), 0 | LOG_OFF)
     }
 
     /// Queues a notification without waiting; false when the queue is full.
@@ -121,6 +171,15 @@ impl Session {
 
     /// Flags lists as changed; the pump sends one notification per kind.
     pub fn flag_lists(&self, kinds: ListKinds) {
+        let kinds = match &self.mode {
+            Mode::Legacy => kinds,
+            Mode::Request => return,
+            Mode::Listen { lists, .. } => ListKinds {
+                tools: kinds.tools && lists.tools,
+                prompts: kinds.prompts && lists.prompts,
+                resources: kinds.resources && lists.resources,
+            },
+        };
         let bits = (kinds.tools as u8 * TOOLS)
             | (kinds.prompts as u8 * PROMPTS)
             | (kinds.resources as u8 * RESOURCES);
@@ -147,6 +206,10 @@ async fn pump(
     loop {
         let Some(s) = session.upgrade() else { return };
         let peer = s.peer.clone();
+        let stamp = match &s.mode {
+            Mode::Listen { subscription, .. } => Some(subscription.clone()),
+            _ => None,
+        };
         tokio::select! {
             biased;
             _ = closed.cancelled() => return,
@@ -157,11 +220,12 @@ async fn pump(
                     if bits & bit == 0 {
                         continue;
                     }
-                    let sent = match kind {
-                        Kind::ToolsListChanged => tokio::time::timeout(SEND_TIMEOUT, peer.notify_tool_list_changed()).await,
-                        Kind::PromptsListChanged => tokio::time::timeout(SEND_TIMEOUT, peer.notify_prompt_list_changed()).await,
-                        _ => tokio::time::timeout(SEND_TIMEOUT, peer.notify_resource_list_changed()).await,
+                    let n = match kind {
+                        Kind::ToolsListChanged => ServerNotification::ToolListChangedNotification(Default::default()),
+                        Kind::PromptsListChanged => ServerNotification::PromptListChangedNotification(Default::default()),
+                        _ => ServerNotification::ResourceListChangedNotification(Default::default()),
                     };
+                    let sent = tokio::time::timeout(SEND_TIMEOUT, peer.send_notification(stamped(n, &stamp))).await;
                     let fate = if matches!(sent, Ok(Ok(()))) { Fate::Forwarded } else { Fate::Dropped };
                     counters.add(kind, fate, 1);
                 }
@@ -170,7 +234,7 @@ async fn pump(
                 drop(s);
                 let Some(notification) = next else { return };
                 let kind = kind_of(&notification);
-                let sent = tokio::time::timeout(SEND_TIMEOUT, peer.send_notification(notification)).await;
+                let sent = tokio::time::timeout(SEND_TIMEOUT, peer.send_notification(stamped(notification, &stamp))).await;
                 let fate = if matches!(sent, Ok(Ok(()))) { Fate::Forwarded } else { Fate::Dropped };
                 counters.add(kind, fate, 1);
             }
@@ -181,12 +245,25 @@ async fn pump(
     }
 }
 
+/// A listen stream's notifications carry its subscription id in `_meta`.
+fn stamped(
+    mut n: ServerNotification,
+    stamp: &Option<rmcp::model::RequestId>,
+) -> ServerNotification {
+    if let Some(id) = stamp {
+        rmcp::model::GetMeta::get_meta_mut(&mut n).set_subscription_id(id.clone());
+    }
+    n
+}
+
 fn kind_of(n: &ServerNotification) -> Kind {
     match n {
         ServerNotification::ProgressNotification(_) => Kind::Progress,
         ServerNotification::LoggingMessageNotification(_) => Kind::Log,
         ServerNotification::ResourceUpdatedNotification(_) => Kind::ResourceUpdated,
         ServerNotification::CancelledNotification(_) => Kind::Cancelled,
+        // The only custom one relayed: `notifications/elicitation/complete`.
+        ServerNotification::CustomNotification(_) => Kind::Elicitation,
         _ => Kind::ToolsListChanged,
     }
 }

@@ -100,6 +100,83 @@ pub(super) fn record<T: Clone + Into<ServerResult>>(
     audit.record(entry);
 }
 
+/// A tool call the gateway made for a client without its MCP session: a
+/// job's call (with its `job_id`) or one over `POST /api/v1/execute`.
+pub(super) struct Invoked<'a> {
+    pub tool: &'a str,
+    /// The backend that serves `tool`, when it routes.
+    pub backend: Option<&'a str>,
+    pub args: Option<Value>,
+    pub caller: &'a crate::jobs::Caller,
+    pub started: std::time::Instant,
+}
+
+/// Records `result` of the invoked call `call`.
+pub(super) fn record_invoked(
+    audit: &Audit,
+    call: Invoked<'_>,
+    result: &Result<rmcp::model::CallToolResult, crate::jobs::InvokeError>,
+) {
+    use crate::jobs::InvokeError;
+    let (status, error_message, output) = match result {
+        Ok(r) => {
+            let output = serde_json::to_value(r).unwrap_or(Value::Null);
+            if r.is_error == Some(true) {
+                ("error", Some(text_of(&output, 2000)), Some(output))
+            } else {
+                ("success", None, Some(output))
+            }
+        }
+        Err(e) => {
+            let status = match e {
+                InvokeError::Timeout(_) => "timeout",
+                InvokeError::Forbidden(_) => "denied",
+                InvokeError::Cancelled => "cancelled",
+                _ => "error",
+            };
+            (status, Some(e.to_string()), None)
+        }
+    };
+    let level = if status == "success" {
+        "info"
+    } else {
+        "warning"
+    };
+    let mut entry = LogEntry::now(TOOL_EXECUTION, level, format!("tools/call {}", call.tool)).at(
+        "manifold::front::invoke",
+        "call_admitted",
+        line!(),
+    );
+    entry.correlation_id = uuid::Uuid::new_v4().to_string();
+    entry.tool_name = Some(call.tool.to_string());
+    entry.duration_ms = Some(call.started.elapsed().as_secs_f64() * 1000.0);
+    entry.status = Some(status.into());
+    entry.input_args = call.args.as_ref().map(|a| audit.redact(a));
+    entry.error_message = error_message;
+    if let Some(output) = &output {
+        entry.output_summary = Some(text_of(output, audit.summary_chars()));
+        entry = entry.extra(
+            "response_bytes",
+            serde_json::to_vec(output).map_or(0, |v| v.len()),
+        );
+    }
+    let via = if call.caller.job.is_some() {
+        "job"
+    } else {
+        "execute"
+    };
+    entry = entry
+        .extra("client_id", call.caller.auth.clone())
+        .extra("authenticated", call.caller.auth.is_some())
+        .extra("backend", call.backend)
+        .extra("method", "tools/call")
+        .extra("via", via);
+    if let Some(job) = &call.caller.job {
+        entry = entry.extra("job_id", job.clone());
+    }
+    audit.record(entry);
+}
+
 /// The text of a result (every `text` field, in order), cut to `max` characters.
 fn text_of(value: &Value, max: usize) -> String {
     fn walk(v: &Value, out: &mut String, max: usize) {

@@ -66,10 +66,11 @@ fn mcp_service(front: &Front, shutdown: &CancellationToken) -> Mcp {
 /// Serves until `shutdown` is cancelled, then lets open connections finish
 /// for a short grace period.
 pub async fn serve(
-    front: Front,
+    mut front: Front,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    front.shutdown = shutdown.child_token();
     let mcp = mcp_service(&front, &shutdown);
     // Read at start only: the listener's limits do not change on reload.
     let limits = {

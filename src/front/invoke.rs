@@ -201,8 +201,35 @@ impl GatewayInvoker {
     ) -> BoxFuture<'a, Result<CallToolResult, InvokeError>> {
         // Boxed: the backend call borrows the loopback peer across awaits,
         // which callers' futures could not be proven `Send` with otherwise.
-        self.call_now(caller, tool, arguments, progress, cancel)
-            .boxed()
+        async move {
+            let started = Instant::now();
+            let audited = self.gateway.upgrade().filter(|g| g.audit.enabled());
+            let args = audited
+                .as_ref()
+                .and_then(|_| arguments.clone().map(serde_json::Value::Object));
+            let result = self
+                .call_now(caller, tool, arguments, progress, cancel)
+                .await;
+            if let Some(gateway) = audited {
+                let backend = gateway
+                    .snapshot()
+                    .route_tool(tool)
+                    .map(|(b, _)| b.name().to_string());
+                super::audit::record_invoked(
+                    &gateway.audit,
+                    super::audit::Invoked {
+                        tool,
+                        backend: backend.as_deref(),
+                        args,
+                        caller,
+                        started,
+                    },
+                    &result,
+                );
+            }
+            result
+        }
+        .boxed()
     }
 
     async fn call_now(

@@ -10,12 +10,15 @@
 
 mod audit;
 pub mod conn;
+pub mod console;
 pub mod drain;
 pub mod execute;
 pub mod http;
 pub mod identity;
 pub mod invoke;
+mod json_reply;
 pub mod layers;
+mod modern;
 pub mod oauth;
 mod params;
 mod pipeline;
@@ -31,6 +34,8 @@ mod subscribe;
 
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+
 pub use policy::Policy;
 pub use session::FrontSession;
 
@@ -44,6 +49,9 @@ pub struct Front {
     pub gateway: Arc<Gateway>,
     pub policy: Arc<Policy>,
     pub reloader: Arc<Reloader>,
+    /// Cancelled when the server shuts down; ends long-lived responses of
+    /// our own (the console's push stream). `http::serve` sets it.
+    pub shutdown: CancellationToken,
     /// Draining for a restart: readiness 503, requests refused, in-flight counted.
     pub drain: Arc<drain::Drain>,
     /// `[sessions]` as it was at start (it does not follow reloads).
@@ -62,6 +70,7 @@ impl Front {
             gateway: reloader.gateway().clone(),
             policy,
             reloader,
+            shutdown: CancellationToken::new(),
             drain: Arc::default(),
             sessions: Arc::new(sessions),
         }

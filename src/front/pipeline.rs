@@ -102,7 +102,8 @@ impl FrontSession {
         let (shared, own) = self.target(req, target).map_err(Failure::Refused)?;
         let request = build(own, self.forwarded_meta(context, &shared, req));
         let (backend, outcome) = self.forward(shared, request, context, req).await;
-        let result = outcome.map_err(Failure::Backend)?;
+        let mut result = outcome.map_err(Failure::Backend)?;
+        super::modern::mark_complete(&mut result);
         map(&backend.config.prefix, result)
             .ok_or_else(|| Failure::Refused(wire::unexpected(&backend)))
     }

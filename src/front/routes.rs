@@ -8,13 +8,14 @@
 //! metrics in the OpenMetrics text format; `POST /admin/reload` reloads the
 //! config file (admin tokens only, checked by the auth layer); `GET
 //! /.well-known/oauth-protected-resource[{path}]` is the RFC 9728 metadata
-//! with `[auth.oauth]`. `/status` shows a client that is not an admin only the backends it may use and its
-//! own sessions. Before rmcp sees a POST, `server/discover`
-//! is answered with -32601 so that clients that try the 2026 lifecycle first
-//! fall back to `initialize` (rmcp notes, P9), and an `initialize` past
+//! with `[auth.oauth]`. `/status` shows a client that is not an admin only
+//! the backends it may use and its own sessions. `/ui` and `/ui/api/*` are
+//! the console (`console/`). Before rmcp sees a POST, an `initialize` past
 //! `limits.max_sessions` gets 503; rmcp's 415 for a well-formed
 //! JSON body that is not a JSON-RPC message becomes -32600, its plain-text
 //! 400s become JSON-RPC errors, and its 202 to a DELETE becomes 204.
+//! `server/discover` and the rest of the 2026-07-28 protocol go to rmcp like
+//! everything else (see `modern.rs`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -29,7 +30,9 @@ use serde_json::{Value, json};
 use tower::Service;
 
 use super::Front;
+use super::console::Console;
 use super::layers::{Caller, Route, Rpc};
+use super::policy::Client;
 use super::reject::{Body, Rejection, codes, json_response, jsonrpc_error, text};
 use super::session::FrontSession;
 use super::sessions::Sessions;
@@ -44,11 +47,14 @@ pub struct Routes {
     mcp: Arc<Mcp>,
     /// Calls tools for `POST /api/v1/execute`; made on first use.
     invoker: Arc<tokio::sync::OnceCell<Arc<super::invoke::GatewayInvoker>>>,
+    /// `/ui` and `/ui/api/*`.
+    console: Arc<Console>,
 }
 
 impl Routes {
     pub fn new(front: Front, mcp: Mcp) -> Self {
         Self {
+            console: Arc::new(Console::new(front.clone())),
             front,
             mcp: Arc::new(mcp),
             invoker: Arc::default(),
@@ -163,15 +169,10 @@ impl Routes {
             (Route::Healthz, &Method::GET) => text(StatusCode::OK, "ok\n"),
             (Route::Status, &Method::GET) => {
                 let caller = req.extensions().get::<Caller>().map(|c| c.0.clone());
-                let status = match caller.as_deref().filter(|c| !c.admin) {
-                    None => self.front.gateway.status_json(&View::ALL),
-                    Some(c) => self.front.gateway.status_json(&View {
-                        backend: &|b| c.may_use_backend(b),
-                        client: Some(&c.id),
-                    }),
-                };
+                let status = with_view(caller.as_deref(), |v| self.front.gateway.status_json(v));
                 json_response(StatusCode::OK, redacted(status))
             }
+            (Route::Console | Route::ConsoleApi, _) => self.console.handle(req).await,
             (Route::Readyz, &Method::GET) => {
                 let gateway = &self.front.gateway;
                 let ready = gateway.is_settled();
@@ -216,16 +217,6 @@ impl Routes {
         // Present only for JSON bodies (the body layer parsed them).
         let rpc = req.extensions().get::<Rpc>().cloned();
         if let Some(rpc) = &rpc
-            && rpc.method.as_deref() == Some("server/discover")
-        {
-            return jsonrpc_error(
-                StatusCode::OK,
-                rpc.id.clone().unwrap_or_default(),
-                -32601,
-                "Method not found: server/discover (this gateway speaks the initialize lifecycle, protocol versions up to 2025-11-25)",
-            );
-        }
-        if let Some(rpc) = &rpc
             && rpc.method.as_deref() == Some("initialize")
             && !req.headers().contains_key("mcp-session-id")
         {
@@ -239,10 +230,14 @@ impl Routes {
             }
         }
         let id = rpc.as_ref().and_then(|r| r.id.clone());
-        let response = edge_errors(self.mcp.handle(req).await, id).await;
-        if let Some(rpc) = rpc
-            && response.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE
-        {
+        // A 2026-07-28 request's handler is built inside `handle`, and learns its client here.
+        let caller = req.extensions().get::<Caller>().map(|c| c.0.clone());
+        let handled = super::modern::CALLER
+            .scope(caller, self.mcp.handle(req))
+            .await;
+        let response = edge_errors(handled, id).await;
+        let Some(rpc) = rpc else { return response };
+        if response.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
             // rmcp answers 415 when a well-formed JSON body is not a valid
             // JSON-RPC message; the spec's answer is Invalid Request.
             return jsonrpc_error(
@@ -251,6 +246,9 @@ impl Routes {
                 -32600,
                 "Invalid Request: not a valid JSON-RPC message for this protocol",
             );
+        }
+        if rpc.is_request() {
+            return super::json_reply::json_when_final(response).await;
         }
         response
     }
@@ -305,9 +303,22 @@ fn no_content() -> Response<Body> {
         .unwrap_or_default()
 }
 
+/// What `caller` may see of the gateway: everything without auth and for
+/// an admin; otherwise the backends its allow-list names and its own
+/// sessions, and no reload report. `/status` and the console both use it.
+pub(super) fn with_view<R>(caller: Option<&Client>, f: impl FnOnce(&View<'_>) -> R) -> R {
+    match caller.filter(|c| !c.admin) {
+        None => f(&View::ALL),
+        Some(c) => f(&View {
+            backend: &|b| c.may_use_backend(b),
+            client: Some(&c.id),
+        }),
+    }
+}
+
 /// A status document fit to serve: a backend's `down` reason may quote a
 /// URL or argument that holds a secret (see `config::redact`).
-fn redacted(mut body: serde_json::Value) -> serde_json::Value {
+pub(super) fn redacted(mut body: serde_json::Value) -> serde_json::Value {
     if crate::config::redact::any() {
         crate::config::redact::redact_json(&mut body);
     }

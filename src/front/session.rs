@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 
 use rmcp::model::*;
-use rmcp::service::{NotificationContext, RequestContext};
+use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 
 use super::Policy;
@@ -31,6 +31,10 @@ pub struct FrontSession {
     pub(super) id: u64,
     /// Set at `initialize`; absent for a handler that never initialized.
     pub(super) session: OnceLock<Arc<Session>>,
+    /// The authenticated client of the HTTP request this handler was made
+    /// for (see `modern::CALLER`); `None` without auth, over stdio, and for
+    /// a session's handler (made before its `initialize` arrives).
+    pub(super) caller: Option<Arc<super::policy::Client>>,
     /// The authenticated client that initialized the session (`None`
     /// without auth). Later requests must come from the same client, so a
     /// leaked session id is no use with another token.
@@ -45,12 +49,13 @@ impl FrontSession {
             policy,
             id,
             session: OnceLock::new(),
+            caller: super::modern::current_caller(),
             client: OnceLock::new(),
         }
     }
 
     /// Starts handling one request: its client, span and time limit.
-    fn req(&self, method: &'static str, ctx: &RequestContext<RoleServer>) -> Req {
+    pub(super) fn req(&self, method: &'static str, ctx: &RequestContext<RoleServer>) -> Req {
         let timeout = self.policy.limits().config.request_timeout;
         let req = Req::new(method, ctx, self.id, timeout);
         if let Some(bound) = self.client.get()
@@ -58,6 +63,7 @@ impl FrontSession {
         {
             req.refuse(wire::other_client());
         }
+        self.register_request(ctx, &req);
         req
     }
 
@@ -81,36 +87,11 @@ impl FrontSession {
     }
 
     /// What this session's client may see, for the coordinator.
-    fn visibility(req: &Req) -> Visibility {
+    pub(super) fn visibility(req: &Req) -> Visibility {
         match req.client.clone() {
             Some(client) => Arc::new(move |backend: &str| client.may_use_backend(backend)),
             None => Arc::new(|_: &str| true),
         }
-    }
-}
-
-impl Drop for FrontSession {
-    fn drop(&mut self) {
-        let orphaned = self.gateway.hub.unregister(self.id);
-        let private = self.gateway.private.remove_session(self.id);
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let gateway = self.gateway.clone();
-        // Ends after the last unsubscribe, the private connections' shutdown and the log level update.
-        runtime.spawn(async move {
-            for uri in orphaned {
-                let routed = gateway.snapshot().route_uri(&uri);
-                if let Some((backend, original)) = routed
-                    && let Err(e) = backend.unsubscribe(original).await
-                {
-                    tracing::debug!(backend = %backend.name(), error = %e, "unsubscribe failed");
-                }
-            }
-            futures::future::join_all(private.iter().map(|b| b.stop())).await;
-            // The session may have been the one asking for the most verbose logs.
-            gateway.apply_log_floor().await;
-        });
     }
 }
 
@@ -128,12 +109,35 @@ impl ServerHandler for FrontSession {
             .enable_completions()
             .build();
         ServerConfig::new(capabilities)
-            .with_server_info(Implementation::new("manifold", env!("CARGO_PKG_VERSION")))
+            .with_server_info(self.gateway.implementation(&|_| true))
             .with_instructions(self.gateway.instructions(&|_| true))
     }
 
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
-        Cow::Borrowed(ProtocolVersion::known_up_to(&ProtocolVersion::V_2025_11_25))
+        Cow::Borrowed(ProtocolVersion::KNOWN_VERSIONS)
+    }
+
+    async fn discover(
+        &self,
+        context: RequestContext<RoleServer>,
+    ) -> Result<DiscoverResult, ErrorData> {
+        let req = self.req("server/discover", &context);
+        req.run(async { Ok(self.discover_for(&req)) }).await
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.tool_definition(name)
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        Some(self.accepted_filter(requested))
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        self.listen_stream(context).await
     }
 
     async fn initialize(
@@ -151,18 +155,21 @@ impl ServerHandler for FrontSession {
                 .map_or_else(|| request.client_info.name.clone(), String::from);
             let session = self.gateway.hub.register(
                 self.id,
+                crate::coordinator::Mode::Legacy,
                 context.peer.clone(),
                 request.capabilities.clone(),
                 name,
                 Self::visibility(&req),
                 self.gateway.snapshot().list_hashes(),
             );
+            let mut result = self.negotiate_initialize(&request)?;
+            session.set_protocol(result.protocol_version.to_string());
             let _ = self.session.set(session);
             tracing::debug!(client = %request.client_info.name, "session initialized");
-            let mut result = self.negotiate_initialize(&request)?;
             if req.restricted().is_some() {
                 let visible = |b: &str| req.sees_backend(b);
                 result.instructions = Some(self.gateway.instructions(&visible));
+                result.server_info = self.gateway.implementation(&visible);
             }
             Ok(result)
         })
@@ -177,7 +184,7 @@ impl ServerHandler for FrontSession {
         let req = self.req("tools/list", &context);
         req.run(async {
             let items = self.visible(&req, Snapshot::tools, |t| Target::Tool(&t.name));
-            Ok(ListToolsResult::with_all_items(items))
+            Ok(self.hinted(&req, &context, ListToolsResult::with_all_items(items)))
         })
         .await
     }
@@ -190,7 +197,7 @@ impl ServerHandler for FrontSession {
         let req = self.req("prompts/list", &context);
         req.run(async {
             let items = self.visible(&req, Snapshot::prompts, |p| Target::Prompt(&p.name));
-            Ok(ListPromptsResult::with_all_items(items))
+            Ok(self.hinted(&req, &context, ListPromptsResult::with_all_items(items)))
         })
         .await
     }
@@ -203,7 +210,7 @@ impl ServerHandler for FrontSession {
         let req = self.req("resources/list", &context);
         req.run(async {
             let items = self.visible(&req, Snapshot::resources, |r| Target::Resource(&r.uri));
-            Ok(ListResourcesResult::with_all_items(items))
+            Ok(self.hinted(&req, &context, ListResourcesResult::with_all_items(items)))
         })
         .await
     }
@@ -218,7 +225,11 @@ impl ServerHandler for FrontSession {
             let items = self.visible(&req, Snapshot::templates, |t| {
                 Target::Resource(&t.uri_template)
             });
-            Ok(ListResourceTemplatesResult::with_all_items(items))
+            Ok(self.hinted(
+                &req,
+                &context,
+                ListResourceTemplatesResult::with_all_items(items),
+            ))
         })
         .await
     }

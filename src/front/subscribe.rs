@@ -71,3 +71,35 @@ impl FrontSession {
         Ok(())
     }
 }
+
+/// A session's end: its resource subscriptions no other session holds are
+/// dropped at their backends, its own `per_session` connections stopped, and
+/// the backends' log floors recomputed.
+impl Drop for FrontSession {
+    fn drop(&mut self) {
+        let orphaned = self.gateway.hub.unregister(self.id);
+        let private = self.gateway.private.remove_session(self.id);
+        if self.session.get().is_none() && private.is_empty() {
+            // Never registered (rmcp also builds handlers only to look up a tool schema).
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let gateway = self.gateway.clone();
+        // Ends after the last unsubscribe, the private connections' shutdown and the log level update.
+        runtime.spawn(async move {
+            for uri in orphaned {
+                let routed = gateway.snapshot().route_uri(&uri);
+                if let Some((backend, original)) = routed
+                    && let Err(e) = backend.unsubscribe(original).await
+                {
+                    tracing::debug!(backend = %backend.name(), error = %e, "unsubscribe failed");
+                }
+            }
+            futures::future::join_all(private.iter().map(|b| b.stop())).await;
+            // The session may have been the one asking for the most verbose logs.
+            gateway.apply_log_floor().await;
+        });
+    }
+}

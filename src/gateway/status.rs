@@ -2,7 +2,10 @@
 //! `gateway_status`, the instructions clients get at `initialize`, and the
 //! state gauges of `/metrics`.
 
+use rmcp::model::Implementation;
+
 use crate::backend::BackendState;
+use crate::config::TransportConfig;
 use crate::coordinator::{Fate, Kind};
 use crate::metrics::Scrape;
 
@@ -31,6 +34,11 @@ impl View<'_> {
 
 fn every_backend(_: &str) -> bool {
     true
+}
+
+/// RFC 3339 UTC with milliseconds, like the audit log's timestamps.
+fn rfc3339(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
 }
 
 fn clip(s: &str, max: usize) -> String {
@@ -62,9 +70,34 @@ impl Gateway {
                 entry["pid"] = pid.into();
             }
             entry["restarts"] = b.restarts().into();
+            if let Some((error, at)) = b.last_error() {
+                entry["last_error"] = error.into();
+                entry["last_error_at"] = rfc3339(at).into();
+            }
+            let rates = crate::metrics::window::rates(name);
+            entry["calls_per_s"] = rates.calls_per_s.into();
+            entry["p50_ms"] = rates.p50_ms.into();
+            entry["p99_ms"] = rates.p99_ms.into();
             out.insert(name.clone(), entry);
         }
+        crate::metrics::window::retain(&|name| snapshot.backends.contains_key(name));
         serde_json::Value::Object(out)
+    }
+
+    /// Each backend `view` may see: its calls per second and latency
+    /// percentiles over the last five minutes (`metrics::window::History`).
+    pub fn history_json(&self, view: &View<'_>) -> serde_json::Value {
+        let snapshot = self.snapshot.load();
+        let out: serde_json::Map<String, serde_json::Value> = snapshot
+            .backends
+            .keys()
+            .filter(|name| (view.backend)(name))
+            .map(|name| {
+                let h = crate::metrics::window::history(name);
+                (name.clone(), serde_json::to_value(h).unwrap_or_default())
+            })
+            .collect();
+        out.into()
     }
 
     /// Everything `gateway_status` and `GET /status` report, as `view` may
@@ -78,6 +111,7 @@ impl Gateway {
             .into_iter()
             .filter(|s| view.client.is_none_or(|c| s.client_name == c))
             .collect();
+        let in_flight = self.hub.calls.in_flight_by_session();
         let sessions: Vec<serde_json::Value> = mine
             .iter()
             .take(MAX_LISTED_SESSIONS)
@@ -85,6 +119,9 @@ impl Gateway {
                 serde_json::json!({
                     "id": s.id,
                     "client": clip(&s.client_name, MAX_LISTED_NAME),
+                    "protocol_version": s.protocol(),
+                    "since": rfc3339(s.started),
+                    "in_flight": in_flight.get(&s.id).copied().unwrap_or(0),
                     "subscriptions": s.subscriptions.lock().unwrap_or_else(|p| p.into_inner()).len(),
                 })
             })
@@ -144,9 +181,58 @@ impl Gateway {
             } else {
                 format!("names prefixed `{}{sep}`", b.config.prefix)
             };
-            text.push_str(&format!("\n\n## {} ({naming})\n{}", b.name(), instr.trim()));
+            let info = b.server_info();
+            let about = info.as_ref().and_then(|i| i.server_info.as_ref());
+            let title = about
+                .and_then(|a| a.title.as_deref())
+                .map(|t| format!(" — {t}"))
+                .unwrap_or_default();
+            let site = about
+                .and_then(|a| a.website_url.as_deref())
+                .map(|w| format!(", {w}"))
+                .unwrap_or_default();
+            text.push_str(&format!(
+                "\n\n## {}{title} ({naming}{site})\n{}",
+                b.name(),
+                instr.trim()
+            ));
         }
         text
+    }
+
+    /// The gateway's `serverInfo` for a client that sees `visible`
+    /// backends: with exactly one mounted server in view the gateway stands
+    /// in for it, so its title, description, icons and website are shown;
+    /// with several, the icons of all of them (each once) and our own title.
+    pub fn implementation(&self, visible: &dyn Fn(&str) -> bool) -> Implementation {
+        let snapshot = self.snapshot.load();
+        let mounted: Vec<Implementation> = snapshot
+            .backends
+            .values()
+            .filter(|b| !matches!(b.config.transport, TransportConfig::Builtin { .. }))
+            .filter(|b| b.state() == BackendState::Up && visible(b.name()))
+            .filter_map(|b| b.server_info().and_then(|i| i.server_info.clone()))
+            .collect();
+        let mut ours = Implementation::new("manifold", env!("CARGO_PKG_VERSION"));
+        ours.title = Some("Manifold MCP gateway".into());
+        if let [only] = mounted.as_slice() {
+            ours.title = only.title.clone().or(ours.title);
+            ours.description = only.description.clone();
+            ours.icons = only.icons.clone();
+            ours.website_url = only.website_url.clone();
+            return ours;
+        }
+        let mut icons: Vec<rmcp::model::Icon> = Vec::new();
+        for icon in mounted
+            .into_iter()
+            .flat_map(|i| i.icons.unwrap_or_default())
+        {
+            if !icons.iter().any(|i| i.src == icon.src) {
+                icons.push(icon);
+            }
+        }
+        ours.icons = (!icons.is_empty()).then_some(icons);
+        ours
     }
 
     /// The state gauges `/metrics` shows, read now.

@@ -21,6 +21,8 @@ pub struct Caller {
     pub auth: Option<String>,
     /// The MCP session that made the request, if any (to notify it later).
     pub session: Option<u64>,
+    /// The job this call runs for (its id in the caller's namespace), for the audit log.
+    pub job: Option<String>,
 }
 
 impl Caller {
@@ -30,6 +32,7 @@ impl Caller {
             namespace: auth.clone().unwrap_or_default(),
             auth,
             session,
+            job: None,
         }
     }
 }

@@ -280,6 +280,7 @@ async fn call(jobs: &Jobs, job: &Job, entry: &Arc<Running>) -> Option<Outcome> {
         namespace: job.ns.clone(),
         auth: (!job.ns.is_empty()).then(|| job.ns.clone()),
         session: None,
+        job: Some(job.id.clone()),
     };
     let arguments = match job.arguments.as_deref().map(serde_json::from_str::<Value>) {
         None => None,

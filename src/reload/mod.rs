@@ -92,6 +92,15 @@ impl Reloader {
             .and_then(|b| b.jobs().cloned())
     }
 
+    /// The bus's store (history and event feed), when `@bus` is mounted.
+    pub fn bus_store(&self) -> Option<crate::store::Store> {
+        self.builtins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(|b| b.bus_store().cloned())
+    }
+
     /// Registers something that follows every later config.
     pub fn listen(&self, listener: Arc<dyn ConfigListener>) {
         self.listeners

@@ -1,6 +1,26 @@
-//! Test harness: boots the real `manifold` binary on port 0 with real backend
-//! processes (our `manifold-fixture`), and connects real MCP clients over HTTP.
-#![allow(dead_code)]
+//! The one test support module: boots the real `manifold` binary on port 0
+//! with real backend processes (our `manifold-fixture`), and connects real MCP
+//! clients over HTTP. Every test binary says `mod common;`.
+//!
+//! - here: processes, config files, the gateway, MCP clients;
+//! - [`wait`]: waiting for an event with a deadline (never a bare sleep);
+//! - [`http`]: raw HTTP requests (a chosen method, `Host` or token);
+//! - [`recorder`]: a client that records its log notifications, and tool-call helpers;
+//! - [`redis`]: the real Redis for messaging and bus tests;
+//! - [`jobs`]: the `queue` tool and `POST /api/v1/execute`;
+//! - [`audit`]: a local receiver for audit destinations and the audit counters.
+#![allow(dead_code, deprecated)] // logging notifications are deprecated by SEP-2577 but are the ≤2025-11-25 wire protocol
+
+pub mod audit;
+pub mod http;
+pub mod jobs;
+pub mod recorder;
+pub mod redis;
+pub mod wait;
+
+pub use http::{base, http_get};
+#[allow(unused_imports)] // each test binary uses some of them
+pub use wait::{eventually, wait_blocking, wait_for, wait_until};
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -14,6 +34,19 @@ use rmcp::{RoleClient, ServiceExt};
 
 pub const MANIFOLD: &str = env!("CARGO_BIN_EXE_manifold");
 pub const FIXTURE: &str = env!("CARGO_BIN_EXE_manifold-fixture");
+
+/// The binary `name` (`manifold` or `manifold-fixture`): from
+/// `MANIFOLD_TEST_BIN_DIR` when set (a private copy, for machines where
+/// several worktrees share one target directory), else Cargo's.
+pub fn bin(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("MANIFOLD_TEST_BIN_DIR") {
+        return Path::new(&dir).join(name);
+    }
+    PathBuf::from(match name {
+        "manifold" => MANIFOLD,
+        _ => FIXTURE,
+    })
+}
 
 /// A child process killed (whole process group) when dropped.
 pub struct Proc {
@@ -139,23 +172,19 @@ pub fn gateway(config: &str) -> (Proc, ConfigFile) {
     (gateway_at(&file.path), file)
 }
 
+/// `manifold serve` with this config file, once `/readyz` says ready.
 pub fn gateway_at(path: &Path) -> Proc {
     let gw = gateway_unready(path);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while http_get(&gw.url, "/readyz").0 != 200 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "gateway never became ready"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_blocking("the gateway to be ready", 60, || {
+        http_get(&gw.url, "/readyz").0 == 200
+    });
     gw
 }
 
 /// Starts the gateway and returns as soon as it accepts connections, before
 /// its backends have finished connecting.
 pub fn gateway_unready(path: &Path) -> Proc {
-    let mut cmd = Command::new(MANIFOLD);
+    let mut cmd = Command::new(bin("manifold"));
     cmd.arg("serve")
         .arg("--config")
         .arg(path)
@@ -165,36 +194,6 @@ pub fn gateway_unready(path: &Path) -> Proc {
         std::env::var("RUST_LOG").unwrap_or_else(|_| "info,rmcp=warn".into()),
     );
     spawn_listening(cmd)
-}
-
-/// A plain HTTP/1.1 GET of `path` on the host of `url`: (status, body).
-pub fn http_get(url: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let host = url
-        .trim_start_matches("http://")
-        .split('/')
-        .next()
-        .expect("host");
-    let Ok(mut s) = std::net::TcpStream::connect(host) else {
-        return (0, String::new());
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let _ = write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    );
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf);
-    let status = buf
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
 }
 
 /// A `[backends.NAME]` table for a fixture over stdio.
@@ -207,6 +206,39 @@ pub fn url_backend(name: &str, transport: &str, url: &str, extra: &str) -> Strin
 }
 
 pub type Client = RunningService<RoleClient, ()>;
+
+/// An rmcp client session that sends `Authorization: Bearer {token}`.
+pub async fn authed_client(url: &str, token: &str) -> Client {
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    let config = StreamableHttpClientTransportConfig::with_uri(url.to_string()).auth_header(token);
+    ().serve(StreamableHttpClientTransport::from_config(config))
+        .await
+        .expect("client connects with its token")
+}
+
+/// `http://host:port{path}` for a gateway's MCP URL.
+pub fn root(url: &str, path: &str) -> String {
+    format!("{}{path}", base(url))
+}
+
+/// Sends `kill -{sig}` to `pid`.
+pub fn signal(pid: u64, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// Whether `pid` runs; a zombie has exited (only its parent has not collected it).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
 
 /// An rmcp streamable-HTTP client session against `url`.
 pub async fn client(url: &str) -> Client {

@@ -8,8 +8,8 @@ The gateway must mount the manifold fixture as backend `fx`. The script connects
   handshake, then lists tools, calls `fx__echo`, calls an unknown tool, lists and reads a
   resource and gets the prompt `fx__greet`;
 - `auto`: the SDK's high-level `Client(URL)` with its default connect mode (probe
-  `server/discover`, fall back to `initialize`), which is how most Python users connect, and
-  calls `fx__echo` once.
+  `server/discover`, fall back to `initialize`; the gateway answers the probe, so this speaks
+  2026-07-28), which is how most Python users connect, and calls `fx__echo` once.
 
 It prints one JSON object on stdout describing what it observed; tests/interop.rs asserts on
 it. Each step records its failure instead of aborting, so one broken step does not hide the

@@ -23,6 +23,22 @@ fn num(args: &Params, key: &str) -> Option<u64> {
     args.as_ref()?.get(key)?.as_u64()
 }
 
+/// Counts a call in `running` while it lasts (also when it is cancelled).
+struct Running<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl<'a> Running<'a> {
+    fn start(counter: &'a std::sync::atomic::AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Self(counter)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// A request to the client failed: a tool error that says why.
 fn failed(e: rmcp::service::ServiceError) -> Answer {
     Ok(CallToolResult::error(vec![ContentBlock::text(format!("request failed: {e}"))]).into())
@@ -30,7 +46,13 @@ fn failed(e: rmcp::service::ServiceError) -> Answer {
 
 impl Fixture {
     pub(crate) async fn call(&self, request: CallToolRequestParams, ctx: Ctx) -> Answer {
+        let _running = (request.name != "stats").then(|| Running::start(&self.state.running));
         let args = &request.arguments;
+        if self.args.eras
+            && let Some(answer) = super::eras::call(&request, &ctx).await
+        {
+            return answer;
+        }
         match request.name.as_ref() {
             "meta" => text(serde_json::to_string(&ctx.meta).unwrap_or_default()),
             "echo" => match text_arg(args, "message") {
@@ -174,6 +196,7 @@ impl Fixture {
                 "log_level": *state.log_level.lock().unwrap_or_else(|p| p.into_inner()),
                 "last_roots": *state.last_roots.lock().unwrap_or_else(|p| p.into_inner()),
                 "roots_answers": state.roots_answers.load(Ordering::SeqCst),
+                "running": state.running.load(Ordering::SeqCst),
             })
             .to_string(),
         )

@@ -14,6 +14,7 @@
 //! ```
 
 mod calls;
+mod eras;
 mod server;
 mod sse_server;
 mod tools;
@@ -56,6 +57,10 @@ pub(crate) struct Args {
     /// Add tool `meta`, which returns the request's `_meta` (audit tests).
     #[arg(long)]
     pub(crate) meta_tool: bool,
+    /// Add the tools and resources of newer protocol revisions (`eras.rs`)
+    /// and a title, icons and website in the server info.
+    #[arg(long)]
+    pub(crate) eras: bool,
 }
 
 fn announce(url: String) {

@@ -30,6 +30,9 @@ pub(crate) struct State {
     pub(crate) log_level: Mutex<Option<String>>,
     /// The answer to the last `roots_later` ask (root URIs, or the error).
     pub(crate) last_roots: Mutex<Option<Value>>,
+    /// Tool calls (other than `stats`) running now: tests wait on it to
+    /// know a call has reached the backend.
+    pub(crate) running: AtomicU64,
     /// How many `roots_later` asks were answered.
     pub(crate) roots_answers: AtomicU64,
 }
@@ -65,7 +68,11 @@ impl ServerHandler for Fixture {
                 .enable_completions()
                 .build(),
         )
-        .with_server_info(Implementation::new(self.args.name.clone(), "0.1.0"))
+        .with_server_info(if self.args.eras {
+            super::eras::implementation(&self.args.name)
+        } else {
+            Implementation::new(self.args.name.clone(), "0.1.0")
+        })
         .with_instructions(format!("Fixture server {}.", self.args.name))
     }
 
@@ -140,10 +147,11 @@ impl ServerHandler for Fixture {
         _: Option<PaginatedRequestParams>,
         _: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        Ok(ListResourcesResult::with_all_items(vec![Resource::new(
-            "fixture://info",
-            "info",
-        )]))
+        let mut items = vec![Resource::new("fixture://info", "info")];
+        if self.args.eras {
+            items.extend(super::eras::resources());
+        }
+        Ok(ListResourcesResult::with_all_items(items))
     }
 
     async fn list_resource_templates(
@@ -161,6 +169,11 @@ impl ServerHandler for Fixture {
         request: ReadResourceRequestParams,
         _: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
+        if self.args.eras
+            && let Some(app) = super::eras::read(&request.uri)
+        {
+            return Ok(app.into());
+        }
         let text = if request.uri == "fixture://info" {
             format!("fixture {}", self.args.name)
         } else if let Some(id) = request.uri.strip_prefix("fixture://items/") {

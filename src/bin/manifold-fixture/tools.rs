@@ -92,7 +92,7 @@ const BASE: &[(&str, &str, Shape)] = &[
     ),
     (
         "stats",
-        "Returns pid, cancellations, subscriptions and log level",
+        "Returns pid, cancellations, subscriptions, log level and calls running",
         Shape::Empty,
     ),
 ];
@@ -154,6 +154,9 @@ pub(crate) fn list(args: &Args) -> Vec<Tool> {
         if on {
             tools.push(tool(n, d, s));
         }
+    }
+    if args.eras {
+        tools.extend(super::eras::tools());
     }
     if args.long_tool {
         tools.push(tool(

@@ -27,6 +27,7 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+pub use deliver::{routed_to, to_json};
 pub use filter::Filter;
 pub use layer::layer;
 

@@ -1,12 +1,7 @@
 use super::*;
 use crate::config::interpolate::expand;
 
-fn errors(text: &str) -> Vec<String> {
-    match parse_str(text, "gateway.toml", None) {
-        Ok(_) => vec![],
-        Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
-    }
-}
+use super::test_errors as errors;
 
 #[test]
 fn minimal_config_gets_defaults() {

@@ -1,12 +1,14 @@
 //! Bearer-token authentication. With `[auth]` configured (static tokens,
-//! `[auth.oauth]`, or both), every request but the probes and the OAuth
-//! metadata needs `Authorization: Bearer <token>`: a static token, or an
-//! OAuth access token (see `front/oauth`). The client the token proves goes
-//! into the request extensions ([`Caller`], and [`OAuthToken`] for an access
-//! token) for the limits and the session's allow-lists. A missing or wrong
-//! token is a 401 with `WWW-Authenticate: Bearer realm="manifold"`; with
-//! `[auth.oauth]` the challenge also names the protected-resource metadata
-//! (`resource_metadata`), the scopes to ask for, and what was wrong.
+//! `[auth.oauth]`, or both), every request but the probes, the OAuth
+//! metadata and the console's static page (`/ui`; its data comes from
+//! `/ui/api/*`, which is not public) needs `Authorization: Bearer <token>`:
+//! a static token, or an OAuth access token (see `front/oauth`). The client
+//! the token proves goes into the request extensions ([`Caller`], and
+//! [`OAuthToken`] for an access token) for the limits and the session's
+//! allow-lists. A missing or wrong token is a 401 with `WWW-Authenticate:
+//! Bearer realm="manifold"`; with `[auth.oauth]` the challenge also names
+//! the protected-resource metadata (`resource_metadata`), the scopes to ask
+//! for, and what was wrong.
 //!
 //! The `Authorization` header is removed once checked, so no later layer,
 //! rmcp, or anything that logs request parts can ever print a token.

@@ -41,6 +41,10 @@ pub enum Route {
     Logs,
     /// `GET /.well-known/oauth-protected-resource[/…]`: RFC 9728 metadata.
     ResourceMetadata,
+    /// `GET /ui` and its assets: the console page, which holds no data.
+    Console,
+    /// `/ui/api/*`: the console's data and its push stream.
+    ConsoleApi,
     Other,
 }
 
@@ -56,6 +60,8 @@ impl Route {
             "/api/v1/execute" => Self::Execute,
             "/api/v1/logs" => Self::Logs,
             p if p.starts_with(crate::front::oauth::metadata::WELL_KNOWN) => Self::ResourceMetadata,
+            p if p.starts_with("/ui/api/") => Self::ConsoleApi,
+            p if p == "/ui" || p.starts_with("/ui/") => Self::Console,
             _ => Self::Other,
         }
     }
@@ -75,10 +81,11 @@ impl Route {
         matches!(self, Self::Healthz | Self::Readyz)
     }
 
-    /// Served without a token: probes, and the document that tells a
-    /// client where to get one.
+    /// Served without a token: the probes, the console's page and assets
+    /// (static files; every piece of data they show comes from routes that
+    /// need one), and the OAuth metadata that tells a client where to get one.
     pub fn is_public(self) -> bool {
-        self.is_probe() || self == Self::ResourceMetadata
+        self.is_probe() || self == Self::Console || self == Self::ResourceMetadata
     }
 
     pub fn label(self) -> &'static str {
@@ -92,6 +99,8 @@ impl Route {
             Self::Execute => "execute",
             Self::Logs => "logs",
             Self::ResourceMetadata => "oauth_metadata",
+            Self::Console => "console",
+            Self::ConsoleApi => "console_api",
             Self::Other => "other",
         }
     }

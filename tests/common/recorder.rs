@@ -1,6 +1,5 @@
-//! Helpers for the messaging and bus tests: a client that records the log
-//! notifications it is pushed, and access to the real Redis.
-#![allow(dead_code, deprecated)] // logging notifications are deprecated by SEP-2577 but are the ≤2025-11-25 wire protocol
+//! A client that records the log notifications it is pushed (and wakes
+//! waiters on each), and tool-call helpers that say what failed.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,9 +10,7 @@ use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::Value;
 
-use crate::common::{args, first_text};
-
-pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
+use super::{args, first_text};
 
 /// Records every `notifications/message` it receives.
 #[derive(Clone)]
@@ -125,81 +122,4 @@ pub async fn tool_error(client: &Rc, tool: &str, arguments: Value) -> String {
     let text = first_text(&r);
     assert_eq!(r.is_error, Some(true), "{tool} should have failed: {text}");
     text
-}
-
-/// Whether Redis answers at 127.0.0.1:6379. Without it a test prints a
-/// SKIPPED line and passes, unless `MANIFOLD_REQUIRE_REDIS=1` (CI).
-pub fn redis_or_skip(test: &str) -> bool {
-    use std::io::{Read, Write};
-    let up = std::net::TcpStream::connect_timeout(
-        &"127.0.0.1:6379".parse().unwrap(),
-        Duration::from_secs(1),
-    )
-    .and_then(|mut s| {
-        s.set_read_timeout(Some(Duration::from_secs(1)))?;
-        s.write_all(b"PING\r\n")?;
-        let mut buf = [0u8; 7];
-        s.read_exact(&mut buf)?;
-        Ok(&buf == b"+PONG\r\n")
-    })
-    .unwrap_or(false);
-    if up {
-        return true;
-    }
-    if std::env::var("MANIFOLD_REQUIRE_REDIS").is_ok_and(|v| v == "1") {
-        panic!(
-            "{test}: Redis is required (MANIFOLD_REQUIRE_REDIS=1) but does not answer at 127.0.0.1:6379"
-        );
-    }
-    eprintln!(
-        "SKIPPED {test}: Redis does not answer at 127.0.0.1:6379 (start it with redis-server; CI sets MANIFOLD_REQUIRE_REDIS=1)"
-    );
-    false
-}
-
-/// A key prefix no other test run uses.
-pub fn unique_prefix(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("manifold-test:{test}:{}:{nanos}", std::process::id())
-}
-
-/// `[messaging]` on Redis under `prefix`, plus `extra` keys.
-pub fn redis_config(prefix: &str, extra: &str) -> String {
-    format!(
-        "[messaging]\nstore = \"redis\"\nredis_url = \"{REDIS_URL}\"\nkey_prefix = \"{prefix}\"\n{extra}\n"
-    )
-}
-
-/// Deletes every key under `prefix` (run at the end of a Redis test).
-pub async fn redis_cleanup(prefix: &str) {
-    let Ok(client) = redis::Client::open(REDIS_URL) else {
-        return;
-    };
-    let Ok(mut con) = client.get_multiplexed_async_connection().await else {
-        return;
-    };
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
-        .query_async(&mut con)
-        .await
-        .unwrap_or_default();
-    if !keys.is_empty() {
-        let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut con).await;
-    }
-}
-
-/// The keys under `prefix` right now.
-pub async fn redis_keys(prefix: &str) -> Vec<String> {
-    let client = redis::Client::open(REDIS_URL).unwrap();
-    let mut con = client.get_multiplexed_async_connection().await.unwrap();
-    let mut keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
-        .query_async(&mut con)
-        .await
-        .unwrap();
-    keys.sort();
-    keys
 }

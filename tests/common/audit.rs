@@ -1,11 +1,8 @@
-//! Helpers for the audit tests: a local HTTP receiver that records what
-//! the HTTP destination posts, waiting with a deadline, and the gateway's
-//! audit counters.
-#![allow(dead_code)]
+//! The audit log: a local HTTP receiver that records what the HTTP (and
+//! Elasticsearch) destination posts, and the gateway's audit counters.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -13,6 +10,8 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
+
+use super::http::get_json;
 
 /// Each request's `Authorization` header and body as JSON.
 type Posts = Arc<Mutex<Vec<(Option<String>, Value)>>>;
@@ -101,31 +100,6 @@ pub fn free_port() -> u16 {
         .local_addr()
         .expect("addr")
         .port()
-}
-
-/// Polls `f` until it returns `Some`, failing after `secs` seconds with `what`.
-pub async fn eventually<T>(what: &str, secs: u64, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-/// `GET {root}{path}` with an optional bearer token, as JSON.
-pub async fn get_json(url: &str, path: &str, token: Option<&str>) -> (u16, Value) {
-    let base = url.trim_end_matches("/mcp");
-    let mut req = reqwest::Client::new().get(format!("{base}{path}"));
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let r = req.send().await.expect("GET");
-    let status = r.status().as_u16();
-    let body = r.bytes().await.unwrap_or_default();
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
 
 /// One destination's counters from `/status`.

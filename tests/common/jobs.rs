@@ -1,29 +1,13 @@
-//! Helpers for the job queue tests: the `queue` tool over MCP, the same
-//! over `POST /api/v1/execute`, and waiting for a job to reach a state.
-#![allow(dead_code)]
+//! The job queue: the `queue` tool over MCP, the same over
+//! `POST /api/v1/execute`, and waiting for a job to reach a state.
 
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-use crate::common::{ConfigFile, Proc, http_get, spawn_listening, write_config};
-use crate::support::{Rc, call};
-
-/// The binary `name` (`manifold` or `manifold-fixture`): from
-/// `MANIFOLD_TEST_BIN_DIR` when set (a private copy, for machines where
-/// several worktrees share one target directory), else Cargo's.
-pub fn bin(name: &str) -> PathBuf {
-    if let Some(dir) = std::env::var_os("MANIFOLD_TEST_BIN_DIR") {
-        return Path::new(&dir).join(name);
-    }
-    PathBuf::from(match name {
-        "manifold" => crate::common::MANIFOLD,
-        _ => crate::common::FIXTURE,
-    })
-}
+use super::bin;
+use super::http::base;
+use super::recorder::{Rc, call};
 
 /// A stdio fixture backend `fx` that also has the `append` tool.
 pub fn fixture_backend(extra: &str) -> String {
@@ -31,32 +15,6 @@ pub fn fixture_backend(extra: &str) -> String {
     format!(
         "[backends.fx]\ntransport = \"stdio\"\ncommand = {fixture:?}\nargs = [\"--append-tool\"]\n{extra}\n"
     )
-}
-
-/// `manifold serve` on a free port with this config file, once `/readyz` says ready.
-pub fn gateway_at(path: &Path) -> Proc {
-    let mut cmd = Command::new(bin("manifold"));
-    cmd.arg("serve")
-        .arg("--config")
-        .arg(path)
-        .args(["--listen", "127.0.0.1:0"])
-        .env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "info,rmcp=warn".into()),
-        );
-    let gw = spawn_listening(cmd);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while http_get(&gw.url, "/readyz").0 != 200 {
-        assert!(Instant::now() < deadline, "gateway never became ready");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    gw
-}
-
-/// A gateway with this config text (in a fresh temp dir).
-pub fn gateway(config: &str) -> (Proc, ConfigFile) {
-    let file = write_config(config);
-    (gateway_at(&file.path), file)
 }
 
 /// `[jobs]` on SQLite in `dir`, plus `extra` keys; messaging and bus off.
@@ -89,11 +47,6 @@ pub async fn queue_err(client: &Rc, args: Value) -> (String, String) {
             .unwrap_or_default()
             .to_string(),
     )
-}
-
-/// The base URL (`http://host:port`) of a gateway's MCP URL.
-pub fn base(url: &str) -> String {
-    url.trim_end_matches("/mcp").to_string()
 }
 
 /// `POST /api/v1/execute` with a JSON body (or raw text); (status, JSON body).
@@ -140,6 +93,7 @@ pub async fn wait_job(
             Instant::now() < deadline,
             "job {id} never got there; last answer {status}: {v:#}"
         );
+        // Paces the polls; the deadline above is what bounds the wait.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

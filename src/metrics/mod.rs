@@ -13,6 +13,8 @@
 //! Label values are bounded: MCP method names come from a fixed list, backend
 //! names from the config, outcomes and reasons from enums here.
 
+pub mod window;
+
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
@@ -232,8 +234,12 @@ static SCRAPE: Mutex<()> = Mutex::new(());
 
 /// One MCP request answered. `backend` is empty when no backend was involved
 /// (lists, `initialize`); `outcome` is one of `ok`, `error`, `tool_error`,
-/// `denied`, `timeout`.
+/// `denied`, `timeout`. Calls that reached a backend also go into its
+/// rolling [`window`].
 pub fn request(method: &str, backend: &str, outcome: &'static str, took: Duration) {
+    if !backend.is_empty() && outcome != "denied" {
+        window::observe(backend, took);
+    }
     let m = &*METRICS;
     m.requests
         .get_or_create(&RequestLabels {

@@ -1,0 +1,135 @@
+//! Issue 11 (decision 0013): a POSTed request whose first message is its
+//! answer gets plain JSON; one that streams first (progress) keeps its SSE
+//! stream, whole and in order. Raw HTTP against the real gateway binary with
+//! the fixture over stdio.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn post(url: &str, session: Option<&str>, body: Value) -> reqwest::RequestBuilder {
+    let mut req = reqwest::Client::new()
+        .post(url)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .header("mcp-protocol-version", "2025-11-25")
+        .body(body.to_string());
+    if let Some(id) = session {
+        req = req.header("mcp-session-id", id);
+    }
+    req
+}
+
+fn content_type(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Opens a session with raw `initialize` + `initialized`; its id.
+async fn open(url: &str) -> String {
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "json-reply-test", "version": "1"}}});
+    let r = post(url, None, init).send().await.expect("initialize");
+    assert_eq!(r.status(), 200);
+    assert!(
+        content_type(&r).starts_with("application/json"),
+        "initialize is answered as JSON: {r:?}"
+    );
+    let id = r
+        .headers()
+        .get("mcp-session-id")
+        .expect("the session id header stays on a JSON answer")
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body: Value = r.json().await.expect("JSON body");
+    assert_eq!(body["id"], 0);
+    assert_eq!(body["result"]["serverInfo"]["name"], "manifold");
+    let done = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let r = post(url, Some(&id), done)
+        .send()
+        .await
+        .expect("initialized");
+    assert!(r.status().is_success());
+    id
+}
+
+#[tokio::test]
+async fn a_call_answered_at_once_is_plain_json_with_a_length() {
+    let (gw, _cfg) = gateway(&stdio_backend("fx", ""));
+    let session = open(&gw.url).await;
+    let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": "fx__echo", "arguments": {"message": "hi"}}});
+    let r = post(&gw.url, Some(&session), call)
+        .send()
+        .await
+        .expect("call");
+    assert_eq!(r.status(), 200);
+    assert!(content_type(&r).starts_with("application/json"), "{r:?}");
+    let length: usize = r
+        .headers()
+        .get("content-length")
+        .expect("a JSON answer has a length")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let text = r.text().await.unwrap();
+    assert_eq!(text.len(), length);
+    let body: Value = serde_json::from_str(&text).expect("one JSON-RPC message");
+    assert_eq!(body["id"], 7);
+    assert_eq!(body["result"]["content"][0]["text"], "hi");
+
+    // A JSON-RPC error is an answer too.
+    let unknown = json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call",
+        "params": {"name": "fx__nope", "arguments": {}}});
+    let r = post(&gw.url, Some(&session), unknown).send().await.unwrap();
+    assert!(content_type(&r).starts_with("application/json"), "{r:?}");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["id"], 8);
+    assert_eq!(body["error"]["code"], -32602);
+}
+
+#[tokio::test]
+async fn a_call_that_sends_progress_first_stays_an_sse_stream() {
+    let (gw, _cfg) = gateway(&stdio_backend("fx", ""));
+    let session = open(&gw.url).await;
+    let call = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+        "params": {"name": "fx__progress", "arguments": {"steps": 3, "delay_ms": 5},
+                   "_meta": {"progressToken": "p-1"}}});
+    let r = post(&gw.url, Some(&session), call)
+        .send()
+        .await
+        .expect("call");
+    assert_eq!(r.status(), 200);
+    assert!(content_type(&r).starts_with("text/event-stream"), "{r:?}");
+    let text = r.text().await.unwrap();
+    let messages: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| serde_json::from_str(d).expect("each event is JSON"))
+        .collect();
+    let progress: Vec<f64> = messages
+        .iter()
+        .filter(|m| m["method"] == "notifications/progress")
+        .map(|m| {
+            assert_eq!(m["params"]["progressToken"], "p-1");
+            m["params"]["progress"].as_f64().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        progress,
+        vec![1.0, 2.0, 3.0],
+        "every step, in order: {text}"
+    );
+    let last = messages.last().expect("messages");
+    assert_eq!(last["id"], 9, "the answer comes last: {text}");
+    assert_eq!(last["result"]["content"][0]["text"], "3 steps done");
+}
