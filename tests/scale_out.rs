@@ -11,42 +11,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::redis::{REDIS_URL, redis_cleanup, redis_or_skip, unique_prefix};
 use common::{MANIFOLD, Proc, args, first_text, require_or_skip, spawn_listening, stdio_backend};
 use rmcp::ServiceExt;
 use rmcp::model::CallToolRequestParams;
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::{Value, json};
-
-const REDIS_URL: &str = "redis://127.0.0.1:6379";
-
-fn redis_or_skip(test: &str) -> bool {
-    let up = std::net::TcpStream::connect_timeout(
-        &"127.0.0.1:6379".parse().unwrap(),
-        Duration::from_secs(1),
-    )
-    .is_ok();
-    if up {
-        return true;
-    }
-    if std::env::var("MANIFOLD_REQUIRE_REDIS").is_ok_and(|v| v == "1") {
-        panic!(
-            "{test}: Redis is required (MANIFOLD_REQUIRE_REDIS=1) but does not answer at 127.0.0.1:6379"
-        );
-    }
-    eprintln!(
-        "SKIPPED {test}: Redis does not answer at 127.0.0.1:6379 (CI sets MANIFOLD_REQUIRE_REDIS=1)"
-    );
-    false
-}
-
-fn unique_prefix(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("manifold-test:{test}:{}:{nanos}", std::process::id())
-}
 
 /// A port nobody listens on right now (the instance binds it next).
 fn free_port() -> u16 {
@@ -289,7 +260,7 @@ async fn a_session_moves_to_another_instance_and_the_old_one_lets_go() {
         .call(&g2.url(), "shared__echo", json!({"message": "x"}))
         .await;
     assert_eq!(status, 404);
-    cleanup(&prefix).await;
+    redis_cleanup(&prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,24 +288,7 @@ async fn another_clients_token_cannot_restore_a_session() {
         .call(&g2.url(), "shared__echo", json!({"message": "mine"}))
         .await;
     assert_eq!((status, echoed(&answer).as_str()), (200, "mine"));
-    cleanup(&prefix).await;
-}
-
-async fn cleanup(prefix: &str) {
-    let Ok(client) = redis::Client::open(REDIS_URL) else {
-        return;
-    };
-    let Ok(mut con) = client.get_multiplexed_async_connection().await else {
-        return;
-    };
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
-        .query_async(&mut con)
-        .await
-        .unwrap_or_default();
-    if !keys.is_empty() {
-        let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut con).await;
-    }
+    redis_cleanup(&prefix).await;
 }
 
 /// HAProxy in front of `instances`, routing on the session id's prefix.
@@ -511,7 +465,7 @@ async fn a_rolling_restart_behind_haproxy_fails_no_call() {
         "{} of {calls} calls failed: {errors:?}",
         errors.len()
     );
-    cleanup(&prefix).await;
+    redis_cleanup(&prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -567,7 +521,7 @@ async fn sessions_survive_a_killed_instance_behind_haproxy() {
         "{} of {calls} calls failed (at most {clients} were in flight at the kill): {errors:?}",
         errors.len()
     );
-    cleanup(&prefix).await;
+    redis_cleanup(&prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
