@@ -24,7 +24,9 @@ use super::request::Req;
 use super::session::FrontSession;
 use crate::backend::{Backend, CallError, Origin, prefix_uri};
 use crate::builtin::status::VIEW_META_KEY;
-use crate::builtin::{ADMIN_META_KEY, AUTH_META_KEY, CLIENT_META_KEY, SESSION_META_KEY};
+use crate::builtin::{
+    ADMIN_META_KEY, AUTH_META_KEY, CLIENT_META_KEY, SESSION_META_KEY, SESSION_NAME_META_KEY,
+};
 use crate::config::TransportConfig;
 use crate::router::Snapshot;
 
@@ -175,6 +177,9 @@ impl FrontSession {
         );
         if matches!(to.config.transport, TransportConfig::Builtin { .. }) {
             meta.0.0.insert(SESSION_META_KEY.into(), self.id.into());
+            meta.0
+                .0
+                .insert(SESSION_NAME_META_KEY.into(), (*req.session_name).into());
             let snapshot = self.gateway.snapshot();
             if let Some(view) = req.view_meta(snapshot.backends.keys().map(String::as_str)) {
                 meta.0.0.insert(VIEW_META_KEY.into(), view);

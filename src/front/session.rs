@@ -29,6 +29,9 @@ pub struct FrontSession {
     pub(super) gateway: Arc<Gateway>,
     policy: Arc<Policy>,
     pub(super) id: u64,
+    /// The session's global id: its `Mcp-Session-Id` over HTTP, else one
+    /// minted on first use (see [`FrontSession::name`]).
+    name: OnceLock<Arc<str>>,
     /// Set at `initialize`; absent for a handler that never initialized.
     pub(super) session: OnceLock<Arc<Session>>,
     /// The authenticated client of the HTTP request this handler was made
@@ -48,6 +51,7 @@ impl FrontSession {
             gateway,
             policy,
             id,
+            name: OnceLock::new(),
             session: OnceLock::new(),
             caller: super::modern::current_caller(),
             client: OnceLock::new(),
@@ -57,7 +61,10 @@ impl FrontSession {
     /// Starts handling one request: its client, span and time limit.
     pub(super) fn req(&self, method: &'static str, ctx: &RequestContext<RoleServer>) -> Req {
         let timeout = self.policy.limits().config.request_timeout;
-        let req = Req::new(method, ctx, self.id, timeout);
+        if let Some(super::sessions::SessionName(name)) = ctx.extensions.get() {
+            let _ = self.name.set(name.clone());
+        }
+        let req = Req::new(method, ctx, self.name().clone(), timeout);
         if let Some(bound) = self.client.get()
             && bound.as_deref() != req.client_id()
         {
@@ -65,6 +72,13 @@ impl FrontSession {
         }
         self.register_request(ctx, &req);
         req
+    }
+
+    /// The session's global id (`<instance_id>.<uuid>`). Over HTTP it is the
+    /// `Mcp-Session-Id`, which `initialize` brings; a handler without one
+    /// (stdio, a 2026-07-28 request) mints its own on first use.
+    pub(super) fn name(&self) -> &Arc<str> {
+        self.name.get_or_init(|| self.gateway.hub.mint_name())
     }
 
     pub(super) fn session(&self) -> Result<&Arc<Session>, ErrorData> {
@@ -154,7 +168,7 @@ impl ServerHandler for FrontSession {
                 .client_id()
                 .map_or_else(|| request.client_info.name.clone(), String::from);
             let session = self.gateway.hub.register(
-                self.id,
+                (self.id, self.name().clone()),
                 crate::coordinator::Mode::Legacy,
                 context.peer.clone(),
                 request.capabilities.clone(),
@@ -284,7 +298,7 @@ impl ServerHandler for FrontSession {
                 Ok(response)
             })
             .await;
-        self.audit(&req, target, &result, "call_tool");
+        self.audit(&req, target, &result, "call_tool").await;
         result
     }
 
@@ -330,7 +344,7 @@ impl ServerHandler for FrontSession {
                 .map_err(wire::rpc)
             })
             .await;
-        self.audit(&req, target, &result, "get_prompt");
+        self.audit(&req, target, &result, "get_prompt").await;
         result
     }
 
@@ -369,7 +383,7 @@ impl ServerHandler for FrontSession {
                 .map_err(wire::rpc)
             })
             .await;
-        self.audit(&req, target, &result, "read_resource");
+        self.audit(&req, target, &result, "read_resource").await;
         result
     }
 
@@ -426,7 +440,7 @@ impl ServerHandler for FrontSession {
                 .map_err(wire::rpc)
             })
             .await;
-        self.audit(&req, target, &result, "complete");
+        self.audit(&req, target, &result, "complete").await;
         result
     }
 
