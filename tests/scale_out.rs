@@ -401,6 +401,11 @@ async fn session_ids_are_global_in_status_bus_and_audit() {
         &prefix,
         &format!("{messaging}{}", audit("g2")),
     );
+    // Every answer names the instance that gave it.
+    let health = reqwest::get(common::root(&g2.url(), "/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(health.headers()["x-manifold-instance"], "g2");
     // x is g1's first session and z is g2's: each instance's own session
     // counter gives them the same number, their global ids differ.
     let (x, x_logs) = recorder::connect(&g1.url(), "x").await;
