@@ -169,7 +169,20 @@ impl Req {
     }
 
     /// Runs the request's work inside its span and time limit, and counts it.
-    pub async fn run<T>(
+    pub fn run<'a, T: Send + 'a>(
+        &'a self,
+        work: impl Future<Output = Result<T, ErrorData>> + Send + 'a,
+    ) -> impl Future<Output = Result<T, ErrorData>> + Send + 'a {
+        // Boxed before anything awaits it: the work of a forwarded request
+        // holds tens of kilobytes of state, which inline would make every
+        // handler future that big, and rmcp's per-request task (which holds
+        // the largest of them) is moved on each spawn (decision 0013).
+        let work: std::pin::Pin<Box<dyn Future<Output = Result<T, ErrorData>> + Send + 'a>> =
+            Box::pin(work);
+        self.finish(work)
+    }
+
+    async fn finish<T>(
         &self,
         work: impl Future<Output = Result<T, ErrorData>>,
     ) -> Result<T, ErrorData> {
