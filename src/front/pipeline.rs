@@ -20,12 +20,14 @@ use rmcp::model::*;
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer};
 
+use super::parked::{Attached, Binding, Running};
 use super::request::Req;
 use super::session::FrontSession;
-use crate::backend::{Backend, CallError, Origin, prefix_uri};
+use crate::backend::{Backend, CallError, Origin, Sink, prefix_uri};
 use crate::builtin::status::VIEW_META_KEY;
 use crate::builtin::{ADMIN_META_KEY, AUTH_META_KEY, CLIENT_META_KEY, SESSION_META_KEY};
 use crate::config::TransportConfig;
+use crate::coordinator::calls::Parked;
 use crate::router::Snapshot;
 
 /// What a client request names.
@@ -76,6 +78,21 @@ impl Target<'_> {
 }
 
 impl FrontSession {
+    /// A list's items the client may see (each routed and checked against its allow-list).
+    pub(super) fn visible<T>(
+        &self,
+        req: &Req,
+        items: impl FnOnce(&Snapshot) -> Vec<T>,
+        target: impl Fn(&T) -> Target<'_>,
+    ) -> Vec<T> {
+        let snapshot = self.gateway.snapshot();
+        let mut items = items(&snapshot);
+        if req.client.is_some() {
+            items.retain(|item| target(item).visible(req, &snapshot));
+        }
+        items
+    }
+
     /// Route and authorize: the mounted backend and its own name for `target`.
     pub(super) fn target(
         &self,
@@ -91,17 +108,33 @@ impl FrontSession {
     /// The whole pipeline for one request. `build` gets the backend's own
     /// name and the `_meta` to pass on; `map` turns the backend's result into
     /// the answer, with the backend's prefix for rewriting names back.
+    ///
+    /// `mrtr` is what a request that may end with `InputRequired` carries
+    /// for it (`tools/call`, `prompts/get`, `resources/read`): a 2026-07-28
+    /// client's such request to a shared backend is run as a parked call.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn relay<T>(
         &self,
         req: &Req,
         context: &RequestContext<RoleServer>,
         target: Target<'_>,
+        mrtr: Option<Mrtr>,
         build: impl FnOnce(String, Option<RequestMetaObject>) -> ClientRequest,
         map: impl FnOnce(&str, ServerResult) -> Option<T>,
     ) -> Result<T, Failure> {
         let (shared, own) = self.target(req, target).map_err(Failure::Refused)?;
-        let request = build(own, self.forwarded_meta(context, &shared, req));
-        let (backend, outcome) = self.forward(shared, request, context, req).await;
+        let parks = super::modern::is_modern(context)
+            && shared.config.isolation == crate::config::Isolation::Shared;
+        let (backend, outcome) = match mrtr.filter(|_| parks) {
+            Some(mrtr) => {
+                self.forward_parked(shared, own, mrtr, build, context, req)
+                    .await?
+            }
+            None => {
+                let request = build(own, self.forwarded_meta(context, &shared, req));
+                self.forward(shared, request, context, req).await
+            }
+        };
         let mut result = outcome.map_err(Failure::Backend)?;
         super::modern::mark_complete(&mut result);
         map(&backend.config.prefix, result)
@@ -123,12 +156,64 @@ impl FrontSession {
         };
         let origin = Origin {
             session: self.id,
+            sink: Sink::Peer(&context.peer),
+            progress_token: context.meta.get_progress_token(),
+            cancel: &req.cancel,
+            cancel_reason: None,
+        };
+        let result = backend.request(request, origin).await;
+        (backend, result)
+    }
+
+    /// A 2026-07-28 client's request as a parked call: a retry (with a
+    /// `requestState`) continues its call; a first request starts one. Either
+    /// way the request waits for the call's result or its next questions.
+    async fn forward_parked(
+        &self,
+        shared: Arc<Backend>,
+        own: String,
+        mrtr: Mrtr,
+        build: impl FnOnce(String, Option<RequestMetaObject>) -> ClientRequest,
+        context: &RequestContext<RoleServer>,
+        req: &Req,
+    ) -> Result<(Arc<Backend>, Result<ServerResult, CallError>), Failure> {
+        let binding = Binding::of(req.client_id(), &mrtr.what);
+        let ttl = self.gateway.server().relay_timeout;
+        let to = Attached {
+            session: self.id,
             peer: &context.peer,
             progress_token: context.meta.get_progress_token(),
             cancel: &req.cancel,
         };
-        let result = backend.request(request, &origin).await;
-        (backend, result)
+        let (running, call, round) = match mrtr.state {
+            Some(state) => self
+                .parked
+                .resume(&state, mrtr.responses.as_ref(), &binding, ttl)
+                .map_err(Failure::Refused)?,
+            None if mrtr.responses.is_some() => {
+                return Err(Failure::Refused(ErrorData::invalid_params(
+                    "inputResponses without requestState: a retry echoes the requestState of the InputRequired it answers",
+                    None,
+                )));
+            }
+            None => {
+                let request = build(own, self.forwarded_meta(context, &shared, req));
+                let client = Parked {
+                    capabilities: context.client_capabilities().unwrap_or_default(),
+                    client_name: self.session.get().map_or_else(
+                        || "2026-07-28 client".to_string(),
+                        |s| s.client_name.clone(),
+                    ),
+                };
+                let running = Running::start(shared, request, self.id, client);
+                (running, self.parked.new_call(), 0)
+            }
+        };
+        let driven = self
+            .parked
+            .drive(running, call, round, binding, &to, ttl)
+            .await;
+        Ok((driven.backend, driven.result))
     }
 
     /// The backend that serves this session for `shared`: itself, or this
@@ -194,6 +279,17 @@ impl FrontSession {
         }
         (!meta.0.0.is_empty()).then_some(meta)
     }
+}
+
+/// What a request that may end with `InputRequired` carries for it, taken
+/// off before it is forwarded (a backend never sees the gateway's rounds).
+pub(super) struct Mrtr {
+    /// The `requestState` of the round a retry answers.
+    pub state: Option<String>,
+    pub responses: Option<InputResponses>,
+    /// What binds a parked call to its request: method, exposed name or URI,
+    /// and arguments.
+    pub what: serde_json::Value,
 }
 
 /// Why a forwarded request has no result.

@@ -39,9 +39,15 @@ impl Drop for Running<'_> {
     }
 }
 
+/// Why the last request to the client failed, for `stats`: a call whose
+/// caller is gone (a parked call that expired) leaves its reason here.
+static LAST_FAILURE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
 /// A request to the client failed: a tool error that says why.
 fn failed(e: rmcp::service::ServiceError) -> Answer {
-    Ok(CallToolResult::error(vec![ContentBlock::text(format!("request failed: {e}"))]).into())
+    let why = format!("request failed: {e}");
+    *LAST_FAILURE.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
+    Ok(CallToolResult::error(vec![ContentBlock::text(why)]).into())
 }
 
 impl Fixture {
@@ -197,6 +203,7 @@ impl Fixture {
                 "last_roots": *state.last_roots.lock().unwrap_or_else(|p| p.into_inner()),
                 "roots_answers": state.roots_answers.load(Ordering::SeqCst),
                 "running": state.running.load(Ordering::SeqCst),
+                "last_failure": *LAST_FAILURE.lock().unwrap_or_else(|p| p.into_inner()),
             })
             .to_string(),
         )
