@@ -32,8 +32,27 @@ async fn modern_client(url: &str, handler: EraClient) -> Era {
 }
 
 /// A raw 2026-07-28 `tools/call`: `extra` is merged into its params (for
-/// `inputResponses` and `requestState`); `token` is the bearer token.
+/// `inputResponses` and `requestState`); `token` is the bearer token. Its reply.
 async fn call(url: &str, token: Option<&str>, tool: &str, arguments: Value, extra: Value) -> Value {
+    let text = post(url, token, tool, arguments, extra).await;
+    // A JSON body, or an SSE stream whose last `data:` line with an id holds the reply.
+    let reply = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(str::trim)
+        .rfind(|d| d.contains("\"id\""))
+        .unwrap_or(text.as_str());
+    serde_json::from_str(reply).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// The same request; the whole response body.
+async fn post(
+    url: &str,
+    token: Option<&str>,
+    tool: &str,
+    arguments: Value,
+    extra: Value,
+) -> String {
     let mut params = json!({
         "name": tool, "arguments": arguments,
         "_meta": {
@@ -57,21 +76,13 @@ async fn call(url: &str, token: Option<&str>, tool: &str, arguments: Value, extr
     if let Some(t) = token {
         request = request.bearer_auth(t);
     }
-    let text = request
+    request
         .send()
         .await
         .expect("POST")
         .text()
         .await
-        .expect("body");
-    // A JSON body, or an SSE stream whose last `data:` line holds the reply.
-    let reply = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .map(str::trim)
-        .rfind(|d| d.contains("\"id\""))
-        .unwrap_or(text.as_str());
-    serde_json::from_str(reply).unwrap_or_else(|e| panic!("{e}: {text}"))
+        .expect("body")
 }
 
 /// The one question of an `InputRequired` reply, and its `requestState`.
@@ -290,4 +301,79 @@ async fn a_client_without_the_capability_gets_the_reason_not_a_question() {
         "{sampled:?}"
     );
     assert!(client.service().seen().is_empty());
+}
+
+#[tokio::test]
+async fn each_question_is_a_round_of_its_own_until_the_result() {
+    let (gw, _cfg) = gateway(&stdio_backend("fx", ""));
+    let arguments = json!({"rounds": 2});
+    let first = call(&gw.url, None, "fx__sample", arguments.clone(), json!({})).await;
+    let (key1, _, state1) = asked(&first);
+    let answer = |key: &str, state: &str, text: &str| json!({"inputResponses": {key: sampling_answer(text)}, "requestState": state});
+    let second = call(
+        &gw.url,
+        None,
+        "fx__sample",
+        arguments.clone(),
+        answer(&key1, &state1, "one"),
+    )
+    .await;
+    let (key2, _, state2) = asked(&second);
+    assert_ne!(key1, key2, "each round has its own keys");
+    // The first round's state is spent.
+    let stale = call(
+        &gw.url,
+        None,
+        "fx__sample",
+        arguments.clone(),
+        answer(&key1, &state1, "x"),
+    )
+    .await;
+    assert_eq!(error_of(&stale).0, -32602, "{stale}");
+    let done = call(
+        &gw.url,
+        None,
+        "fx__sample",
+        arguments,
+        answer(&key2, &state2, "two"),
+    )
+    .await;
+    assert_eq!(done["result"]["content"][0]["text"], "one|two", "{done}");
+}
+
+#[tokio::test]
+async fn progress_of_a_call_reaches_the_request_waiting_on_it_with_its_own_token() {
+    let (gw, _cfg) = gateway(&stdio_backend("fx", ""));
+    let token = json!({"_meta": {
+        "progressToken": "mine",
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {}
+    }});
+    let body = post(
+        &gw.url,
+        None,
+        "fx__progress",
+        json!({"steps": 3, "delay_ms": 1}),
+        token,
+    )
+    .await;
+    let progress: Vec<Value> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+        .filter(|m| m["method"] == "notifications/progress")
+        .collect();
+    let values: Vec<f64> = progress
+        .iter()
+        .filter_map(|p| p["params"]["progress"].as_f64())
+        .collect();
+    assert_eq!(values, vec![1.0, 2.0, 3.0], "{body}");
+    assert!(
+        progress
+            .iter()
+            .all(|p| p["params"]["progressToken"] == "mine"),
+        "{body}"
+    );
+    assert!(body.contains("3 steps done"), "{body}");
 }

@@ -288,19 +288,25 @@ async fn progress(args: &Params, ctx: &Ctx) -> Answer {
     text(format!("{steps} steps done"))
 }
 
+/// Asks the client to sample `rounds` times (1 by default), one after the
+/// other; returns the answers' texts joined by `|`.
 async fn sample(args: &Params, ctx: &Ctx) -> Answer {
     tokio::time::sleep(Duration::from_millis(num(args, "delay_ms").unwrap_or(0))).await;
     let prompt = text_arg(args, "prompt").unwrap_or("hello");
-    let params = CreateMessageRequestParams::new(vec![SamplingMessage::user_text(prompt)], 100);
-    match ctx.peer.create_message(params).await {
-        Ok(r) => text(
-            serde_json::to_value(&r)
-                .ok()
-                .and_then(|v| v["content"]["text"].as_str().map(String::from))
-                .unwrap_or_default(),
-        ),
-        Err(e) => failed(e),
+    let mut texts = Vec::new();
+    for _ in 0..num(args, "rounds").unwrap_or(1) {
+        let params = CreateMessageRequestParams::new(vec![SamplingMessage::user_text(prompt)], 100);
+        match ctx.peer.create_message(params).await {
+            Ok(r) => texts.push(
+                serde_json::to_value(&r)
+                    .ok()
+                    .and_then(|v| v["content"]["text"].as_str().map(String::from))
+                    .unwrap_or_default(),
+            ),
+            Err(e) => return failed(e),
+        }
     }
+    text(texts.join("|"))
 }
 
 async fn elicit(args: &Params, ctx: &Ctx) -> Answer {
