@@ -377,3 +377,71 @@ async fn progress_of_a_call_reaches_the_request_waiting_on_it_with_its_own_token
     );
     assert!(body.contains("3 steps done"), "{body}");
 }
+
+/// Item 3: a backend that speaks only 2026-07-28 refuses `initialize`; the
+/// gateway mounts it with `server/discover`, and its `InputRequired` rounds
+/// reach an initialize-era client as ordinary requests and a 2026-07-28
+/// client as they are.
+#[tokio::test]
+async fn a_backend_that_speaks_only_2026_is_mounted_and_both_eras_answer_its_rounds() {
+    let http = fixture("http", &["--modern-only", "--eras"]);
+    let config = format!(
+        "{}{}",
+        stdio_backend("fx", "args = [\"--modern-only\", \"--eras\"]"),
+        url_backend("web", "http", &http.url, "")
+    );
+    let (gw, _cfg) = gateway(&config);
+    let legacy = EraClient::full("legacy", false, false)
+        .serve_with_lifecycle(
+            StreamableHttpClientTransport::from_uri(gw.url.clone()),
+            ClientLifecycleMode::Initialize,
+        )
+        .await
+        .expect("legacy client connects");
+    let modern = modern_client(&gw.url, EraClient::full("modern", false, false)).await;
+    for backend in ["fx", "web"] {
+        let ask = || {
+            CallToolRequestParams::new(format!("{backend}__ask")).with_arguments(args(json!({})))
+        };
+        let old = legacy.peer().call_tool(ask()).await.expect("legacy ask");
+        assert_eq!(
+            first_text(&old),
+            "asked: answer from legacy",
+            "{backend}: {old:?}"
+        );
+        let new = modern.call_tool(ask()).await.expect("modern ask");
+        assert_eq!(
+            first_text(&new),
+            "asked: answer from modern",
+            "{backend}: {new:?}"
+        );
+    }
+    let count = |c: &EraClient| {
+        c.seen()
+            .iter()
+            .filter(|s| matches!(s, Seen::Sampled { .. }))
+            .count()
+    };
+    assert_eq!(count(legacy.service()), 2);
+    assert_eq!(count(modern.service()), 2);
+
+    // A client that cannot sample is told why instead of being asked.
+    let bare = EraClient::new("bare", ClientCapabilities::default())
+        .serve_with_lifecycle(
+            StreamableHttpClientTransport::from_uri(gw.url.clone()),
+            ClientLifecycleMode::Initialize,
+        )
+        .await
+        .expect("bare client connects");
+    let refused = bare
+        .peer()
+        .call_tool(CallToolRequestParams::new("fx__ask").with_arguments(args(json!({}))))
+        .await
+        .expect("tools/call");
+    assert_eq!(refused.is_error, Some(true), "{refused:?}");
+    assert!(
+        first_text(&refused)
+            .contains("asked the client for sampling, which client `bare` does not support"),
+        "{refused:?}"
+    );
+}

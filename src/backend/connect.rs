@@ -251,7 +251,7 @@ async fn connect(
     };
     let shutdown = backend.shutdown.clone();
     let config = backend.config.clone();
-    let handler = BackendClient {
+    let handler = || BackendClient {
         backend: weak.clone(),
         hub: env.hub.clone(),
         capabilities: capabilities.clone(),

@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use catalog::{Catalog, RawLists, prefix_uri};
 pub use inprocess::{InProcessSets, NoSets, ServeFn};
+pub(crate) use needs::Needs;
 pub use needs::shared_capabilities;
 
 use crate::config::BackendConfig;
@@ -275,6 +276,13 @@ impl Backend {
 
     pub fn server_info(&self) -> Option<Arc<ServerPeerInfo>> {
         self.server_info.load_full()
+    }
+
+    /// Whether the backend speaks 2026-07-28 (it refused `initialize`): it
+    /// asks with `InputRequired` results instead of requests during a call.
+    pub fn speaks_2026(&self) -> bool {
+        self.server_info()
+            .is_some_and(|i| !i.protocol_version.has_initialize())
     }
 
     /// Whether the backend advertised `resources.subscribe`.

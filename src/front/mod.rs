@@ -26,6 +26,7 @@ mod pipeline;
 pub mod policy;
 pub mod reject;
 mod request;
+mod rounds;
 pub mod routes;
 mod session;
 pub mod sessions;

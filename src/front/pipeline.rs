@@ -20,8 +20,9 @@ use rmcp::model::*;
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer};
 
-use super::parked::{Attached, Binding, Running};
+use super::parked::{Attached, Binding, Resumed, Running};
 use super::request::Req;
+use super::rounds::with_answers;
 use super::session::FrontSession;
 use crate::backend::{Backend, CallError, Origin, Sink, prefix_uri};
 use crate::builtin::status::VIEW_META_KEY;
@@ -125,13 +126,17 @@ impl FrontSession {
         let (shared, own) = self.target(req, target).map_err(Failure::Refused)?;
         let parks = super::modern::is_modern(context)
             && shared.config.isolation == crate::config::Isolation::Shared;
-        let (backend, outcome) = match mrtr.filter(|_| parks) {
-            Some(mrtr) => {
+        let (backend, outcome) = match mrtr {
+            Some(mrtr) if parks => {
                 self.forward_parked(shared, own, mrtr, build, context, req)
                     .await?
             }
-            None => {
-                let request = build(own, self.forwarded_meta(context, &shared, req));
+            mrtr => {
+                let mut request = build(own, self.forwarded_meta(context, &shared, req));
+                if let Some(m) = mrtr.filter(|m| m.state.is_some() || m.responses.is_some()) {
+                    // Not parked (a per_session backend): its own rounds pass as they are.
+                    request = with_answers(request, m.responses.unwrap_or_default(), m.state);
+                }
                 self.forward(shared, request, context, req).await
             }
         };
@@ -161,7 +166,16 @@ impl FrontSession {
             cancel: &req.cancel,
             cancel_reason: None,
         };
-        let result = backend.request(request, origin).await;
+        // A 2026-07-28 backend asks with InputRequired; an initialize-era client answers requests.
+        let rounds =
+            (backend.speaks_2026() && !super::modern::is_modern(context)).then(|| request.clone());
+        let result = match (backend.request(request, origin).await, rounds) {
+            (Ok(ServerResult::InputRequiredResult(asked)), Some(request)) => {
+                self.answer_rounds(&backend, request, asked, context, req)
+                    .await
+            }
+            (result, _) => result,
+        };
         (backend, result)
     }
 
@@ -185,11 +199,23 @@ impl FrontSession {
             progress_token: context.meta.get_progress_token(),
             cancel: &req.cancel,
         };
-        let (running, call, round) = match mrtr.state {
-            Some(state) => self
-                .parked
-                .resume(&state, mrtr.responses.as_ref(), &binding, ttl)
-                .map_err(Failure::Refused)?,
+        let resumed = match &mrtr.state {
+            Some(state) => Some(
+                self.parked
+                    .resume(state, mrtr.responses.as_ref(), &binding, ttl)
+                    .map_err(Failure::Refused)?,
+            ),
+            None => None,
+        };
+        let (running, call, round) = match resumed {
+            Some(Resumed::Parked(running, call, round)) => (running, call, round),
+            Some(Resumed::Backend(state)) => {
+                // The backend's own round: the request again, with the client's answers.
+                let request = build(own, self.forwarded_meta(context, &shared, req));
+                let request = with_answers(request, mrtr.responses.unwrap_or_default(), state);
+                let running = Running::start(shared, request, self.id, self.parked_client(context));
+                (running, self.parked.new_call(), 0)
+            }
             None if mrtr.responses.is_some() => {
                 return Err(Failure::Refused(ErrorData::invalid_params(
                     "inputResponses without requestState: a retry echoes the requestState of the InputRequired it answers",
@@ -198,14 +224,7 @@ impl FrontSession {
             }
             None => {
                 let request = build(own, self.forwarded_meta(context, &shared, req));
-                let client = Parked {
-                    capabilities: context.client_capabilities().unwrap_or_default(),
-                    client_name: self.session.get().map_or_else(
-                        || "2026-07-28 client".to_string(),
-                        |s| s.client_name.clone(),
-                    ),
-                };
-                let running = Running::start(shared, request, self.id, client);
+                let running = Running::start(shared, request, self.id, self.parked_client(context));
                 (running, self.parked.new_call(), 0)
             }
         };
@@ -214,6 +233,17 @@ impl FrontSession {
             .drive(running, call, round, binding, &to, ttl)
             .await;
         Ok((driven.backend, driven.result))
+    }
+
+    /// What a parked call keeps of its client: the capabilities its request declared.
+    fn parked_client(&self, context: &RequestContext<RoleServer>) -> Parked {
+        Parked {
+            capabilities: context.client_capabilities().unwrap_or_default(),
+            client_name: self.session.get().map_or_else(
+                || "2026-07-28 client".to_string(),
+                |s| s.client_name.clone(),
+            ),
+        }
     }
 
     /// The backend that serves this session for `shared`: itself, or this

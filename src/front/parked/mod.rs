@@ -91,6 +91,14 @@ impl ParkedCalls {
     }
 }
 
+/// What a retry continues.
+pub(super) enum Resumed {
+    /// A parked call: the call, its id and the round just answered.
+    Parked(Running, u64, u32),
+    /// A 2026-07-28 backend's own round: retry the request with its state.
+    Backend(Option<String>),
+}
+
 /// Where a parked call stands after a turn.
 pub(super) struct Driven {
     /// The backend the call runs on (to map its result's names back).
@@ -129,9 +137,19 @@ impl ParkedCalls {
         loop {
             let jobs = match running.next_turn(to, &self.hub).await {
                 Turn::Done(result) => {
+                    let result = match *result {
+                        // A 2026-07-28 backend asks itself: its round goes to the client as is,
+                        // its state inside ours.
+                        Ok(ServerResult::InputRequiredResult(asked)) => {
+                            Ok(ServerResult::InputRequiredResult(
+                                self.pass_through(asked, &binding, ttl),
+                            ))
+                        }
+                        other => other,
+                    };
                     return Driven {
                         backend: running.backend.clone(),
-                        result: *result,
+                        result,
                     };
                 }
                 Turn::Asks(jobs) => jobs,
@@ -192,6 +210,7 @@ impl ParkedCalls {
             round,
             client: binding.client.clone(),
             digest: binding.digest.clone(),
+            backend: None,
         };
         let request_state = state::seal(&self.codec, &sealed, ttl);
         let timer = CancellationToken::new();
@@ -218,16 +237,39 @@ impl ParkedCalls {
         InputRequiredResult::new(Some(requests), Some(request_state))
     }
 
-    /// A retry: opens its state, hands the answers to the backend, and
-    /// returns the call to drive on, with its id and round.
+    /// A 2026-07-28 backend's own round, for a 2026-07-28 client: its
+    /// questions as they are, its state sealed inside ours (bound like ours).
+    fn pass_through(
+        &self,
+        mut asked: InputRequiredResult,
+        binding: &Binding,
+        ttl: Duration,
+    ) -> InputRequiredResult {
+        let sealed = state::Sealed {
+            call: 0,
+            round: 0,
+            client: binding.client.clone(),
+            digest: binding.digest.clone(),
+            backend: asked.request_state.take(),
+        };
+        asked.request_state = Some(state::seal(&self.codec, &sealed, ttl));
+        asked
+    }
+
+    /// A retry: opens its state; for a parked call, hands the answers to the
+    /// backend and returns the call to drive on, with its id and round; for a
+    /// backend's own round, the backend's state to retry it with.
     pub(super) fn resume(
         &self,
         request_state: &str,
         responses: Option<&InputResponses>,
         retry: &Binding,
         ttl: Duration,
-    ) -> Result<(Running, u64, u32), ErrorData> {
+    ) -> Result<Resumed, ErrorData> {
         let sealed = state::open(&self.codec, request_state, retry, ttl)?;
+        if sealed.call == 0 {
+            return Ok(Resumed::Backend(sealed.backend));
+        }
         let mut table = self.lock();
         let current = table
             .get(&sealed.call)
@@ -250,7 +292,7 @@ impl ParkedCalls {
                 let _ = job.reply.send(Ok(answer));
             }
         }
-        Ok((waiting.running, sealed.call, sealed.round))
+        Ok(Resumed::Parked(waiting.running, sealed.call, sealed.round))
     }
 
     /// The call's round went unanswered for `ttl`: its questions get an

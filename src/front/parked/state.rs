@@ -47,10 +47,14 @@ impl Binding {
 /// What a sealed state says.
 #[derive(Serialize, Deserialize)]
 pub(super) struct Sealed {
+    /// The parked call; 0 for a backend's own round passed through.
     pub call: u64,
     pub round: u32,
     pub client: Option<String>,
     pub digest: String,
+    /// A 2026-07-28 backend's own `requestState`, for a round it asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
 }
 
 /// The codec with this process's key.
@@ -177,6 +181,7 @@ mod tests {
             round: 1,
             client: b.client.clone(),
             digest: b.digest.clone(),
+            backend: None,
         };
         let state = seal(&codec, &sealed, ttl);
         let opened = open(&codec, &state, &b, ttl).expect("opens");
@@ -203,6 +208,7 @@ mod tests {
             round: 1,
             client: None,
             digest: b.digest.clone(),
+            backend: None,
         };
         let state = seal(&codec, &sealed, Duration::from_millis(1));
         std::thread::sleep(Duration::from_millis(5));
