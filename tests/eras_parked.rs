@@ -445,3 +445,56 @@ async fn a_backend_that_speaks_only_2026_is_mounted_and_both_eras_answer_its_rou
         "{refused:?}"
     );
 }
+
+/// A third-party backend (the reference `server-everything`, TypeScript SDK)
+/// asks a 2026-07-28 client for sampling through the gateway. Skipped when
+/// `.test-deps` is not installed (required in CI).
+#[tokio::test]
+async fn server_everythings_sampling_reaches_a_2026_client_through_input_required() {
+    let entry = repo()
+        .join(".test-deps")
+        .join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    let node = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !require_or_skip("server-everything and node", entry.exists() && node) {
+        return;
+    }
+    let config = format!(
+        "[backends.everything]\ntransport = \"stdio\"\ncommand = \"node\"\nargs = [{:?}, \"stdio\"]\n",
+        entry.display().to_string()
+    );
+    let (gw, _cfg) = gateway(&config);
+    let client = modern_client(&gw.url, EraClient::full("modern", false, false)).await;
+    let sampled = client
+        .call_tool(
+            CallToolRequestParams::new("everything__trigger-sampling-request")
+                .with_arguments(args(json!({"prompt": "hello"}))),
+        )
+        .await
+        .expect("tools/call");
+    let text = first_text(&sampled);
+    assert!(text.contains("answer from modern"), "{sampled:?}");
+    assert!(
+        matches!(client.service().seen().as_slice(), [Seen::Sampled { .. }]),
+        "{:?}",
+        client.service().seen()
+    );
+}
+
+#[tokio::test]
+async fn a_per_session_backend_tells_a_2026_client_why_it_cannot_be_asked() {
+    let (gw, _cfg) = gateway(&stdio_backend("fx", "isolation = \"per_session\""));
+    let client = modern_client(&gw.url, EraClient::full("modern", false, false)).await;
+    let sampled = client
+        .call_tool(CallToolRequestParams::new("fx__sample").with_arguments(args(json!({}))))
+        .await
+        .expect("tools/call");
+    let text = first_text(&sampled);
+    assert!(
+        text.contains("client `modern` speaks MCP 2026-07-28") && text.contains("per_session"),
+        "{sampled:?}"
+    );
+    assert!(client.service().seen().is_empty());
+}
