@@ -79,23 +79,28 @@ impl Running {
             call.clone(),
         );
         // Ends with the backend request: answered, timed out, or cancelled.
-        tokio::spawn(async move {
-            let (backend, cancel, reason, call) = task;
-            let origin = Origin {
-                session,
-                sink: Sink::Parked {
-                    events: events_tx,
-                    client,
-                    registered: call,
-                },
-                progress_token: Some(ProgressToken(rmcp::model::NumberOrString::String(
-                    PARKED_TOKEN.into(),
-                ))),
-                cancel: &cancel,
-                cancel_reason: Some(&reason),
-            };
-            let _ = done_tx.send(backend.request(request, origin).await);
-        });
+        // In the span of the request that started the call.
+        let span = tracing::Span::current();
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let (backend, cancel, reason, call) = task;
+                let origin = Origin {
+                    session,
+                    sink: Sink::Parked {
+                        events: events_tx,
+                        client,
+                        registered: call,
+                    },
+                    progress_token: Some(ProgressToken(rmcp::model::NumberOrString::String(
+                        PARKED_TOKEN.into(),
+                    ))),
+                    cancel: &cancel,
+                    cancel_reason: Some(&reason),
+                };
+                let _ = done_tx.send(backend.request(request, origin).await);
+            },
+            span,
+        ));
         Self {
             backend,
             events,
