@@ -498,3 +498,32 @@ async fn a_per_session_backend_tells_a_2026_client_why_it_cannot_be_asked() {
     );
     assert!(client.service().seen().is_empty());
 }
+
+/// The fixture's `stats`, as JSON.
+async fn stats(url: &str) -> Value {
+    let reply = call(url, None, "fx__stats", json!({}), json!({})).await;
+    let text = reply["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or("{}");
+    serde_json::from_str(text).expect("stats JSON")
+}
+
+#[tokio::test]
+async fn a_2026_client_that_goes_away_cancels_its_call_at_the_backend() {
+    let (gw, _cfg) = gateway(&stdio_backend("fx", ""));
+    let url = gw.url.clone();
+    let pending =
+        tokio::spawn(
+            async move { post(&url, None, "fx__wait_cancel", json!({}), json!({})).await },
+        );
+    wait_until("the call to reach the backend", 10, async || {
+        stats(&gw.url).await["running"] == 1
+    })
+    .await;
+    // The client drops its connection mid-call.
+    pending.abort();
+    wait_until("the backend to see the cancellation", 10, async || {
+        stats(&gw.url).await["cancelled"] == 1
+    })
+    .await;
+}

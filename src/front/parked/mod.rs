@@ -168,23 +168,26 @@ impl ParkedCalls {
             if asked.is_empty() {
                 continue;
             }
-            if self.lock().len() >= MAX_PARKED {
-                for (_, job) in asked {
-                    let _ = job.reply.send(Err(ErrorData::internal_error(
-                        format!(
-                            "the gateway already holds {MAX_PARKED} calls waiting for 2026-07-28 clients' answers; try again later"
-                        ),
-                        None,
-                    )));
-                }
-                continue;
-            }
             let backend = running.backend.clone();
-            let result = self.park(running, asked, call, round + 1, binding, ttl);
-            return Driven {
-                backend,
-                result: Ok(ServerResult::InputRequiredResult(result)),
-            };
+            match self.park(running, asked, call, round + 1, binding.clone(), ttl) {
+                Ok(result) => {
+                    return Driven {
+                        backend,
+                        result: Ok(ServerResult::InputRequiredResult(result)),
+                    };
+                }
+                Err((back, asked)) => {
+                    running = back;
+                    for (_, job) in asked {
+                        let _ = job.reply.send(Err(ErrorData::internal_error(
+                            format!(
+                                "the gateway already holds {MAX_PARKED} calls waiting for 2026-07-28 clients' answers; try again later"
+                            ),
+                            None,
+                        )));
+                    }
+                }
+            }
         }
     }
 
@@ -194,7 +197,9 @@ impl ParkedCalls {
     }
 
     /// Parks the call with its round's questions; the `InputRequired` that
-    /// asks them. The call expires after `ttl` unless a retry takes it.
+    /// asks them. The call expires after `ttl` unless a retry takes it. When
+    /// [`MAX_PARKED`] calls wait already, the call and questions come back.
+    #[allow(clippy::type_complexity)]
     fn park(
         self: &Arc<Self>,
         running: Running,
@@ -203,7 +208,7 @@ impl ParkedCalls {
         round: u32,
         binding: Binding,
         ttl: Duration,
-    ) -> InputRequiredResult {
+    ) -> Result<InputRequiredResult, (Running, BTreeMap<String, RelayJob>)> {
         let requests = state::input_requests(&asked);
         let sealed = state::Sealed {
             call,
@@ -221,7 +226,13 @@ impl ParkedCalls {
             binding,
             timer: timer.clone(),
         };
-        self.lock().insert(call, waiting);
+        {
+            let mut table = self.lock();
+            if table.len() >= MAX_PARKED {
+                return Err((waiting.running, waiting.asked));
+            }
+            table.insert(call, waiting);
+        }
         // Ends at the deadline or when a retry takes the call (`timer`).
         let table: Weak<Self> = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -234,7 +245,10 @@ impl ParkedCalls {
                 _ = timer.cancelled() => {}
             }
         });
-        InputRequiredResult::new(Some(requests), Some(request_state))
+        Ok(InputRequiredResult::new(
+            Some(requests),
+            Some(request_state),
+        ))
     }
 
     /// A 2026-07-28 backend's own round, for a 2026-07-28 client: its
