@@ -527,3 +527,29 @@ async fn a_2026_client_that_goes_away_cancels_its_call_at_the_backend() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_2026_backends_list_changes_are_followed_on_its_listen_stream() {
+    let (gw, _cfg) = gateway(&stdio_backend("fx", "args = [\"--modern-only\"]"));
+    let legacy = EraClient::new("legacy", ClientCapabilities::default())
+        .serve_with_lifecycle(
+            StreamableHttpClientTransport::from_uri(gw.url.clone()),
+            ClientLifecycleMode::Initialize,
+        )
+        .await
+        .expect("legacy client connects");
+    legacy
+        .peer()
+        .call_tool(
+            CallToolRequestParams::new("fx__add_tool")
+                .with_arguments(args(json!({"name": "fresh"}))),
+        )
+        .await
+        .expect("add_tool");
+    legacy
+        .service()
+        .wait_for("the list change", |s| matches!(s, Seen::ToolsChanged))
+        .await;
+    let tools = legacy.peer().list_all_tools().await.expect("tools/list");
+    assert!(tools.iter().any(|t| t.name == "fx__fresh"), "{tools:?}");
+}

@@ -175,7 +175,23 @@ impl Fixture {
         }
         let name = text_arg(args, "name").unwrap_or("added").to_string();
         self.push_tool(name.clone(), "Added at run time");
-        let _ = ctx.peer.notify_tool_list_changed().await;
+        // A 2026-07-28 server announces changes only on listen streams.
+        if !self.args.modern_only {
+            let _ = ctx.peer.notify_tool_list_changed().await;
+        }
+        let listeners = self
+            .state
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for sink in listeners {
+            let _ = sink
+                .send(ServerNotification::ToolListChangedNotification(
+                    Default::default(),
+                ))
+                .await;
+        }
         text(format!("added {name}"))
     }
 

@@ -35,6 +35,9 @@ pub(crate) struct State {
     pub(crate) running: AtomicU64,
     /// How many `roots_later` asks were answered.
     pub(crate) roots_answers: AtomicU64,
+    /// Open `subscriptions/listen` streams (2026-07-28 clients): `add_tool`
+    /// announces its change on them too.
+    pub(crate) listeners: Mutex<Vec<rmcp::service::SubscriptionSink>>,
 }
 
 pub(crate) fn schema(v: Value) -> Arc<JsonObject> {
@@ -62,6 +65,30 @@ impl ServerHandler for Fixture {
         } else {
             std::borrow::Cow::Borrowed(ProtocolVersion::KNOWN_VERSIONS)
         }
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        // rmcp keeps only what was asked and what `get_info` advertises.
+        Some(requested.clone())
+    }
+
+    async fn listen(&self, context: rmcp::service::SubscriptionContext) -> Result<(), ErrorData> {
+        let sink = context.sink().clone();
+        self.state
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(sink.clone());
+        context.cancelled().await;
+        self.state
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|s| s.id() != sink.id());
+        Ok(())
     }
 
     fn get_info(&self) -> ServerConfig {
