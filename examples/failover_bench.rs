@@ -59,6 +59,9 @@ struct Session {
     url: String,
     id: Option<String>,
     next: u64,
+    /// Answers from the instance whose id starts the session id, and from others.
+    at_owner: u64,
+    elsewhere: u64,
 }
 
 impl Session {
@@ -68,6 +71,8 @@ impl Session {
             url: url.to_string(),
             id: None,
             next: 1,
+            at_owner: 0,
+            elsewhere: 0,
         }
     }
 
@@ -86,6 +91,17 @@ impl Session {
         let status = resp.status().as_u16();
         if let Some(id) = resp.headers().get("mcp-session-id") {
             self.id = Some(id.to_str()?.to_string());
+        }
+        let answered_by = resp
+            .headers()
+            .get("x-manifold-instance")
+            .and_then(|v| v.to_str().ok());
+        if let (Some(by), Some(id)) = (answered_by, &self.id) {
+            if id.starts_with(&format!("{by}.")) {
+                self.at_owner += 1;
+            } else {
+                self.elsewhere += 1;
+            }
         }
         let text = resp.text().await?;
         let value = serde_json::from_str(&text).ok().or_else(|| {
@@ -131,12 +147,12 @@ impl Session {
     }
 }
 
-async fn redis_calls(url: &str) -> anyhow::Result<u64> {
-    let client = redis::Client::open(url)?;
-    let mut con = client.get_multiplexed_async_connection().await?;
+/// Commands Redis has run, from `INFO commandstats` on one connection kept
+/// for all readings (a new connection would add its own handshake commands).
+async fn redis_calls(con: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<u64> {
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
-        .query_async(&mut con)
+        .query_async(con)
         .await?;
     // Lines like `cmdstat_hset:calls=12,usec=…`; the INFO call itself is excluded.
     Ok(info
@@ -183,25 +199,31 @@ async fn main() -> anyhow::Result<()> {
 
     // 1. Redis operations per initialize and per call.
     let mut probe = Session::new(&http, &args.url);
-    let before = redis_calls(&args.redis).await.context("redis INFO")?;
+    let mut redis = redis::Client::open(args.redis.as_str())?
+        .get_multiplexed_async_connection()
+        .await
+        .context("connect to Redis")?;
+    let before = redis_calls(&mut redis).await.context("redis INFO")?;
     for _ in 0..args.rounds {
         probe.initialize().await?;
     }
-    let after_init = redis_calls(&args.redis).await?;
+    let after_init = redis_calls(&mut redis).await?;
     for _ in 0..args.rounds {
         if probe.call(&args.tool).await? != 200 {
             bail!("a call failed while counting Redis operations");
         }
     }
-    let after_calls = redis_calls(&args.redis).await?;
-    let per_init = (after_init - before - 1) as f64 / args.rounds as f64;
-    let per_call = (after_calls - after_init - 1) as f64 / args.rounds as f64;
+    let after_calls = redis_calls(&mut redis).await?;
+    let per_init = after_init.saturating_sub(before) as f64 / args.rounds as f64;
+    let per_call = after_calls.saturating_sub(after_init) as f64 / args.rounds as f64;
 
     // 2. Steady state: sessions calling through the load balancer.
     let mut sessions = Vec::new();
     for _ in 0..args.sessions {
         let mut s = Session::new(&http, &args.url);
         s.initialize().await?;
+        // Count the steady state's calls only.
+        (s.at_owner, s.elsewhere) = (0, 0);
         sessions.push(Arc::new(Mutex::new(s)));
     }
     let followed: Vec<usize> = {
@@ -231,6 +253,12 @@ async fn main() -> anyhow::Result<()> {
         let _ = l.await;
     }
     let steady_restores = restores(&http, &args.metrics).await - restores_before;
+    let (mut at_owner, mut elsewhere) = (0, 0);
+    for s in &sessions {
+        let s = s.lock().await;
+        at_owner += s.at_owner;
+        elsewhere += s.elsewhere;
+    }
 
     // 3. Kill the victim; time each of its sessions to its first successful call.
     let killed_at = Instant::now();
@@ -288,6 +316,8 @@ async fn main() -> anyhow::Result<()> {
             "sessions": args.sessions,
             "steady_seconds": args.steady.as_secs_f64(),
             "steady_state_restores": steady_restores,
+            "steady_state_requests": at_owner + elsewhere,
+            "steady_state_share_at_owner": at_owner as f64 / (at_owner + elsewhere).max(1) as f64,
             "victim_sessions": followed.len(),
             "restored": o.restored.len(),
             "reinitialized": o.reinitialized.len(),

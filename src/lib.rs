@@ -10,7 +10,8 @@
 //!   jobs in SQLite or PostgreSQL, run through a tool invoker the front implements.
 //! - [`store`]: where messaging and the bus keep their state (memory or Redis), the event
 //!   feed that wakes waiters on every instance, and the shared session table
-//!   ([`store::sessions`]) that lets another instance restore a session.
+//!   ([`store::sessions`]) that lets another instance restore a session and tells
+//!   instances of each other's list changes.
 //! - [`audit`]: the audit log: a [`audit::LogEntry`] per call and gateway event, handed without
 //!   waiting to per-destination queues (SQLite, PostgreSQL, Kafka, Elasticsearch, HTTP,
 //!   stderr); `query_logs` and `GET /api/v1/logs` read the local store.
@@ -19,7 +20,7 @@
 //! - [`ratelimit`]: the one keyed token bucket behind every per-client rate limit (requests,
 //!   messages, bus publishes); a leaf that names nothing else of the crate.
 //! - [`coordinator`]: what sessions and backend handlers share: the session registry (each
-//!   session with what it may see), in-flight calls, subscriptions, counters, and the list task
+//!   session with what it may see, keyed by a local number and named by its global id), in-flight calls, subscriptions, counters, and the list task
 //!   that coalesces `list_changed` by backend id. Names no backend type
 //!   ([`coordinator::ListSource`] is implemented above).
 //! - [`backend`]: one supervised rmcp client per backend over stdio, streamable HTTP, legacy

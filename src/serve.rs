@@ -66,6 +66,16 @@ pub async fn serve_http(
         stop.clone(),
         drain_timeout,
     );
+    // Jobs drain alongside: no new claims, running ones get the same deadline.
+    let jobs_drained = front_jobs.clone().map(|jobs| {
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            signal.cancelled().await;
+            if !jobs.drain(drain_timeout).await {
+                tracing::warn!(?drain_timeout, "drain deadline passed with jobs running");
+            }
+        })
+    });
     tracing::info!(instance_id = %gateway.server().instance_id, %local, "listening");
     let server = tokio::spawn(crate::front::http::serve(front, listener, stop));
     on_ready(local);
@@ -78,6 +88,13 @@ pub async fn serve_http(
     let result = server
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    if let Some(drained) = jobs_drained {
+        if shutdown.is_cancelled() {
+            let _ = drained.await;
+        } else {
+            drained.abort();
+        }
+    }
     stop_jobs(&front_jobs).await;
     gateway.shutdown().await;
     result

@@ -80,7 +80,16 @@ async fn calls_land_in_sqlite_with_their_fields_redacted_and_queryable() {
     let x = &e["extra_data"];
     assert_eq!(x["backend"], "fx");
     assert_eq!(x["transport"], "http");
-    assert!(x["session_id"].as_u64().is_some());
+    // The session's global id: `<instance_id>.<uuid>`, as /readyz names the instance.
+    let (_, ready) = get_json(&gw.url, "/readyz", None).await;
+    let instance = ready["instance_id"]
+        .as_str()
+        .expect("instance_id in /readyz");
+    let session = x["session_id"].as_str().expect("session_id is a string");
+    let uuid = session
+        .strip_prefix(&format!("{instance}."))
+        .unwrap_or_else(|| panic!("{session} does not start with {instance}."));
+    assert_eq!(uuid.len(), 36, "{session}");
     assert!(x["client_id"].as_str().is_some());
     assert!(x["request_bytes"].as_u64().unwrap() > 10);
     assert!(x["response_bytes"].as_u64().unwrap() > 10);
@@ -443,5 +452,47 @@ async fn elasticsearch_request_shape_against_a_local_receiver() {
     let index = action["index"]["_index"].as_str().unwrap();
     let day = lines[lines.len() - 1]["timestamp"].as_str().unwrap()[..10].replace('-', ".");
     assert_eq!(index, format!("mcp-test-{day}"));
+    client.cancel().await.unwrap();
+}
+
+/// `durable = true`: a call is answered only once its entry is written, so
+/// the entry is there the moment the answer is, even with a batch interval
+/// far longer than the test (without it, the entry would wait 60 s for its
+/// batch to fill).
+#[tokio::test]
+async fn durable_entries_are_written_before_the_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    let (gw, _cfg) = gateway(&format!(
+        "[audit]\nlocal = \"sqlite\"\npath = {:?}\ndurable = true\nbatch_interval = \"60s\"\n\n{}",
+        db.display().to_string(),
+        fx()
+    ));
+    let client = client(&gw.url).await;
+    for i in 0..5 {
+        let message = format!("durable {i}");
+        let r = call(&client, "fx__echo", json!({ "message": message })).await;
+        assert_eq!(first_text(&r), message);
+        let (_, body) = get_json(&gw.url, "/api/v1/logs?tool=fx__echo", None).await;
+        assert_eq!(
+            body["count"],
+            i + 1,
+            "entry {i} is written before its answer: {body}"
+        );
+        assert_eq!(
+            body["entries"][0]["input_args"]["message"],
+            message.as_str()
+        );
+    }
+    // The same for a call made by the job queue's `POST /api/v1/execute`.
+    let (status, _) = common::jobs::execute(
+        &gw.url,
+        None,
+        json!({"command": "fx__echo", "params": {"message": "executed"}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, body) = get_json(&gw.url, "/api/v1/logs?tool=fx__echo", None).await;
+    assert_eq!(body["count"], 6, "{body}");
     client.cancel().await.unwrap();
 }

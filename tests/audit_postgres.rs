@@ -12,44 +12,12 @@ use rmcp::model::*;
 use serde_json::json;
 use sqlx::Row;
 
-const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-/// A fresh, empty database; `None` (after saying why) when PostgreSQL is not there.
-async fn fresh_database() -> Option<String> {
-    let admin = match sqlx::PgPool::connect(ADMIN_URL).await {
-        Ok(p) => p,
-        Err(e) => {
-            if std::env::var("MANIFOLD_REQUIRE_POSTGRES").as_deref() == Ok("1") {
-                panic!(
-                    "PostgreSQL is required (MANIFOLD_REQUIRE_POSTGRES=1) but {ADMIN_URL} failed: {e}"
-                );
-            }
-            eprintln!(
-                "SKIPPED: PostgreSQL at {ADMIN_URL} is not reachable ({e}); set MANIFOLD_REQUIRE_POSTGRES=1 to fail instead"
-            );
-            return None;
-        }
-    };
-    let name = format!(
-        "manifold_audit_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .expect("create database");
-    Some(format!("postgres://postgres@127.0.0.1:5432/{name}"))
-}
-
 #[tokio::test]
 async fn postgres_local_store_has_the_table_indexes_and_answers_queries() {
-    let Some(url) = fresh_database().await else {
+    let Some(db) = common::postgres::database("audit_postgres").await else {
         return;
     };
+    let url = db.url();
     let (gw, _cfg) = gateway(&format!(
         "[audit]\nlocal = \"postgres\"\nbatch_interval = \"10ms\"\n[audit.postgres]\nurl = \"{url}\"\n\n{}",
         stdio_backend("fx", "")
@@ -102,13 +70,15 @@ async fn postgres_local_store_has_the_table_indexes_and_answers_queries() {
             .get("n");
     assert_eq!(leaked, 0);
     client.cancel().await.unwrap();
+    db.drop_it().await;
 }
 
 #[tokio::test]
 async fn postgres_as_production_destination_beside_sqlite() {
-    let Some(url) = fresh_database().await else {
+    let Some(db) = common::postgres::database("audit_postgres").await else {
         return;
     };
+    let url = db.url();
     let dir = tempfile::tempdir().unwrap();
     let (gw, _cfg) = gateway(&format!(
         "[audit]\npath = {:?}\nproduction = \"postgres\"\nbatch_interval = \"10ms\"\n[audit.postgres]\nurl = \"{url}\"\n\n{}",
@@ -139,4 +109,5 @@ async fn postgres_as_production_destination_beside_sqlite() {
     let c = counters(&gw.url, "sqlite", None).await;
     assert!(count(&c, "written") >= 1, "{c}");
     client.cancel().await.unwrap();
+    db.drop_it().await;
 }

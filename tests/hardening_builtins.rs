@@ -112,7 +112,9 @@ async fn every_bus_message_records_who_sent_it() {
     assert_eq!(sender["kind"], "client", "{sender}");
     assert_eq!(sender["client_id"], "alice");
     assert_eq!(sender["authenticated"], false);
-    assert!(sender["session_id"].as_u64().is_some(), "{sender}");
+    // The sending session's global id (`<instance_id>.<uuid>`).
+    let sid = sender["session_id"].as_str().expect("a session id string");
+    assert!(sid.contains('.') && sid.len() > 37, "{sender}");
     // The gateway's own events say so, in JSON and in the text.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

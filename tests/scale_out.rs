@@ -4,203 +4,27 @@
 //! holder lets go, and a draining instance hands its traffic over without a
 //! failed call.
 
+#![allow(deprecated)] // logging notifications are deprecated by SEP-2577 but are the ≤2025-11-25 wire protocol
+
 mod common;
+mod eras_support;
 
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::redis::{REDIS_URL, redis_cleanup, redis_or_skip, unique_prefix};
-use common::{MANIFOLD, Proc, args, first_text, require_or_skip, spawn_listening, stdio_backend};
+use common::cluster::{Instance, Raw, echoed, haproxy, haproxy_present, wait_until};
+use common::recorder;
+use common::redis::{redis_cleanup, redis_or_skip, unique_prefix};
+use common::{args, first_text, require_or_skip, stdio_backend};
 use rmcp::ServiceExt;
 use rmcp::model::CallToolRequestParams;
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::{Value, json};
 
-/// A port nobody listens on right now (the instance binds it next).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// One gateway instance on a fixed port, so it can be restarted in place.
-struct Instance {
-    id: String,
-    port: u16,
-    config: std::path::PathBuf,
-    proc: Option<Proc>,
-}
-
-impl Instance {
-    fn new(dir: &std::path::Path, id: &str, prefix: &str, extra: &str) -> Self {
-        let port = free_port();
-        let config = dir.join(format!("{id}.toml"));
-        let text = format!(
-            "[server]\ninstance_id = \"{id}\"\ndrain_timeout = \"10s\"\n\n\
-             [sessions]\nstore = \"redis\"\nredis_url = \"{REDIS_URL}\"\nkey_prefix = \"{prefix}\"\n\n\
-             {extra}\n{}\n{}",
-            stdio_backend("shared", ""),
-            stdio_backend("mine", "isolation = \"per_session\""),
-        );
-        std::fs::write(&config, text).unwrap();
-        let mut instance = Self {
-            id: id.to_string(),
-            port,
-            config,
-            proc: None,
-        };
-        instance.start();
-        instance
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/mcp", self.port)
-    }
-
-    fn start(&mut self) {
-        let mut cmd = Command::new(MANIFOLD);
-        cmd.arg("serve")
-            .arg("--config")
-            .arg(&self.config)
-            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
-            .env("RUST_LOG", "info,rmcp=warn");
-        let proc = spawn_listening(cmd);
-        wait_until("the instance is ready", Duration::from_secs(60), || {
-            common::http_get(&proc.url, "/readyz").0 == 200
-        });
-        self.proc = Some(proc);
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut p) = self.proc.take() {
-            let _ = p.child.kill();
-            let _ = p.child.wait();
-        }
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut p = self.proc.take().expect("running");
-        p.terminate()
-    }
-
-    fn readyz(&self) -> Value {
-        let (_, body) = common::http_get(&self.url(), "/readyz");
-        serde_json::from_str(&body).unwrap_or(Value::Null)
-    }
-
-    /// `manifold_session_moves_total{event}` of this instance.
-    fn moves(&self, event: &str) -> u64 {
-        let (_, body) = common::http_get(&self.url(), "/metrics");
-        let key = format!("manifold_session_moves_total{{event=\"{event}\"}} ");
-        body.lines()
-            .find_map(|l| l.strip_prefix(&key))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    }
-
-    fn sessions(&self) -> u64 {
-        self.readyz()["sessions"].as_u64().unwrap_or(u64::MAX)
-    }
-}
-
-fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A raw streamable-HTTP client, to see session ids and status codes.
-struct Raw {
-    http: reqwest::Client,
-    token: Option<String>,
-    session: Option<String>,
-    next_id: u64,
-}
-
-impl Raw {
-    fn new(token: Option<&str>) -> Self {
-        Self {
-            http: reqwest::Client::new(),
-            token: token.map(str::to_string),
-            session: None,
-            next_id: 1,
-        }
-    }
-
-    async fn post(&mut self, url: &str, body: Value) -> (u16, Option<Value>) {
-        let mut req = self
-            .http
-            .post(url)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", "2025-06-18");
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(s) = &self.session {
-            req = req.header("mcp-session-id", s);
-        }
-        let resp = req.json(&body).send().await.expect("request sent");
-        let status = resp.status().as_u16();
-        if let Some(id) = resp.headers().get("mcp-session-id") {
-            self.session = Some(id.to_str().unwrap().to_string());
-        }
-        let text = resp.text().await.unwrap_or_default();
-        // The answer is one JSON body or an SSE stream whose last data line is it.
-        let value = serde_json::from_str(&text).ok().or_else(|| {
-            text.lines()
-                .filter_map(|l| l.strip_prefix("data:"))
-                .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
-                .find(|v| v.get("id").is_some())
-        });
-        (status, value)
-    }
-
-    async fn initialize(&mut self, url: &str) {
-        let (status, _) = self
-            .post(
-                url,
-                json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-                    "protocolVersion": "2025-06-18", "capabilities": {},
-                    "clientInfo": {"name": "scale-out-test", "version": "1"}}}),
-            )
-            .await;
-        assert_eq!(status, 200, "initialize");
-        let (status, _) = self
-            .post(
-                url,
-                json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
-            )
-            .await;
-        assert_eq!(status, 202, "initialized");
-    }
-
-    async fn call(&mut self, url: &str, tool: &str, arguments: Value) -> (u16, Option<Value>) {
-        self.next_id += 1;
-        let id = self.next_id;
-        self.post(
-            url,
-            json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-                   "params": {"name": tool, "arguments": arguments}}),
-        )
-        .await
-    }
-}
-
-fn echoed(answer: &Option<Value>) -> String {
-    answer
-        .as_ref()
-        .and_then(|v| v["result"]["content"][0]["text"].as_str())
-        .unwrap_or_default()
-        .to_string()
-}
+const BUS: &str = "manifold/bus";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_moves_to_another_instance_and_the_old_one_lets_go() {
@@ -289,51 +113,6 @@ async fn another_clients_token_cannot_restore_a_session() {
         .await;
     assert_eq!((status, echoed(&answer).as_str()), (200, "mine"));
     redis_cleanup(&prefix).await;
-}
-
-/// HAProxy in front of `instances`, routing on the session id's prefix.
-fn haproxy(dir: &std::path::Path, instances: &[&Instance]) -> (Proc, u16) {
-    let port = free_port();
-    let mut servers = String::new();
-    let mut rules = String::new();
-    for i in instances {
-        rules += &format!(
-            "    use-server {0} if {{ req.hdr(mcp-session-id) -m beg {0}. }}\n",
-            i.id
-        );
-        servers += &format!("    server {} 127.0.0.1:{} check\n", i.id, i.port);
-    }
-    let config = format!(
-        "global\n    maxconn 2000\n\
-         defaults\n    mode http\n    timeout connect 2s\n    timeout client 60s\n    timeout server 60s\n    timeout tunnel 1h\n\
-         \x20   option redispatch\n    retries 3\n    retry-on conn-failure empty-response 503\n    option http-buffer-request\n\
-         frontend mcp\n    bind 127.0.0.1:{port}\n    default_backend gateways\n\
-         backend gateways\n    balance hdr(mcp-session-id)\n    hash-type consistent\n    option httpchk\n\
-         \x20   http-check send meth GET uri /readyz hdr Host 127.0.0.1\n    http-check expect status 200\n\
-         \x20   default-server inter 200ms fall 1 rise 2\n{rules}{servers}"
-    );
-    let path = dir.join("haproxy.cfg");
-    std::fs::write(&path, config).unwrap();
-    let mut cmd = Command::new("sh");
-    // HAProxy prints nothing when it is up; announce the address for the harness.
-    cmd.arg("-c").arg(format!(
-        "echo listening http://127.0.0.1:{port}/mcp; exec haproxy -db -f {}",
-        path.display()
-    ));
-    let proc = spawn_listening(cmd);
-    wait_until(
-        "haproxy accepts connections",
-        Duration::from_secs(10),
-        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
-    );
-    (proc, port)
-}
-
-fn haproxy_present() -> bool {
-    Command::new("haproxy")
-        .arg("-v")
-        .output()
-        .is_ok_and(|o| o.status.success())
 }
 
 type Client = rmcp::service::RunningService<rmcp::RoleClient, ()>;
@@ -598,4 +377,162 @@ async fn sigterm_drains_readiness_first_and_lets_calls_in_flight_finish() {
     );
     let exit = gw.terminate();
     assert!(exit.success(), "exits cleanly after the drain: {exit}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_ids_are_global_in_status_bus_and_audit() {
+    if !redis_or_skip("session_ids_are_global_in_status_bus_and_audit") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique_prefix("global");
+    let messaging = common::redis::redis_config(&format!("{prefix}-msg"), "");
+    let audit =
+        |id: &str| format!("[audit]\npath = \"audit-{id}.db\"\nbatch_interval = \"10ms\"\n");
+    let g1 = Instance::new(
+        dir.path(),
+        "g1",
+        &prefix,
+        &format!("{messaging}{}", audit("g1")),
+    );
+    let g2 = Instance::new(
+        dir.path(),
+        "g2",
+        &prefix,
+        &format!("{messaging}{}", audit("g2")),
+    );
+    // Every answer names the instance that gave it.
+    let health = reqwest::get(common::root(&g2.url(), "/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(health.headers()["x-manifold-instance"], "g2");
+    // x is g1's first session and z is g2's: each instance's own session
+    // counter gives them the same number, their global ids differ.
+    let (x, x_logs) = recorder::connect(&g1.url(), "x").await;
+    let (z, z_logs) = recorder::connect(&g2.url(), "z").await;
+    let (y, _) = recorder::connect(&g2.url(), "y").await;
+    let id_of = async |c: &recorder::Rc| {
+        let r = recorder::call(c, "gateway_status", json!({})).await;
+        r.structured_content.unwrap()["caller"]["session"]
+            .as_str()
+            .expect("the caller's session id is a string")
+            .to_string()
+    };
+    let (x_id, z_id) = (id_of(&x).await, id_of(&z).await);
+    assert!(
+        x_id.starts_with("g1.") && z_id.starts_with("g2."),
+        "{x_id} {z_id}"
+    );
+    recorder::ok(&x, "subscribe_to_messages", json!({})).await;
+    recorder::ok(&z, "subscribe_to_messages", json!({})).await;
+
+    // y, on g2, sends to x's session, which g1 holds: x gets it, z does not.
+    recorder::ok(
+        &y,
+        "send_client_message",
+        json!({"content": "for x only", "session_id": x_id}),
+    )
+    .await;
+    recorder::ok(
+        &y,
+        "send_client_message",
+        json!({"content": "for everyone"}),
+    )
+    .await;
+    let from_clients = |r: &common::recorder::Recorder| -> Vec<Value> {
+        r.logs(BUS)
+            .into_iter()
+            .map(|m| m.data)
+            .filter(|d| d["sender"]["kind"] == "client")
+            .collect()
+    };
+    let got = common::eventually("x has both messages", 10, async || {
+        let got = from_clients(&x_logs);
+        (got.len() == 2).then_some(got)
+    })
+    .await;
+    assert_eq!(got[0]["message"], "for x only");
+    assert_eq!(got[0]["session_id"], x_id.as_str());
+    let sender = got[0]["sender"]["session_id"].as_str().unwrap();
+    assert!(sender.starts_with("g2."), "y's id names g2: {sender}");
+    // z got the broadcast, which y sent after the message for x only.
+    common::eventually("z has the broadcast", 10, async || {
+        (!from_clients(&z_logs).is_empty()).then_some(())
+    })
+    .await;
+    assert_eq!(
+        from_clients(&z_logs).len(),
+        1,
+        "{:?}",
+        from_clients(&z_logs)
+    );
+    // A number is this instance's own session; one g2 does not have is refused.
+    let err = recorder::tool_error(
+        &y,
+        "send_client_message",
+        json!({"content": "to nobody", "session_id": 99}),
+    )
+    .await;
+    assert!(err.contains("no session 99 on this instance"), "{err}");
+
+    // The audit entry of x's call carries x's global id.
+    recorder::ok(&x, "shared__echo", json!({"message": "audited"})).await;
+    let path = "/api/v1/logs?tool=shared__echo";
+    let entry = common::eventually("the audit entry of x's call", 15, async || {
+        let (_, b) = common::http::get_json(&g1.url(), path, None).await;
+        (b["count"].as_u64() == Some(1)).then(|| b["entries"][0].clone())
+    })
+    .await;
+    assert_eq!(entry["extra_data"]["session_id"], x_id.as_str());
+    for c in [x, y, z] {
+        let _ = c.cancel().await;
+    }
+    redis_cleanup(&prefix).await;
+    redis_cleanup(&format!("{prefix}-msg")).await;
+}
+
+/// A 2026-07-28 client is served by any instance, so its listen stream hears
+/// of a list change raised on another instance (here: a stdio backend's own
+/// process on g2 grows its tool list; g1's process of that backend does not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listen_stream_hears_list_changes_raised_on_another_instance() {
+    use rmcp::model::{ProtocolVersion, ServerNotification, SubscriptionFilter};
+    use rmcp::service::{ClientLifecycleMode, ClientServiceExt};
+    if !redis_or_skip("a_listen_stream_hears_list_changes_raised_on_another_instance") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique_prefix("lists");
+    let g1 = Instance::new(dir.path(), "g1", &prefix, "");
+    let g2 = Instance::new(dir.path(), "g2", &prefix, "");
+    let listener = eras_support::EraClient::new("listener", Default::default())
+        .serve_with_lifecycle(
+            StreamableHttpClientTransport::from_uri(g1.url()),
+            ClientLifecycleMode::Discover {
+                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            },
+        )
+        .await
+        .expect("a 2026-07-28 client connects to g1");
+    let filter = SubscriptionFilter::builder().tools_list_changed().build();
+    let mut sub = listener.peer().listen(filter).await.expect("listen on g1");
+    assert_eq!(sub.acknowledged().tools_list_changed, Some(true));
+
+    let mut raw = Raw::new(None);
+    raw.initialize(&g2.url()).await;
+    let (status, _) = raw
+        .call(&g2.url(), "shared__add_tool", json!({"name": "fresh"}))
+        .await;
+    assert_eq!(status, 200);
+    let changed = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("a notification on g1 within 10 s")
+        .expect("the stream is healthy")
+        .expect("the stream is open");
+    assert!(
+        matches!(changed, ServerNotification::ToolListChangedNotification(_)),
+        "{changed:?}"
+    );
+    let _ = listener.cancel().await;
+    redis_cleanup(&prefix).await;
 }

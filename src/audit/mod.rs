@@ -39,6 +39,10 @@ use worker::{Lane, LaneSettings};
 
 use crate::config::{AuditConfig, LocalStore, Production};
 
+/// The longest a request's answer waits for its entry with `[audit] durable
+/// = true` (a destination's own retries normally end it sooner).
+pub const DURABLE_WAIT: Duration = Duration::from_secs(30);
+
 /// `_meta` key carrying the correlation id (the gateway's request id) to backends.
 pub const CORRELATION_META_KEY: &str = "io.manifold/correlation_id";
 
@@ -213,6 +217,43 @@ impl Audit {
     /// How many characters of a result's text go into `output_summary`.
     pub fn summary_chars(&self) -> usize {
         self.pipeline.load().config.summary_chars
+    }
+
+    /// Hands a request's `entry` to every destination. With `[audit] durable
+    /// = true` the future ends once every destination has written it (or
+    /// finally failed to, or [`DURABLE_WAIT`] passed): the caller answers
+    /// after it. Otherwise it is ready at once, like [`Audit::record`].
+    pub fn record_request(
+        &self,
+        entry: LogEntry,
+    ) -> impl Future<Output = ()> + Send + 'static + use<> {
+        let pipeline = self.pipeline.load();
+        let mut written = Vec::new();
+        if pipeline.config.durable && !pipeline.lanes.is_empty() {
+            let entry = Arc::new(entry);
+            written = pipeline
+                .lanes
+                .iter()
+                .map(|lane| lane.offer_confirmed(&entry))
+                .collect();
+            if self.tap.receiver_count() > 0 {
+                let _ = self.tap.send(entry);
+            }
+        } else {
+            self.record(entry);
+        }
+        async move {
+            if written.is_empty() {
+                return;
+            }
+            let all = futures::future::join_all(written);
+            if tokio::time::timeout(DURABLE_WAIT, all).await.is_err() {
+                tracing::warn!(
+                    waited = ?DURABLE_WAIT,
+                    "an audit entry was not written in time; answering anyway"
+                );
+            }
+        }
     }
 
     /// Hands `entry` to every destination without waiting.

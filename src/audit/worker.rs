@@ -5,13 +5,19 @@
 //! queue is full the entry is dropped for this lane and counted, so a slow or
 //! dead destination costs a call nothing and memory stays bounded by
 //! `queue_size` entries per lane.
+//!
+//! With `[audit] durable = true` the front offers its entries with
+//! [`Lane::offer_confirmed`] and waits for the answer: the worker then writes
+//! what is queued at once instead of waiting for the batch to fill (entries
+//! arriving during a write form the next batch: group commit), and tells each
+//! waiter when its batch was written or finally dropped.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::LogEntry;
 use super::dest::Destination;
@@ -65,8 +71,14 @@ pub struct Lane {
     /// Entries waiting for the worker. The worker ends (after writing what it
     /// holds and closing the destination) once every sender is gone, which is
     /// when the pipeline holding this lane is replaced or dropped.
-    tx: mpsc::Sender<Arc<LogEntry>>,
+    tx: mpsc::Sender<Queued>,
     pub stats: Arc<LaneStats>,
+}
+
+/// An entry waiting for its lane's worker, and who waits for its write.
+struct Queued {
+    entry: Arc<LogEntry>,
+    written: Option<oneshot::Sender<()>>,
 }
 
 impl Lane {
@@ -81,7 +93,23 @@ impl Lane {
 
     /// Hands `entry` to the worker without waiting; drops and counts it when the queue is full.
     pub fn offer(&self, entry: &Arc<LogEntry>) {
-        if self.tx.try_send(entry.clone()).is_err() {
+        self.queue(entry, None);
+    }
+
+    /// Like [`Lane::offer`]; the receiver hears when the entry's batch was
+    /// written or finally dropped, and is closed at once when the queue was full.
+    pub fn offer_confirmed(&self, entry: &Arc<LogEntry>) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        self.queue(entry, Some(tx));
+        rx
+    }
+
+    fn queue(&self, entry: &Arc<LogEntry>, written: Option<oneshot::Sender<()>>) {
+        let queued = Queued {
+            entry: entry.clone(),
+            written,
+        };
+        if self.tx.try_send(queued).is_err() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -89,22 +117,29 @@ impl Lane {
 
 async fn run(
     dest: Arc<dyn Destination>,
-    mut rx: mpsc::Receiver<Arc<LogEntry>>,
+    mut rx: mpsc::Receiver<Queued>,
     settings: LaneSettings,
     stats: Arc<LaneStats>,
 ) {
     let mut batch: Vec<Arc<LogEntry>> = Vec::with_capacity(settings.batch_size);
+    let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
+    let take = |q: Queued, batch: &mut Vec<Arc<LogEntry>>, waiting: &mut Vec<_>| {
+        batch.push(q.entry);
+        waiting.extend(q.written);
+    };
     while let Some(first) = rx.recv().await {
-        batch.push(first);
-        // Fill the batch: what is queued now, then whatever arrives before the interval ends.
+        take(first, &mut batch, &mut waiting);
+        // Fill the batch: what is queued now, then whatever arrives before the
+        // interval ends, unless someone waits for this batch.
         let deadline = tokio::time::Instant::now() + settings.batch_interval;
         while batch.len() < settings.batch_size {
             match rx.try_recv() {
-                Ok(e) => batch.push(e),
+                Ok(q) => take(q, &mut batch, &mut waiting),
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) if !waiting.is_empty() => break,
                 Err(mpsc::error::TryRecvError::Empty) => {
                     match tokio::time::timeout_at(deadline, rx.recv()).await {
-                        Ok(Some(e)) => batch.push(e),
+                        Ok(Some(q)) => take(q, &mut batch, &mut waiting),
                         Ok(None) | Err(_) => break,
                     }
                 }
@@ -112,6 +147,9 @@ async fn run(
         }
         write_with_retry(&*dest, &batch, &settings, &stats).await;
         batch.clear();
+        for w in waiting.drain(..) {
+            let _ = w.send(());
+        }
     }
     dest.close().await;
 }

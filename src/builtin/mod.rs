@@ -32,6 +32,9 @@ use crate::gateway::Gateway;
 
 /// `_meta` key carrying the calling session's id to built-in sets.
 pub const SESSION_META_KEY: &str = "io.manifold/session";
+/// `_meta` key carrying the calling session's global id
+/// (`<instance_id>.<uuid>`) to built-in sets.
+pub const SESSION_NAME_META_KEY: &str = "io.manifold/session-id";
 /// `_meta` key carrying the calling client's identity to built-in sets.
 pub const CLIENT_META_KEY: &str = "io.manifold/client";
 /// `_meta` key carrying the client id its bearer token proved (only when
@@ -199,7 +202,10 @@ pub fn enabled(
 /// Who is calling a built-in set, from the `_meta` keys the front adds.
 #[derive(Clone, Debug, Default)]
 pub struct Caller {
+    /// This instance's key for the calling session.
     pub session: Option<u64>,
+    /// The calling session's global id, as audit, status and the bus show it.
+    pub session_name: Option<String>,
     pub client: Option<String>,
     /// The authenticated client id; `None` when auth is off.
     pub auth: Option<String>,
@@ -211,6 +217,13 @@ impl Caller {
     pub fn of(ctx: &RequestContext<RoleServer>) -> Self {
         Self {
             session: ctx.meta.0.0.get(SESSION_META_KEY).and_then(|v| v.as_u64()),
+            session_name: ctx
+                .meta
+                .0
+                .0
+                .get(SESSION_NAME_META_KEY)
+                .and_then(|v| v.as_str())
+                .map(String::from),
             client: ctx
                 .meta
                 .0

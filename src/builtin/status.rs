@@ -67,7 +67,7 @@ impl ServerHandler for StatusServer {
         // Who is asking, as the gateway sees it: lets a client check its identity.
         let caller = super::Caller::of(&ctx);
         status["caller"] = json!({
-            "session": caller.session,
+            "session": caller.session_name,
             "client": caller.client,
             "authenticated": ctx.meta.0.0.get(super::AUTH_META_KEY),
         });

@@ -79,6 +79,9 @@ pub struct Hub {
     /// session start and end. Never held across an await.
     sessions: RwLock<HashMap<u64, Arc<Session>>>,
     next_session: AtomicU64,
+    /// This instance's `[server] instance_id`: the first part of every
+    /// session's global id (see [`Hub::mint_name`]).
+    instance: Arc<str>,
     pub calls: Calls,
     pub counters: Arc<Counters>,
     /// Exposed resource URI → number of sessions subscribed to it.
@@ -89,24 +92,82 @@ pub struct Hub {
     pub unattributable: AtomicU64,
     /// URL-mode elicitations relayed to a session, for their completion notice.
     pub elicitations: elicitations::Elicitations,
+    /// Tells the other instances when this one's lists change (set when
+    /// sessions are shared), and the hashes it last told them.
+    lists_announcer: std::sync::OnceLock<ListsAnnouncer>,
+    last_announced: Mutex<[u64; 3]>,
 }
 
+/// Flags `session` for the lists whose hashes differ from those it last saw,
+/// and records `hashes` as seen; true when it was flagged.
+fn catch_up(session: &Session, hashes: [u64; 3]) -> bool {
+    let mut seen = session
+        .list_hashes
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let kinds = ListKinds {
+        tools: seen[0] != hashes[0],
+        prompts: seen[1] != hashes[1],
+        resources: seen[2] != hashes[2],
+    };
+    *seen = hashes;
+    drop(seen);
+    let changed = kinds != ListKinds::default();
+    if changed {
+        session.flag_lists(kinds);
+    }
+    changed
+}
+
+/// Receives this instance's list hashes each time they change.
+pub type ListsAnnouncer = Box<dyn Fn([u64; 3]) + Send + Sync>;
+
 impl Hub {
-    pub fn new() -> Arc<Self> {
+    /// A hub for the instance named `instance` (`[server] instance_id`).
+    pub fn new(instance: &str) -> Arc<Self> {
         Arc::new(Self {
             sessions: RwLock::new(HashMap::new()),
             next_session: AtomicU64::new(0),
+            instance: instance.into(),
             calls: Calls::default(),
             counters: Arc::new(Counters::default()),
             subscriptions: Mutex::new(HashMap::new()),
             lists: Arc::default(),
             unattributable: AtomicU64::new(0),
             elicitations: Default::default(),
+            lists_announcer: Default::default(),
+            last_announced: Mutex::new([0; 3]),
         })
     }
 
+    /// This instance's key for a new session: a counter, cheap to hash and
+    /// never shown outside the instance.
     pub fn new_session_id(&self) -> u64 {
         self.next_session.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// A new global session id, `<instance_id>.<uuid>`: the name a session
+    /// has everywhere outside this instance's own tables (audit entries, bus
+    /// routing, status, messaging). An HTTP session's name is its
+    /// `Mcp-Session-Id`, which has the same shape.
+    pub fn mint_name(&self) -> Arc<str> {
+        format!("{}.{}", self.instance, uuid::Uuid::new_v4()).into()
+    }
+
+    /// Whether the session named `name` has calls in flight here.
+    pub fn has_calls_in_flight(&self, name: &str) -> bool {
+        self.session_named(name)
+            .is_some_and(|s| self.calls.in_flight_by_session().contains_key(&s.id))
+    }
+
+    /// The live session this instance knows by the global id `name`.
+    pub fn session_named(&self, name: &str) -> Option<Arc<Session>> {
+        self.sessions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .find(|s| &*s.name == name)
+            .cloned()
     }
 
     /// Registers a session; `list_hashes` are the hashes of the lists as it
@@ -114,7 +175,7 @@ impl Hub {
     #[allow(clippy::too_many_arguments)]
     pub fn register(
         &self,
-        id: u64,
+        (id, name): (u64, Arc<str>),
         mode: Mode,
         peer: Peer<RoleServer>,
         capabilities: ClientCapabilities,
@@ -123,7 +184,7 @@ impl Hub {
         hashes: [u64; 3],
     ) -> Arc<Session> {
         let session = Session::start(
-            id,
+            (id, name),
             mode,
             peer,
             capabilities,
@@ -203,19 +264,39 @@ impl Hub {
     pub fn publish_lists(&self, hashes: [u64; 3]) -> usize {
         let mut flagged = 0;
         for session in self.sessions() {
-            let mut seen = session
-                .list_hashes
+            if catch_up(&session, hashes) {
+                flagged += 1;
+            }
+        }
+        if let Some(announce) = self.lists_announcer.get() {
+            let mut last = self
+                .last_announced
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            let kinds = ListKinds {
-                tools: seen[0] != hashes[0],
-                prompts: seen[1] != hashes[1],
-                resources: seen[2] != hashes[2],
-            };
-            *seen = hashes;
-            drop(seen);
-            if kinds != ListKinds::default() {
-                session.flag_lists(kinds);
+            if *last != hashes {
+                *last = hashes;
+                announce(hashes);
+            }
+        }
+        flagged
+    }
+
+    /// Has `announce` hear of every change of this instance's lists (once).
+    pub fn announce_lists_to(&self, announce: ListsAnnouncer) {
+        let _ = self.lists_announcer.set(announce);
+    }
+
+    /// Another instance's lists changed to `hashes`. A 2026-07-28 client is
+    /// served by any instance, so its listen streams here are told of the
+    /// kinds whose hashes differ from what they last saw; sessions of the
+    /// initialize era, which this instance alone serves, are not.
+    pub fn remote_lists(&self, hashes: [u64; 3]) -> usize {
+        let mut flagged = 0;
+        for session in self.sessions() {
+            if !matches!(session.mode, Mode::Listen { .. }) {
+                continue;
+            }
+            if catch_up(&session, hashes) {
                 flagged += 1;
             }
         }

@@ -46,7 +46,12 @@ pub enum Mode {
 
 /// One client session as the coordinator sees it.
 pub struct Session {
+    /// This instance's key for the session.
     pub id: u64,
+    /// Its global id, `<instance_id>.<uuid>` (for HTTP sessions the
+    /// `Mcp-Session-Id`): what audit entries, bus routing, status and
+    /// messaging show.
+    pub name: Arc<str>,
     pub mode: Mode,
     pub peer: Peer<RoleServer>,
     pub capabilities: ClientCapabilities,
@@ -83,7 +88,7 @@ impl Session {
     /// Creates the session and starts its pump task.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
-        id: u64,
+        (id, name): (u64, Arc<str>),
         mode: Mode,
         peer: Peer<RoleServer>,
         capabilities: ClientCapabilities,
@@ -95,6 +100,7 @@ impl Session {
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
         let session = Arc::new(Self {
             id,
+            name,
             mode,
             peer,
             capabilities,

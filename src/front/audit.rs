@@ -4,7 +4,8 @@
 //!
 //! Built only when the audit log is on. The arguments are redacted here,
 //! before the entry leaves the request path; the entry is then handed over
-//! without waiting ([`Audit::record`]). Nothing from `[auth]` is read: the
+//! without waiting, or, with `[audit] durable = true`, the answer waits until
+//! it is written ([`Audit::record_request`]). Nothing from `[auth]` is read: the
 //! client id is the one the token proved, never the token.
 
 use serde_json::Value;
@@ -24,16 +25,17 @@ pub(super) struct Target<'a> {
     pub client_name: Option<&'a str>,
 }
 
-/// Records `result` of the request `req` for `target`.
-pub(super) fn record<T: Clone + Into<ServerResult>>(
+/// The entry recording `result` of the request `req` for `target`; `None`
+/// when the audit log is off.
+pub(super) fn entry<T: Clone + Into<ServerResult>>(
     audit: &Audit,
     req: &Req,
     target: Target<'_>,
     result: &Result<T, ErrorData>,
     function: &'static str,
-) {
+) -> Option<LogEntry> {
     if !audit.enabled() {
-        return;
+        return None;
     }
     let method = req.method();
     let log_type = if method == "tools/call" {
@@ -92,12 +94,12 @@ pub(super) fn record<T: Clone + Into<ServerResult>>(
     entry = entry
         .extra("client_id", client)
         .extra("authenticated", req.client_id().is_some())
-        .extra("session_id", req.session)
+        .extra("session_id", &*req.session_name)
         .extra("backend", req.backend())
         .extra("transport", req.transport)
         .extra("method", method)
         .extra("request_bytes", request_bytes);
-    audit.record(entry);
+    Some(entry)
 }
 
 /// A tool call the gateway made for a client without its MCP session: a
@@ -111,12 +113,14 @@ pub(super) struct Invoked<'a> {
     pub started: std::time::Instant,
 }
 
-/// Records `result` of the invoked call `call`.
+/// Records `result` of the invoked call `call`; with `[audit] durable = true`
+/// the returned future ends once the entry is written (the job's result is
+/// stored, or the execute call answered, after it).
 pub(super) fn record_invoked(
     audit: &Audit,
     call: Invoked<'_>,
     result: &Result<rmcp::model::CallToolResult, crate::jobs::InvokeError>,
-) {
+) -> impl Future<Output = ()> + Send + 'static + use<> {
     use crate::jobs::InvokeError;
     let (status, error_message, output) = match result {
         Ok(r) => {
@@ -174,7 +178,7 @@ pub(super) fn record_invoked(
     if let Some(job) = &call.caller.job {
         entry = entry.extra("job_id", job.clone());
     }
-    audit.record(entry);
+    audit.record_request(entry)
 }
 
 /// The text of a result (every `text` field, in order), cut to `max` characters.
@@ -220,8 +224,10 @@ impl super::session::FrontSession {
             .then(|| (name.to_string(), args()))
     }
 
-    /// audit: one entry for a completed request (the front's only audit hook).
-    pub(super) fn audit<T: Clone + Into<ServerResult>>(
+    /// audit: one entry for a completed request (the front's only audit
+    /// hook). With `[audit] durable = true` it returns once the entry is
+    /// written, and the request is answered after that.
+    pub(super) async fn audit<T: Clone + Into<ServerResult>>(
         &self,
         req: &Req,
         target: Option<(String, Option<serde_json::Value>)>,
@@ -230,7 +236,7 @@ impl super::session::FrontSession {
     ) {
         let Some((name, args)) = target else { return };
         let client_name = self.session.get().map(|s| s.client_name.clone());
-        record(
+        let entry = entry(
             &self.gateway.audit,
             req,
             Target {
@@ -241,5 +247,8 @@ impl super::session::FrontSession {
             result,
             function,
         );
+        if let Some(entry) = entry {
+            self.gateway.audit.record_request(entry).await;
+        }
     }
 }

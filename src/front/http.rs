@@ -55,12 +55,55 @@ fn mcp_service(front: &Front, shutdown: &CancellationToken) -> Mcp {
     // learns of sessions shared through Redis.
     front.policy.sessions.track(&sessions);
     let owners = front.policy.clone();
+    let hub = front.gateway.hub.clone();
     super::sessions::follow_moves(
         sessions.clone(),
+        move |id| hub.has_calls_in_flight(id),
         move |id| owners.sessions.forget(id),
         shutdown.clone(),
     );
+    share_list_changes(&front.gateway.hub, &sessions, shutdown);
     StreamableHttpService::new(move || Ok(factory.session()), sessions, config)
+}
+
+/// With shared sessions, tells the other instances when this one's lists
+/// change, and tells this one's listen streams when another's did (a
+/// 2026-07-28 client is served by any instance).
+fn share_list_changes(
+    hub: &Arc<crate::coordinator::Hub>,
+    sessions: &Arc<Sessions>,
+    shutdown: &CancellationToken,
+) {
+    let Some((table, _)) = sessions.shared() else {
+        return;
+    };
+    let (table, me) = (table.clone(), sessions.instance().clone());
+    hub.announce_lists_to(Box::new({
+        let (table, me) = (table.clone(), me.clone());
+        move |hashes| {
+            let (table, me) = (table.clone(), me.clone());
+            // Fire and forget: a lost hint costs a listener one refresh.
+            tokio::spawn(async move {
+                if let Err(e) = table.announce_lists(&me, hashes).await {
+                    tracing::debug!(error = %e, "cannot announce a list change to other instances");
+                }
+            });
+        }
+    }));
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let stop = shutdown.clone();
+    // Both end at shutdown.
+    tokio::spawn(async move { table.follow_lists(tx, stop).await });
+    let hub = Arc::downgrade(hub);
+    tokio::spawn(async move {
+        while let Some((from, hashes)) = rx.recv().await {
+            let Some(hub) = hub.upgrade() else { return };
+            if *from != *me {
+                let flagged = hub.remote_lists(hashes);
+                tracing::debug!(%from, listeners = flagged, "another instance's lists changed");
+            }
+        }
+    });
 }
 
 /// Serves until `shutdown` is cancelled, then lets open connections finish

@@ -225,7 +225,8 @@ impl GatewayInvoker {
                         started,
                     },
                     &result,
-                );
+                )
+                .await;
             }
             result
         }

@@ -94,7 +94,7 @@ impl FrontSession {
                     .unwrap_or_else(|| "2026-07-28 client".into())
             });
             self.gateway.hub.register(
-                self.id,
+                (self.id, self.name().clone()),
                 Mode::Request,
                 ctx.peer.clone(),
                 ctx.client_capabilities().unwrap_or_default(),
@@ -156,7 +156,7 @@ impl FrontSession {
         // Its own id: over stdio the connection's requests keep theirs.
         let id = self.gateway.hub.new_session_id();
         let session = self.gateway.hub.register(
-            id,
+            (id, self.gateway.hub.mint_name()),
             Mode::Listen {
                 subscription: ctx.id.clone(),
                 lists,

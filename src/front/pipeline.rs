@@ -26,8 +26,11 @@ use super::rounds::with_answers;
 use super::session::FrontSession;
 use crate::backend::{Backend, CallError, Origin, Sink, prefix_uri};
 use crate::builtin::status::VIEW_META_KEY;
-use crate::builtin::{ADMIN_META_KEY, AUTH_META_KEY, CLIENT_META_KEY, SESSION_META_KEY};
+use crate::builtin::{
+    ADMIN_META_KEY, AUTH_META_KEY, CLIENT_META_KEY, SESSION_META_KEY, SESSION_NAME_META_KEY,
+};
 use crate::config::TransportConfig;
+use crate::coordinator::Visibility;
 use crate::coordinator::calls::Parked;
 use crate::router::Snapshot;
 
@@ -92,6 +95,14 @@ impl FrontSession {
             items.retain(|item| target(item).visible(req, &snapshot));
         }
         items
+    }
+
+    /// What this session's client may see, for the coordinator.
+    pub(super) fn visibility(req: &Req) -> Visibility {
+        match req.client.clone() {
+            Some(client) => Arc::new(move |backend: &str| client.may_use_backend(backend)),
+            None => Arc::new(|_: &str| true),
+        }
     }
 
     /// Route and authorize: the mounted backend and its own name for `target`.
@@ -290,6 +301,9 @@ impl FrontSession {
         );
         if matches!(to.config.transport, TransportConfig::Builtin { .. }) {
             meta.0.0.insert(SESSION_META_KEY.into(), self.id.into());
+            meta.0
+                .0
+                .insert(SESSION_NAME_META_KEY.into(), (*req.session_name).into());
             let snapshot = self.gateway.snapshot();
             if let Some(view) = req.view_meta(snapshot.backends.keys().map(String::as_str)) {
                 meta.0.0.insert(VIEW_META_KEY.into(), view);

@@ -47,14 +47,15 @@ pub(super) struct Req {
     pub correlation_id: Arc<str>,
     /// `http` or `stdio`, for the audit log.
     pub transport: &'static str,
-    pub session: u64,
+    /// The session's global id (`<instance_id>.<uuid>`), for the audit log.
+    pub session_name: Arc<str>,
 }
 
 impl Req {
     pub fn new(
         method: &'static str,
         ctx: &RequestContext<RoleServer>,
-        session: u64,
+        session_name: Arc<str>,
         timeout: Option<Duration>,
     ) -> Self {
         let parts = ctx.extensions.get::<http::request::Parts>();
@@ -68,13 +69,13 @@ impl Req {
                 tracing::info_span!(
                     "request",
                     method,
-                    session,
+                    session = &*session_name,
                     tool = Empty,
                     backend = Empty,
                     client = Empty
                 )
             });
-        span.record("session", session);
+        span.record("session", &*session_name);
         span.record("method", method);
         let correlation_id = parts
             .and_then(|p| p.extensions.get::<super::layers::RequestId>())
@@ -93,7 +94,7 @@ impl Req {
             refused: OnceLock::new(),
             correlation_id,
             transport,
-            session,
+            session_name,
         }
     }
 

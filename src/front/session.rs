@@ -21,7 +21,7 @@ use super::pipeline::{Mrtr, Target, prefix_block, prefix_contents, wire};
 use super::request::Req;
 use crate::backend::Backend;
 use crate::config::Isolation;
-use crate::coordinator::{Session, Visibility};
+use crate::coordinator::Session;
 use crate::gateway::Gateway;
 use crate::router::Snapshot;
 
@@ -31,6 +31,9 @@ pub struct FrontSession {
     /// Calls of 2026-07-28 clients waiting for their answers, shared by all handlers.
     pub(super) parked: Arc<super::parked::ParkedCalls>,
     pub(super) id: u64,
+    /// The session's global id: its `Mcp-Session-Id` over HTTP, else one
+    /// minted on first use (see [`FrontSession::name`]).
+    name: OnceLock<Arc<str>>,
     /// Set at `initialize`; absent for a handler that never initialized.
     pub(super) session: OnceLock<Arc<Session>>,
     /// The authenticated client of the HTTP request this handler was made
@@ -55,6 +58,7 @@ impl FrontSession {
             policy,
             parked,
             id,
+            name: OnceLock::new(),
             session: OnceLock::new(),
             caller: super::modern::current_caller(),
             client: OnceLock::new(),
@@ -64,7 +68,10 @@ impl FrontSession {
     /// Starts handling one request: its client, span and time limit.
     pub(super) fn req(&self, method: &'static str, ctx: &RequestContext<RoleServer>) -> Req {
         let timeout = self.policy.limits().config.request_timeout;
-        let req = Req::new(method, ctx, self.id, timeout);
+        if let Some(super::sessions::SessionName(name)) = ctx.extensions.get() {
+            let _ = self.name.set(name.clone());
+        }
+        let req = Req::new(method, ctx, self.name().clone(), timeout);
         if let Some(bound) = self.client.get()
             && bound.as_deref() != req.client_id()
         {
@@ -74,16 +81,15 @@ impl FrontSession {
         req
     }
 
-    pub(super) fn session(&self) -> Result<&Arc<Session>, ErrorData> {
-        self.session.get().ok_or_else(wire::not_initialized)
+    /// The session's global id (`<instance_id>.<uuid>`). Over HTTP it is the
+    /// `Mcp-Session-Id`, which `initialize` brings; a handler without one
+    /// (stdio, a 2026-07-28 request) mints its own on first use.
+    pub(super) fn name(&self) -> &Arc<str> {
+        self.name.get_or_init(|| self.gateway.hub.mint_name())
     }
 
-    /// What this session's client may see, for the coordinator.
-    pub(super) fn visibility(req: &Req) -> Visibility {
-        match req.client.clone() {
-            Some(client) => Arc::new(move |backend: &str| client.may_use_backend(backend)),
-            None => Arc::new(|_: &str| true),
-        }
+    pub(super) fn session(&self) -> Result<&Arc<Session>, ErrorData> {
+        self.session.get().ok_or_else(wire::not_initialized)
     }
 }
 
@@ -146,7 +152,7 @@ impl ServerHandler for FrontSession {
                 .client_id()
                 .map_or_else(|| request.client_info.name.clone(), String::from);
             let session = self.gateway.hub.register(
-                self.id,
+                (self.id, self.name().clone()),
                 crate::coordinator::Mode::Legacy,
                 context.peer.clone(),
                 request.capabilities.clone(),
@@ -281,7 +287,7 @@ impl ServerHandler for FrontSession {
                 Ok(response)
             })
             .await;
-        self.audit(&req, target, &result, "call_tool");
+        self.audit(&req, target, &result, "call_tool").await;
         result
     }
 
@@ -334,7 +340,7 @@ impl ServerHandler for FrontSession {
                 .map_err(wire::rpc)
             })
             .await;
-        self.audit(&req, target, &result, "get_prompt");
+        self.audit(&req, target, &result, "get_prompt").await;
         result
     }
 
@@ -380,7 +386,7 @@ impl ServerHandler for FrontSession {
                 .map_err(wire::rpc)
             })
             .await;
-        self.audit(&req, target, &result, "read_resource");
+        self.audit(&req, target, &result, "read_resource").await;
         result
     }
 
@@ -438,7 +444,7 @@ impl ServerHandler for FrontSession {
                 .map_err(wire::rpc)
             })
             .await;
-        self.audit(&req, target, &result, "complete");
+        self.audit(&req, target, &result, "complete").await;
         result
     }
 

@@ -32,6 +32,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::store::sessions::SharedSessions;
 
+/// The `Mcp-Session-Id` of the session an `initialize` starts (or restores),
+/// put in that request's extensions for the session's handler.
+#[derive(Clone, Debug)]
+pub struct SessionName(pub Arc<str>);
+
 /// The session table handed to rmcp's `StreamableHttpService`.
 pub struct Sessions {
     pub local: LocalSessionManager,
@@ -148,8 +153,11 @@ impl SessionManager for Sessions {
     async fn initialize_session(
         &self,
         id: &SessionId,
-        message: ClientJsonRpcMessage,
+        mut message: ClientJsonRpcMessage,
     ) -> Result<ServerJsonRpcMessage, Self::Error> {
+        // The handler learns its session's id here (rmcp does not tell it):
+        // the id is the session's global name in the coordinator.
+        message.insert_extension(SessionName(id.to_string().into()));
         self.local.initialize_session(id, message).await
     }
 
@@ -262,11 +270,18 @@ impl SessionStore for SharedStore {
     }
 }
 
+/// How long the old holder of a moved session lets its calls in flight
+/// finish before it closes its copy anyway.
+const RELEASE_GRACE: Duration = Duration::from_secs(30);
+
 /// Closes the local copy of every session another instance took over,
-/// until `stop` is cancelled.
+/// until `stop` is cancelled. A copy with calls in flight (`busy`) is
+/// closed once they end (within [`RELEASE_GRACE`]), so a move never cuts
+/// an answer off.
 pub fn follow_moves(
     sessions: Arc<Sessions>,
-    on_drop: impl Fn(&str) + Send + 'static,
+    busy: impl Fn(&str) -> bool + Send + Sync + 'static,
+    on_drop: impl Fn(&str) + Send + Sync + 'static,
     stop: CancellationToken,
 ) {
     let Some((table, _)) = sessions.shared() else {
@@ -278,16 +293,26 @@ pub fn follow_moves(
         let stop = stop.clone();
         async move { table.follow_moves(tx, stop).await }
     });
+    let (busy, on_drop) = (Arc::new(busy), Arc::new(on_drop));
     tokio::spawn(async move {
         while let Some(moved) = rx.recv().await {
             if *moved.to == *sessions.instance {
                 continue;
             }
-            if sessions.drop_moved(&moved.session).await {
-                crate::metrics::session_moved("released");
-                tracing::info!(session = %moved.session, to = %moved.to, "session moved to another instance; closed here");
-                on_drop(&moved.session);
-            }
+            let (sessions, busy, on_drop) = (sessions.clone(), busy.clone(), on_drop.clone());
+            // One task per move, so a busy session holds back no other.
+            tokio::spawn(async move {
+                let deadline = Instant::now() + RELEASE_GRACE;
+                while busy(&moved.session) && Instant::now() < deadline {
+                    // Polled: calls in flight end within their own timeouts.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                if sessions.drop_moved(&moved.session).await {
+                    crate::metrics::session_moved("released");
+                    tracing::info!(session = %moved.session, to = %moved.to, "session moved to another instance; closed here");
+                    on_drop(&moved.session);
+                }
+            });
         }
     });
 }

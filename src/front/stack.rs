@@ -24,6 +24,9 @@ use super::layers::trace::{LogResponse, MakeId, REQUEST_ID_HEADER, RequestSpans,
 use super::reject::Body;
 use super::routes::{Mcp, Routes};
 
+/// Names the instance that answered, on every response.
+pub const INSTANCE_HEADER: http::HeaderName = http::HeaderName::from_static("x-manifold-instance");
+
 /// The service every HTTP request goes through.
 pub type FrontService = BoxCloneSyncService<Request<Incoming>, Response<Body>, Infallible>;
 
@@ -32,6 +35,7 @@ pub fn build(front: Front, mcp: Mcp) -> FrontService {
     let gateway = front.gateway.clone();
     let server = gateway.server();
     let policy = front.policy.clone();
+    let instance = http::HeaderValue::from_str(&server.instance_id).ok();
     let stack = ServiceBuilder::new()
         // Back to our body type: tower-http's `Trace` wraps it to see the body end.
         .map_response(|r: Response<_>| {
@@ -40,6 +44,13 @@ pub fn build(front: Front, mcp: Mcp) -> FrontService {
         // An id and a span first, so that everything below logs inside them.
         .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeId))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
+        // Which instance answered: how an operator checks the load balancer's affinity.
+        .map_response(move |mut r: Response<_>| {
+            if let Some(v) = instance.clone() {
+                r.headers_mut().insert(INSTANCE_HEADER, v);
+            }
+            r
+        })
         .layer(
             tower_http::trace::TraceLayer::new_for_http()
                 .make_span_with(RequestSpans::new(&server.path))

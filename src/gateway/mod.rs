@@ -53,7 +53,7 @@ impl Gateway {
     /// A gateway with no backends. Its list task (coalescing list changes)
     /// runs until the gateway is dropped.
     pub fn new(server: ServerConfig, audit: &crate::config::AuditConfig) -> Arc<Self> {
-        let hub = Hub::new();
+        let hub = Hub::new(&server.instance_id);
         let http = reqwest::Client::builder()
             .user_agent(concat!("manifold/", env!("CARGO_PKG_VERSION")))
             .build()

@@ -117,7 +117,7 @@ impl Gateway {
             .take(MAX_LISTED_SESSIONS)
             .map(|s| {
                 serde_json::json!({
-                    "id": s.id,
+                    "id": &*s.name,
                     "client": clip(&s.client_name, MAX_LISTED_NAME),
                     "protocol_version": s.protocol(),
                     "since": rfc3339(s.started),

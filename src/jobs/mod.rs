@@ -150,6 +150,27 @@ impl Jobs {
     /// Stops claiming, cancels the calls of running jobs and waits (briefly)
     /// for their ends to be stored: `interrupted`, or left for recovery to
     /// requeue with `on_interrupt = "requeue"`.
+    /// Stops claiming jobs (other instances take the queued ones) and waits
+    /// up to `deadline` for the jobs running here to end; true when they all
+    /// did. Their leases are renewed meanwhile. What still runs after it is
+    /// ended by [`Jobs::shutdown`].
+    pub async fn drain(&self, deadline: Duration) -> bool {
+        self.runner.draining.store(true, Ordering::SeqCst);
+        let running = self.runner.used.load(Ordering::SeqCst);
+        if running > 0 {
+            tracing::info!(running, "draining: waiting for the jobs running here");
+        }
+        // Polled: the runner's wake-up is the claim loop's (one waiter).
+        let end = tokio::time::Instant::now() + deadline;
+        while self.runner.used.load(Ordering::SeqCst) > 0 {
+            if tokio::time::Instant::now() >= end {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
     pub async fn shutdown(&self) {
         self.runner.closing.store(true, Ordering::SeqCst);
         self.stop.cancel();

@@ -52,6 +52,8 @@ pub(super) struct Runner {
     pub running: Mutex<HashMap<(String, String), Arc<Running>>>,
     /// Set by shutdown: runs that end now are not failed by a stopping gateway.
     pub closing: AtomicBool,
+    /// Set by a drain: no new job is claimed here; running ones go on.
+    pub draining: AtomicBool,
 }
 
 impl Runner {
@@ -119,7 +121,9 @@ async fn claim_loop(jobs: Weak<Jobs>, stop: CancellationToken) {
         let free = settings
             .max_concurrent
             .saturating_sub(j.runner.used.load(Ordering::SeqCst));
-        let ready = j.invoker.get().is_some() && !j.runner.closing.load(Ordering::SeqCst);
+        let ready = j.invoker.get().is_some()
+            && !j.runner.closing.load(Ordering::SeqCst)
+            && !j.runner.draining.load(Ordering::SeqCst);
         let mut claimed = 0;
         if free > 0 && ready {
             let now = now_micros();

@@ -11,6 +11,7 @@
 //! |---|---|---|
 //! | `session:{id}` | hash | `init` (JSON), `client`, `owner` (instance id); expires after the idle timeout, refreshed while the session is used |
 //! | `session-moved` | pub/sub channel | JSON [`Moved`]: a session was taken over by `to` |
+//! | `lists-changed` | pub/sub channel | JSON [`ListsChanged`]: an instance's aggregated lists changed |
 //!
 //! This module knows nothing of MCP or HTTP: it stores strings.
 
@@ -42,6 +43,14 @@ pub struct Moved {
     pub to: String,
 }
 
+/// "Instance `from` now serves lists with these hashes (tools, prompts,
+/// resources)": a hint for listen streams held elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ListsChanged<'a> {
+    pub from: &'a str,
+    pub hashes: [u64; 3],
+}
+
 /// The shared session table on Redis. Cheap to share behind an `Arc`.
 pub struct SharedSessions {
     client: Option<redis::Client>,
@@ -70,6 +79,10 @@ impl SharedSessions {
 
     fn channel(&self) -> String {
         format!("{}:session-moved", self.prefix)
+    }
+
+    fn lists_channel(&self) -> String {
+        format!("{}:lists-changed", self.prefix)
     }
 
     fn err(&self, source: redis::RedisError) -> StoreError {
@@ -175,13 +188,47 @@ impl SharedSessions {
             .map_err(|e| self.err(e))
     }
 
+    /// Tells every instance that `from`'s aggregated lists changed.
+    pub async fn announce_lists(&self, from: &str, hashes: [u64; 3]) -> Result<(), StoreError> {
+        let message = serde_json::to_string(&ListsChanged { from, hashes })?;
+        let mut con = self.con().await?;
+        con.publish::<_, _, ()>(self.lists_channel(), message)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
     /// Delivers every [`Moved`] announcement to `tx` until `stop` is
     /// cancelled, re-subscribing after a connection loss.
     pub async fn follow_moves(&self, tx: mpsc::Sender<Moved>, stop: CancellationToken) {
+        self.follow(self.channel(), tx, stop, |p| serde_json::from_str(p))
+            .await
+    }
+
+    /// Delivers every other instance's [`ListsChanged`] as `(from, hashes)`
+    /// to `tx` until `stop` is cancelled.
+    pub async fn follow_lists(
+        &self,
+        tx: mpsc::Sender<(String, [u64; 3])>,
+        stop: CancellationToken,
+    ) {
+        self.follow(self.lists_channel(), tx, stop, |p| {
+            serde_json::from_str::<ListsChanged>(p).map(|l| (l.from.to_string(), l.hashes))
+        })
+        .await
+    }
+
+    /// Delivers each message of `channel`, parsed by `parse`, to `tx` until
+    /// `stop` is cancelled, re-subscribing after a connection loss.
+    async fn follow<T>(
+        &self,
+        channel: String,
+        tx: mpsc::Sender<T>,
+        stop: CancellationToken,
+        parse: impl Fn(&str) -> Result<T, serde_json::Error>,
+    ) {
         let Some(client) = self.client.clone() else {
             return;
         };
-        let channel = self.channel();
         let mut backoff = Duration::from_millis(100);
         loop {
             let subscribed = async {
@@ -206,21 +253,21 @@ impl SharedSessions {
                         let Ok(payload) = msg.get_payload::<String>() else {
                             continue;
                         };
-                        match serde_json::from_str::<Moved>(&payload) {
-                            Ok(moved) => {
-                                if tx.send(moved).await.is_err() {
+                        match parse(&payload) {
+                            Ok(message) => {
+                                if tx.send(message).await.is_err() {
                                     return;
                                 }
                             }
                             Err(e) => {
-                                tracing::warn!(error = %e, "ignoring a malformed session-moved message")
+                                tracing::warn!(%channel, error = %e, "ignoring a malformed message")
                             }
                         }
                     }
-                    tracing::warn!(url = %self.url, "session-moved subscription ended; re-subscribing");
+                    tracing::warn!(url = %self.url, %channel, "subscription ended; re-subscribing");
                 }
                 Err(e) => {
-                    tracing::warn!(url = %self.url, error = %e, "cannot subscribe to session moves; retrying");
+                    tracing::warn!(url = %self.url, %channel, error = %e, "cannot subscribe; retrying");
                 }
             }
             tokio::select! {

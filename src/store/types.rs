@@ -113,9 +113,14 @@ pub struct BusMessage {
     /// When set, only this client's subscriptions receive the message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
-    /// When set, only this session (on the instance that has it) receives it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session_id: Option<u64>,
+    /// When set, only this session receives it: its global id
+    /// (`<instance_id>.<uuid>`), on whichever instance holds it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "session_ref"
+    )]
+    pub session_id: Option<String>,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub metadata: Map<String, Value>,
     pub sent_at_ms: u64,
@@ -124,6 +129,22 @@ pub struct BusMessage {
     /// events from a client's.
     #[serde(default)]
     pub sender: BusSender,
+}
+
+/// A session reference as stored: a global id, or the per-instance number
+/// records written before session ids were global carry (kept as its
+/// digits, which match no live session).
+fn session_ref<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Ref {
+        Name(String),
+        Number(u64),
+    }
+    Ok(Option::<Ref>::deserialize(d)?.map(|r| match r {
+        Ref::Name(s) => s,
+        Ref::Number(n) => n.to_string(),
+    }))
 }
 
 /// The publisher of a bus message.
@@ -138,8 +159,12 @@ pub enum BusSender {
         /// session acts as in messaging, else its MCP client name.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client_id: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        session_id: Option<u64>,
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "session_ref"
+        )]
+        session_id: Option<String>,
         /// Whether `client_id` was proven by a bearer token.
         #[serde(default)]
         authenticated: bool,

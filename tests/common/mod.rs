@@ -8,12 +8,16 @@
 //! - [`recorder`]: a client that records its log notifications, and tool-call helpers;
 //! - [`redis`]: the real Redis for messaging and bus tests;
 //! - [`jobs`]: the `queue` tool and `POST /api/v1/execute`;
-//! - [`audit`]: a local receiver for audit destinations and the audit counters.
+//! - [`postgres`]: a database of its own on the real PostgreSQL;
+//! - [`audit`]: a local receiver for audit destinations and the audit counters;
+//! - [`cluster`]: gateway instances sharing sessions in Redis, and HAProxy in front.
 #![allow(dead_code, deprecated)] // logging notifications are deprecated by SEP-2577 but are the ≤2025-11-25 wire protocol
 
 pub mod audit;
+pub mod cluster;
 pub mod http;
 pub mod jobs;
+pub mod postgres;
 pub mod recorder;
 pub mod redis;
 pub mod wait;

@@ -78,16 +78,16 @@ pub fn to_json(m: &BusMessage) -> Value {
     if let Some(c) = &m.client_id {
         v["client_id"] = c.clone().into();
     }
-    if let Some(s) = m.session_id {
-        v["session_id"] = s.into();
+    if let Some(s) = &m.session_id {
+        v["session_id"] = s.clone().into();
     }
     v
 }
 
 /// Whether a message routed by `client_id` / `session_id` is for this
 /// session, known as `identity`.
-pub fn routed_to(m: &BusMessage, session: Option<u64>, identity: Option<&str>) -> bool {
-    m.session_id.is_none_or(|s| Some(s) == session)
+pub fn routed_to(m: &BusMessage, session: Option<&str>, identity: Option<&str>) -> bool {
+    m.session_id.as_deref().is_none_or(|s| Some(s) == session)
         && m.client_id.as_deref().is_none_or(|c| Some(c) == identity)
 }
 
@@ -134,7 +134,7 @@ fn deliver(gateway: &Gateway, subs: &Subscriptions, presence: &Presence, m: &Bus
             .clone()
             .or_else(|| presence.client_of(id))
             .unwrap_or_else(|| session.client_name.clone());
-        if !routed_to(m, Some(id), Some(&identity)) {
+        if !routed_to(m, Some(&session.name), Some(&identity)) {
             continue;
         }
         let data = data.get_or_insert_with(|| to_json(m)).clone();

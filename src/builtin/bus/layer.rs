@@ -72,7 +72,7 @@ struct Fields {
     message: String,
     priority: Option<String>,
     client_id: Option<String>,
-    session_id: Option<u64>,
+    session_id: Option<String>,
     metadata: Map<String, Value>,
 }
 
@@ -82,7 +82,8 @@ impl Fields {
             ("message", Value::String(s)) => self.message = s,
             ("priority", Value::String(s)) => self.priority = Some(s),
             ("client_id", Value::String(s)) => self.client_id = Some(s),
-            ("session_id", v) if v.as_u64().is_some() => self.session_id = v.as_u64(),
+            // A session's global id (`<instance_id>.<uuid>`).
+            ("session_id", Value::String(s)) => self.session_id = Some(s),
             (name, v) => {
                 self.metadata.insert(name.to_string(), v);
             }

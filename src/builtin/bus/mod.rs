@@ -53,6 +53,8 @@ pub(crate) struct Bus {
     pub store: Store,
     pub presence: Arc<Presence>,
     pub subscriptions: Arc<deliver::Subscriptions>,
+    /// To name this instance's sessions by their global ids.
+    pub gateway: Weak<Gateway>,
     /// Publishes per client (`rate_limit`); `None` when unlimited.
     pub limiter: Option<KeyedLimiter>,
     /// Stops the delivery and API tasks when the set is dropped with the gateway.
@@ -75,7 +77,7 @@ pub fn start(
         store.events(),
         subscriptions.clone(),
         presence.clone(),
-        gateway,
+        gateway.clone(),
         stop.clone(),
     ));
     let (tx, rx) = mpsc::channel(API_QUEUE);
@@ -89,6 +91,7 @@ pub fn start(
         store,
         presence,
         subscriptions,
+        gateway,
         _stop: stop.drop_guard(),
     });
     serve_fn(move || tools::BusServer {

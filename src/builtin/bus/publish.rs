@@ -72,12 +72,12 @@ impl BusServer {
         let client_id = self.identity(caller);
         message.sender = BusSender::Client {
             client_id: client_id.clone(),
-            session_id: caller.session,
+            session_id: caller.session_name.clone(),
             authenticated: caller.auth.is_some(),
         };
         if let Some(limiter) = &self.shared.limiter {
             let key = client_id
-                .or_else(|| caller.session.map(|s| format!("session {s}")))
+                .or_else(|| caller.session_name.as_ref().map(|s| format!("session {s}")))
                 .unwrap_or_else(|| "anonymous".into());
             if let Err(wait) = limiter.check(&key) {
                 return Err(BusError::RateLimited {
@@ -97,6 +97,21 @@ impl BusServer {
             format!("Published bus message {id} at priority {priority}."),
             json!({"id": id, "priority": priority}),
         ))
+    }
+
+    /// The global id of this instance's session number `n`.
+    fn local_session_name(&self, n: u64) -> Result<String, BusError> {
+        self.shared
+            .gateway
+            .upgrade()
+            .and_then(|g| g.hub.session(n))
+            .map(|s| s.name.to_string())
+            .ok_or_else(|| {
+                bad(
+                    "session_id",
+                    format!("no session {n} on this instance; give the session id string (`<instance_id>.<uuid>`) that status shows"),
+                )
+            })
     }
 
     /// The message the arguments describe, checked for types and sizes.
@@ -134,10 +149,15 @@ impl BusServer {
         };
         let session_id = match args.get("session_id") {
             None | Some(Value::Null) => None,
-            Some(v) => Some(
-                v.as_u64()
-                    .ok_or_else(|| bad("session_id", "must be a session number"))?,
-            ),
+            Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
+            // A session number as earlier versions showed it: this instance's own.
+            Some(v) if v.is_u64() => Some(self.local_session_name(v.as_u64().unwrap_or(0))?),
+            Some(_) => {
+                return Err(bad(
+                    "session_id",
+                    "must be a session id string (`<instance_id>.<uuid>`, as status shows it)",
+                ));
+            }
         };
         let metadata = match args.get("metadata") {
             None | Some(Value::Null) => Map::new(),

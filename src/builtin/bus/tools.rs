@@ -75,7 +75,7 @@ fn tools(config: &BusConfig) -> Vec<Tool> {
                     "content": {"type": "string", "minLength": 1, "description": format!("The message (at most {} bytes). It may not start like one of the gateway's own events (backend up/down, restarting backend, config reloaded).", config.max_message_bytes)},
                     "priority": {"type": "string", "enum": ["low", "normal", "high", "urgent", "critical"], "default": "normal"},
                     "client_id": {"type": "string", "description": "Deliver only to this client's subscriptions."},
-                    "session_id": {"type": "integer", "description": "Deliver only to this session's subscription."},
+                    "session_id": {"type": ["string", "integer"], "description": "Deliver only to this session's subscription: its id (`<instance_id>.<uuid>`, the `Mcp-Session-Id`), on whichever instance holds it. A number is taken as a session of this instance, as earlier versions numbered them."},
                     "metadata": {"type": "object", "description": format!("Free-form data sent along with the message (at most {} bytes as JSON; keys `sender` and `source` are reserved).", config.max_metadata_bytes)},
                 },
                 "required": ["content"],
@@ -149,7 +149,7 @@ impl BusServer {
         let mut picked: Vec<&BusMessage> = all
             .iter()
             .filter(|m| filter.admits(m.priority))
-            .filter(|m| routed_to(m, caller.session, identity.as_deref()))
+            .filter(|m| routed_to(m, caller.session_name.as_deref(), identity.as_deref()))
             .filter(|m| match since {
                 Some(Since::Id(id)) => m.id > id,
                 Some(Since::Time(ms)) => m.sent_at_ms >= ms,

@@ -159,7 +159,7 @@ pub fn identity(m: &Messaging, caller: &Caller) -> CallToolResult {
             "client_id": who,
             "authenticated": auth,
             "client_name": caller.client,
-            "session": caller.session,
+            "session": caller.session_name,
         }),
     )
 }

@@ -29,6 +29,10 @@ pub struct AuditConfig {
     pub production: Option<Production>,
     /// JSON lines on stderr as well.
     pub stderr: bool,
+    /// A request's answer waits until its entry is written to every
+    /// destination (or finally failed), so no answered call goes unaudited
+    /// when the instance dies.
+    pub durable: bool,
     /// Entries waiting per destination; more are dropped (and counted).
     pub queue_size: usize,
     pub batch_size: usize,
@@ -51,6 +55,7 @@ impl Default for AuditConfig {
             local: LocalStore::None,
             production: None,
             stderr: false,
+            durable: false,
             queue_size: 10_000,
             batch_size: 500,
             batch_interval: Duration::from_millis(100),
@@ -118,6 +123,7 @@ struct RawAudit {
     retention_days: Option<Spanned<i64>>,
     production: Option<Spanned<String>>,
     stderr: Option<bool>,
+    durable: Option<bool>,
     queue_size: Option<Spanned<i64>>,
     batch_size: Option<Spanned<i64>>,
     batch_interval: Option<Spanned<String>>,
@@ -250,6 +256,7 @@ pub(super) fn audit(
     };
     let mut a = AuditConfig::default();
     a.stderr = raw.stderr.unwrap_or(false);
+    a.durable = raw.durable.unwrap_or(false);
     a.queue_size = count(&raw.queue_size, "queue_size", 10_000_000, cx).unwrap_or(a.queue_size);
     a.batch_size = count(&raw.batch_size, "batch_size", 100_000, cx).unwrap_or(a.batch_size);
     a.max_arg_chars =

@@ -108,7 +108,7 @@ function renderSessions(s) {
   $("session-count").textContent = `${s.session_count}${s.sessions_truncated ? " (first 100 shown)" : ""}`;
   const rows = s.sessions.map((x) =>
     el("tr", {},
-      el("td", { class: "num" }, String(x.id)),
+      el("td", { class: "id" }, String(x.id)),
       el("td", {}, x.client),
       el("td", {}, x.protocol_version || "…"),
       el("td", { title: x.since }, clock(x.since)),
