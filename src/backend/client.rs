@@ -20,6 +20,7 @@ use rmcp::service::{InboundStreamOrigin, NotificationContext, RequestContext};
 use rmcp::{ClientHandler, ErrorData, RoleClient};
 use tokio::sync::oneshot;
 
+use super::needs::Needs;
 use super::{BackendRef, prefix_uri};
 use crate::coordinator::{Attribution, CallEvent, Fate, Hub, Kind, ListKinds, RelayJob};
 
@@ -45,81 +46,6 @@ pub struct BackendClient {
     pub(super) log_limit: Option<crate::ratelimit::KeyedLimiter>,
     /// The last answer to `roots/list` asked outside a call, and when.
     pub(super) roots_cache: tokio::sync::Mutex<Option<(std::time::Instant, ListRootsResult)>>,
-}
-
-/// The capabilities a shared backend connection advertises: the gateway
-/// relays sampling, elicitation and roots to clients that support them.
-/// Sub-capabilities (`sampling.tools`, URL-mode elicitation) are advertised
-/// too and relayed only to clients that declared the same
-/// (`Needs::missing_in`).
-pub fn shared_capabilities() -> ClientCapabilities {
-    let mut capabilities = ClientCapabilities::builder()
-        .enable_roots()
-        .enable_roots_list_changed()
-        .enable_sampling()
-        .enable_sampling_tools()
-        .build();
-    capabilities.elicitation = Some(
-        ElicitationCapability::new()
-            .with_form(FormElicitationCapability::new())
-            .with_url(UrlElicitationCapability::new()),
-    );
-    capabilities
-}
-
-/// What a relayed server→client request needs the client to have declared.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Needs {
-    Sampling,
-    /// Sampling with `tools` or `toolChoice` (`sampling.tools`, 2025-11-25).
-    SamplingTools,
-    /// Form-mode elicitation (`elicitation` or `elicitation.form`).
-    Elicitation,
-    /// URL-mode elicitation (`elicitation.url`, 2025-11-25).
-    UrlElicitation,
-    Roots,
-}
-
-impl Needs {
-    pub(crate) fn of(request: &ServerRequest) -> Self {
-        match request {
-            ServerRequest::CreateMessageRequest(r)
-                if r.params.tools.is_some() || r.params.tool_choice.is_some() =>
-            {
-                Self::SamplingTools
-            }
-            ServerRequest::CreateMessageRequest(_) => Self::Sampling,
-            ServerRequest::ElicitRequest(r)
-                if matches!(r.params, ElicitRequestParams::UrlElicitationParams { .. }) =>
-            {
-                Self::UrlElicitation
-            }
-            ServerRequest::ElicitRequest(_) => Self::Elicitation,
-            _ => Self::Roots,
-        }
-    }
-
-    /// `None` when `client` declared what this needs; otherwise the
-    /// capability it lacks, as the spec names it.
-    pub(crate) fn missing_in(self, client: &ClientCapabilities) -> Option<&'static str> {
-        let sampling = client.sampling.as_ref();
-        let elicitation = client.elicitation.as_ref();
-        let ok = match self {
-            Self::Sampling => sampling.is_some(),
-            Self::SamplingTools => sampling.is_some_and(|s| s.tools.is_some()),
-            // An empty `elicitation: {}` means form mode (2025-11-25 compatibility).
-            Self::Elicitation => elicitation.is_some_and(|e| e.form.is_some() || e.url.is_none()),
-            Self::UrlElicitation => elicitation.is_some_and(|e| e.url.is_some()),
-            Self::Roots => client.roots.is_some(),
-        };
-        (!ok).then_some(match self {
-            Self::Sampling => "sampling",
-            Self::SamplingTools => "sampling.tools (sampling with tools)",
-            Self::Elicitation => "elicitation (form mode)",
-            Self::UrlElicitation => "elicitation.url (URL-mode elicitation)",
-            Self::Roots => "roots",
-        })
-    }
 }
 
 fn capability_name(kind: Kind) -> &'static str {
@@ -184,7 +110,7 @@ impl BackendClient {
             // Its `notifications/elicitation/complete` goes to this session only.
             self.hub
                 .elicitations
-                .record(backend.id, elicitation_id, call.session);
+                .record(backend.id, elicitation_id, call.session());
         }
         let (reply, answer) = oneshot::channel();
         let job = RelayJob {
@@ -241,7 +167,18 @@ impl BackendClient {
         kind: Kind,
         needs: Needs,
     ) -> Result<(), ErrorData> {
-        let session = self.hub.session(call.session);
+        if let Some(parked) = &call.parked {
+            // A 2026-07-28 client's call: asked with InputRequired, if it can answer.
+            let Some(missing) = needs.missing_in(&parked.capabilities) else {
+                return Ok(());
+            };
+            self.hub.counters.add(kind, Fate::Dropped, 1);
+            return Err(ErrorData::invalid_request(
+                format!("client `{}` does not support {missing}", parked.client_name),
+                None,
+            ));
+        }
+        let session = self.hub.session(call.session());
         if let Some(s) = session
             .as_ref()
             .filter(|s| s.mode != crate::coordinator::Mode::Legacy)
@@ -249,9 +186,10 @@ impl BackendClient {
             self.hub.counters.add(kind, Fate::Dropped, 1);
             return Err(ErrorData::invalid_request(
                 format!(
-                    "client `{}` speaks MCP 2026-07-28, which has no server-to-client requests during a call \
-                     (a server asks with an InputRequired result instead); the gateway does not turn this \
-                     backend's {} request into one",
+                    "client `{}` speaks MCP 2026-07-28, where a server asks for {} with an InputRequired result; \
+                     the gateway does that for tools/call, prompts/get and resources/read on a shared backend, \
+                     and this is neither (completion/complete, or a backend with `isolation = \"per_session\"`, \
+                     whose connection lasts one 2026-07-28 request)",
                     s.client_name,
                     capability_name(kind)
                 ),
@@ -399,7 +337,7 @@ impl ClientHandler for BackendClient {
                     }
                     Some(InboundStreamOrigin::Unassociated) => None,
                     None => match self.hub.calls.attribute(backend.id, None) {
-                        Attribution::Call(call) => Some(call.session),
+                        Attribution::Call(call) => Some(call.session()),
                         _ => None,
                     },
                 }

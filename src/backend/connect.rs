@@ -217,10 +217,13 @@ async fn run_once(
     drop(backend);
 
     let started = Instant::now();
+    let lists = follow_lists(peer.clone(), weak.clone(), env.hub.clone());
+    tokio::pin!(lists);
     let health = health_watch(peer, live.clone());
     tokio::pin!(health);
     let reason = tokio::select! {
         _ = &mut waiting => Some("connection closed by the backend".to_string()),
+        never = &mut lists => match never {},
         failure = &mut health => {
             ct.cancel();
             let _ = tokio::time::timeout(CLOSE_GRACE * 3, &mut waiting).await;
@@ -251,7 +254,7 @@ async fn connect(
     };
     let shutdown = backend.shutdown.clone();
     let config = backend.config.clone();
-    let handler = BackendClient {
+    let handler = || BackendClient {
         backend: weak.clone(),
         hub: env.hub.clone(),
         capabilities: capabilities.clone(),
@@ -363,6 +366,53 @@ async fn health_watch(peer: rmcp::Peer<RoleClient>, live: LiveEnv) -> String {
             }
         }
     }
+}
+
+/// A backend that speaks 2026-07-28 announces list changes on a
+/// `subscriptions/listen` stream, not unprompted: this keeps one open for the
+/// connection's life and feeds what it brings to the coordinator, as
+/// `BackendClient` does for other backends. Polled with the connection, so it
+/// ends with it; never completes on its own.
+async fn follow_lists(
+    peer: rmcp::Peer<RoleClient>,
+    weak: BackendRef,
+    hub: Arc<crate::coordinator::Hub>,
+) -> std::convert::Infallible {
+    let modern = peer
+        .peer_info()
+        .is_some_and(|i| !i.protocol_version.has_initialize());
+    let name = weak
+        .upgrade()
+        .map(|b| b.name().to_string())
+        .unwrap_or_default();
+    if modern {
+        let filter = rmcp::model::SubscriptionFilter::builder()
+            .tools_list_changed()
+            .prompts_list_changed()
+            .resources_list_changed()
+            .build();
+        match peer.listen(filter).await {
+            Ok(mut sub) => {
+                while let Ok(Some(n)) = sub.next().await {
+                    use rmcp::model::ServerNotification as N;
+                    let kinds = match n {
+                        N::ToolListChangedNotification(_) => ListKinds::TOOLS,
+                        N::PromptListChangedNotification(_) => ListKinds::PROMPTS,
+                        N::ResourceListChangedNotification(_) => ListKinds::RESOURCES,
+                        _ => continue,
+                    };
+                    if let Some(backend) = weak.upgrade() {
+                        hub.list_changed(backend.id, kinds);
+                    }
+                }
+                tracing::debug!(backend = %name, "the backend's list subscription ended");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the backend refused subscriptions/listen; its list changes are not followed")
+            }
+        }
+    }
+    std::future::pending().await
 }
 
 /// After a (re)connect: the log level and resource subscriptions the

@@ -13,6 +13,7 @@ mod catalog;
 mod client;
 mod connect;
 mod inprocess;
+mod needs;
 mod open;
 mod request;
 pub mod spawn;
@@ -35,8 +36,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use catalog::{Catalog, RawLists, prefix_uri};
-pub use client::shared_capabilities;
 pub use inprocess::{InProcessSets, NoSets, ServeFn};
+pub(crate) use needs::Needs;
+pub use needs::shared_capabilities;
 
 use crate::config::BackendConfig;
 use crate::coordinator::{Hub, ListKinds};
@@ -123,12 +125,32 @@ pub struct BackendEnv {
 pub struct Origin<'a> {
     /// Our id of the client session.
     pub session: u64,
-    /// The client session's handle, to relay progress and server→client requests.
-    pub peer: &'a Peer<RoleServer>,
+    /// Where the call's progress and server→client requests go.
+    pub sink: Sink<'a>,
     /// The client's progress token, if it asked for progress.
     pub progress_token: Option<ProgressToken>,
     /// Cancelled when the client cancels its request.
     pub cancel: &'a CancellationToken,
+    /// What the backend is told when `cancel` fires ("cancelled by the
+    /// client" when unset): a parked call that expired says so.
+    pub cancel_reason: Option<&'a std::sync::OnceLock<String>>,
+}
+
+/// Where a call's events go.
+pub enum Sink<'a> {
+    /// To this client session's handle, sent from the call's own task so rmcp
+    /// puts them on the stream of the client's request (rmcp notes, P1).
+    Peer(&'a Peer<RoleServer>),
+    /// To this channel, unopened: a parked call of a 2026-07-28 client, whose
+    /// requests come and go per round (`front::parked`). Its relays are
+    /// checked against the capabilities in `client`.
+    Parked {
+        events: tokio::sync::mpsc::Sender<crate::coordinator::CallEvent>,
+        client: crate::coordinator::calls::Parked,
+        /// Set to the call's routing entry once registered, so the parked
+        /// call can point it at each request that takes it up.
+        registered: Arc<std::sync::OnceLock<Arc<crate::coordinator::calls::Call>>>,
+    },
 }
 
 /// Unique per backend connection owner, so routes of a replaced or
@@ -254,6 +276,13 @@ impl Backend {
 
     pub fn server_info(&self) -> Option<Arc<ServerPeerInfo>> {
         self.server_info.load_full()
+    }
+
+    /// Whether the backend speaks 2026-07-28 (it refused `initialize`): it
+    /// asks with `InputRequired` results instead of requests during a call.
+    pub fn speaks_2026(&self) -> bool {
+        self.server_info()
+            .is_some_and(|i| !i.protocol_version.has_initialize())
     }
 
     /// Whether the backend advertised `resources.subscribe`.

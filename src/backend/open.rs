@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 
-use rmcp::service::RunningService;
+use rmcp::model::ProtocolVersion;
+use rmcp::service::{ClientInitializeError, ClientLifecycleMode, ClientServiceExt, RunningService};
+use rmcp::transport::IntoTransport;
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::{RoleClient, ServiceExt};
@@ -16,22 +18,67 @@ pub(super) type Running = RunningService<RoleClient, BackendClient>;
 
 /// Opens the connection. The error becomes the backend's `down` reason,
 /// shown by `/readyz` and `/status`: secrets are taken out of it.
+///
+/// Stdio and streamable-HTTP backends are connected with `initialize` at
+/// 2025-11-25 first; one that refuses it (a server that speaks only
+/// 2026-07-28) is connected again with `server/discover`. Not discover
+/// first, as rmcp's auto mode does: a server that speaks both keeps asking
+/// for sampling, elicitation and roots with requests, which reach the exact
+/// caller over the relay path, and an old server that ignores an unknown
+/// method would hold every connect up for the discovery timeout.
 pub(super) async fn open(
     config: &BackendConfig,
     env: &BackendEnv,
-    handler: BackendClient,
-    on_pid: impl FnOnce(u32),
+    handler: impl Fn() -> BackendClient,
+    on_pid: impl Fn(u32),
 ) -> Result<Running, String> {
     open_transport(config, env, handler, on_pid)
         .await
         .map_err(|e| crate::config::redact::redact(&e).into_owned())
 }
 
+/// Whether `initialize` failed because the server wants another lifecycle
+/// (it answered with an error, or with no version we share).
+fn refused_initialize(e: &ClientInitializeError) -> bool {
+    matches!(
+        e,
+        ClientInitializeError::JsonRpcError(_)
+            | ClientInitializeError::NoCompatibleProtocolVersion { .. }
+    )
+}
+
+fn discover() -> ClientLifecycleMode {
+    ClientLifecycleMode::Discover {
+        preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+    }
+}
+
+/// Connects with `initialize`, and with `server/discover` on a fresh
+/// transport from `open` when the server refuses that.
+async fn serve_either<T, E, A, F>(
+    handler: impl Fn() -> BackendClient,
+    open: impl Fn() -> F,
+) -> Result<Running, String>
+where
+    F: std::future::Future<Output = Result<T, String>>,
+    T: IntoTransport<RoleClient, E, A>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    match handler().serve(open().await?).await {
+        Ok(running) => Ok(running),
+        Err(e) if refused_initialize(&e) => handler()
+            .serve_with_lifecycle(open().await?, discover())
+            .await
+            .map_err(|d| format!("initialize failed: {e}; server/discover failed: {d}")),
+        Err(e) => Err(format!("initialize failed: {e}")),
+    }
+}
+
 async fn open_transport(
     config: &BackendConfig,
     env: &BackendEnv,
-    handler: BackendClient,
-    on_pid: impl FnOnce(u32),
+    handler: impl Fn() -> BackendClient,
+    on_pid: impl Fn(u32),
 ) -> Result<Running, String> {
     match &config.transport {
         TransportConfig::Stdio {
@@ -41,35 +88,39 @@ async fn open_transport(
             cwd,
             inherit_env,
         } => {
-            let (proc, pid) = super::spawn::stdio(super::spawn::StdioSpec {
-                name: &config.name,
-                command,
-                args,
-                env: vars,
-                cwd: cwd.as_deref(),
-                inherit_env,
-            })
-            .await?;
-            if let Some(pid) = pid {
-                on_pid(pid);
-            }
-            handler
-                .serve(proc)
-                .await
-                .map_err(|e| format!("initialize failed: {e}"))
+            let spawn = || async {
+                let (proc, pid) = super::spawn::stdio(super::spawn::StdioSpec {
+                    name: &config.name,
+                    command,
+                    args,
+                    env: vars,
+                    cwd: cwd.as_deref(),
+                    inherit_env,
+                })
+                .await?;
+                if let Some(pid) = pid {
+                    on_pid(pid);
+                }
+                Ok(proc)
+            };
+            serve_either(handler, spawn).await
         }
         TransportConfig::Http { url, headers } => {
-            let cfg = StreamableHttpClientTransportConfig::with_uri(url.as_str())
-                .custom_headers(header_map(headers)?)
-                .max_concurrent_requests(256)
-                .reinit_on_expired_session(true);
-            let transport = StreamableHttpClientTransport::with_client(env.http.clone(), cfg);
-            handler
-                .serve(transport)
-                .await
-                .map_err(|e| format!("initialize failed: {e}"))
+            let headers = header_map(headers)?;
+            let connect = || async {
+                let cfg = StreamableHttpClientTransportConfig::with_uri(url.as_str())
+                    .custom_headers(headers.clone())
+                    .max_concurrent_requests(256)
+                    .reinit_on_expired_session(true);
+                Ok(StreamableHttpClientTransport::with_client(
+                    env.http.clone(),
+                    cfg,
+                ))
+            };
+            serve_either(handler, connect).await
         }
         TransportConfig::Builtin { set } => {
+            let handler = handler();
             let serve = env
                 .builtins
                 .get(set)
@@ -84,6 +135,7 @@ async fn open_transport(
                 .map_err(|e| format!("initialize failed: {e}"))
         }
         TransportConfig::Sse { url, headers } => {
+            let handler = handler();
             let cfg = super::sse::SseClientConfig {
                 url: url.clone(),
                 headers: headers

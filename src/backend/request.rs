@@ -10,7 +10,7 @@ use rmcp::service::{PeerRequestOptions, ServiceError};
 use rmcp::{Peer, RoleServer};
 use tokio_util::sync::CancellationToken;
 
-use super::{Backend, CallError, Origin};
+use super::{Backend, CallError, Origin, Sink};
 use crate::coordinator::{CallEvent, Fate, Kind, RelayJob};
 
 impl Backend {
@@ -24,28 +24,44 @@ impl Backend {
     pub async fn request(
         &self,
         request: ClientRequest,
-        origin: &Origin<'_>,
+        origin: Origin<'_>,
     ) -> Result<ServerResult, CallError> {
         let _slot = self.take_slot(origin.cancel).await?;
         let peer = self.peer()?;
         let options = PeerRequestOptions::with_timeout(self.timeout()).reset_timeout_on_progress();
         let relay_timeout = self.env.load().relay_timeout;
-        // Bounded: progress beyond it is dropped (and counted), never queued without limit.
-        let (events_tx, mut events) = tokio::sync::mpsc::channel(64);
+        // Bounded: progress beyond it is dropped (and counted), never queued
+        // without limit. A parked call's events go to its own channel instead.
+        let (client, (events_tx, mut events), parked) = match origin.sink {
+            Sink::Peer(peer) => (Some(peer), tokio::sync::mpsc::channel(64), None),
+            Sink::Parked {
+                events,
+                client,
+                registered,
+            } => {
+                let unused = tokio::sync::mpsc::channel(1).1;
+                (None, (events, unused), Some((client, registered)))
+            }
+        };
         let (handle, _route) = {
             let _gate = self.routing_gate.write().await;
             let handle = peer
                 .send_request_with_option(request, options)
                 .await
                 .map_err(|e| self.map_error(e))?;
-            let route = self.hub.calls.register(
+            let (parked, registered) = parked.unzip();
+            let (route, call) = self.hub.calls.register(
                 self.id,
                 handle.progress_token.clone(),
                 handle.id.clone(),
                 origin.session,
                 origin.progress_token.clone(),
                 events_tx,
+                parked,
             );
+            if let Some(registered) = registered {
+                let _ = registered.set(call);
+            }
             (handle, route)
         };
         let id = handle.id.clone();
@@ -55,31 +71,51 @@ impl Backend {
         loop {
             tokio::select! {
                 result = &mut response => {
-                    // Progress sent just before the response is handled by a
-                    // separate rmcp task: give it a moment to land, then flush it.
-                    // Calls without a progress token skip the extra scheduling.
-                    if origin.progress_token.is_some() {
-                        tokio::task::yield_now().await;
-                    }
-                    while let Ok(event) = events.try_recv() {
-                        if let CallEvent::Progress(p) = event {
-                            self.forward_progress(origin.peer, p).await;
-                        }
+                    match client {
+                        Some(client) => self.flush_progress(client, &mut events, origin.progress_token.is_some()).await,
+                        // A parked call's waiting request is another task: let what the backend
+                        // sent just before its answer (handled by other tasks) find the call
+                        // still registered.
+                        None => for _ in 0..2 {
+                            tokio::task::yield_now().await;
+                        },
                     }
                     return result.map_err(|e| self.map_error(e));
                 }
-                Some(event) = events.recv() => match event {
-                    CallEvent::Progress(p) => self.forward_progress(origin.peer, p).await,
-                    CallEvent::Relay(job) => relays.push(relay(origin.peer.clone(), job, relay_timeout)),
+                Some(event) = events.recv(), if client.is_some() => match (event, client) {
+                    (CallEvent::Progress(p), Some(client)) => self.forward_progress(client, p).await,
+                    (CallEvent::Relay(job), Some(client)) => relays.push(relay(client.clone(), job, relay_timeout)),
+                    _ => {}
                 },
                 Some(()) = relays.next(), if !relays.is_empty() => {}
                 _ = origin.cancel.cancelled() => {
-                    let param = CancelledNotificationParam::new(Some(id), Some("cancelled by the client".into()));
+                    let reason = origin.cancel_reason.and_then(|r| r.get().cloned());
+                    let reason = reason.unwrap_or_else(|| "cancelled by the client".into());
+                    let param = CancelledNotificationParam::new(Some(id), Some(reason));
                     if let Err(e) = peer.notify_cancelled(param).await {
                         tracing::debug!(backend = %self.name(), error = %e, "could not forward cancellation");
                     }
                     return Err(CallError::Cancelled);
                 }
+            }
+        }
+    }
+
+    /// Progress sent just before the response is handled by a separate rmcp
+    /// task: gives it a moment to land, then forwards it. Calls without a
+    /// progress token skip the extra scheduling.
+    async fn flush_progress(
+        &self,
+        client: &Peer<RoleServer>,
+        events: &mut tokio::sync::mpsc::Receiver<CallEvent>,
+        wants_progress: bool,
+    ) {
+        if wants_progress {
+            tokio::task::yield_now().await;
+        }
+        while let Ok(event) = events.try_recv() {
+            if let CallEvent::Progress(p) = event {
+                self.forward_progress(client, p).await;
             }
         }
     }

@@ -3,11 +3,13 @@
 //! that session.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rmcp::ErrorData;
 use rmcp::model::{
-    ClientResult, ProgressNotificationParam, ProgressToken, RequestId, ServerRequest,
+    ClientCapabilities, ClientResult, ProgressNotificationParam, ProgressToken, RequestId,
+    ServerRequest,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -27,9 +29,22 @@ pub struct RelayJob {
     pub cancel: CancellationToken,
 }
 
+/// The client of a parked call (a 2026-07-28 client's call, whose
+/// server→client requests become `InputRequired` rounds): what its request
+/// declared, since no session outlives a round to ask.
+pub struct Parked {
+    pub capabilities: ClientCapabilities,
+    pub client_name: String,
+}
+
 /// One request the gateway has open on a backend.
 pub struct Call {
-    pub session: u64,
+    /// The client session (or 2026-07-28 request) the call's events go to.
+    /// A parked call moves to each retry's request as it arrives.
+    session: AtomicU64,
+    /// Set for a parked call: its relays go to whichever request is
+    /// attached, and are checked against these capabilities.
+    pub parked: Option<Parked>,
     /// The backend-side id of the request (what a streamable-HTTP backend's
     /// stream origin names).
     pub backend_request: RequestId,
@@ -40,6 +55,15 @@ pub struct Call {
 }
 
 impl Call {
+    pub fn session(&self) -> u64 {
+        self.session.load(Ordering::Relaxed)
+    }
+
+    /// Points the call's events (logs, attribution) at another request.
+    pub fn attach(&self, session: u64) {
+        self.session.store(session, Ordering::Relaxed);
+    }
+
     /// Whether `progress` moves forward; records it if so.
     pub fn advance(&self, progress: f64) -> bool {
         let mut last = self.last_progress.lock().unwrap_or_else(|p| p.into_inner());
@@ -101,6 +125,7 @@ impl Calls {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn register(
         &self,
         backend: u64,
@@ -109,9 +134,11 @@ impl Calls {
         session: u64,
         client_token: Option<ProgressToken>,
         events: mpsc::Sender<CallEvent>,
-    ) -> CallGuard<'_> {
+        parked: Option<Parked>,
+    ) -> (CallGuard<'_>, Arc<Call>) {
         let call = Arc::new(Call {
-            session,
+            session: AtomicU64::new(session),
+            parked,
             backend_request,
             client_token,
             last_progress: Mutex::new(None),
@@ -127,19 +154,20 @@ impl Calls {
             .or_default()
             .push(call.clone());
         drop(inner);
-        CallGuard {
+        let guard = CallGuard {
             calls: self,
             backend,
             token: backend_token,
-            call,
-        }
+            call: call.clone(),
+        };
+        (guard, call)
     }
 
     /// How many calls each session has open, over all backends.
     pub fn in_flight_by_session(&self) -> HashMap<u64, usize> {
         let mut counts = HashMap::new();
         for call in self.lock().by_backend.values().flatten() {
-            *counts.entry(call.session).or_insert(0) += 1;
+            *counts.entry(call.session()).or_insert(0) += 1;
         }
         counts
     }
@@ -161,7 +189,7 @@ impl Calls {
             .get(&backend)?
             .iter()
             .find(|c| &c.backend_request == origin)
-            .map(|c| c.session)
+            .map(|c| c.session())
     }
 
     /// The call a server→client request belongs to. `origin` is the backend
@@ -176,8 +204,8 @@ impl Calls {
         {
             return Attribution::Call(call.clone());
         }
-        let first = calls[0].session;
-        if calls.iter().all(|c| c.session == first) {
+        let first = calls[0].session();
+        if calls.iter().all(|c| c.session() == first) {
             // One session: its most recent call is the best guess, and the
             // answer goes to the right client whichever call it was.
             return calls
@@ -185,7 +213,7 @@ impl Calls {
                 .cloned()
                 .map_or(Attribution::Outside, Attribution::Call);
         }
-        let mut sessions: Vec<u64> = calls.iter().map(|c| c.session).collect();
+        let mut sessions: Vec<u64> = calls.iter().map(|c| c.session()).collect();
         sessions.sort_unstable();
         sessions.dedup();
         Attribution::Ambiguous {

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Front;
 use super::policy::{Client, LimitError, Policy};
-use crate::backend::{CallError, Origin};
+use crate::backend::{CallError, Origin, Sink};
 use crate::builtin::{AUTH_META_KEY, CLIENT_META_KEY, SESSION_META_KEY};
 use crate::config::{Isolation, TransportConfig};
 use crate::gateway::Gateway;
@@ -274,15 +274,16 @@ impl GatewayInvoker {
         let origin = Origin {
             // A session id of its own, so nothing meant for a real session is attributed to it.
             session: gateway.hub.new_session_id(),
-            peer: &self.loopback.peer,
+            sink: Sink::Peer(&self.loopback.peer),
             progress_token: _sink
                 .as_ref()
                 .map(|_| ProgressToken(NumberOrString::String(key.clone().into()))),
             cancel,
+            cancel_reason: None,
         };
         let started = Instant::now();
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
-        let outcome = backend.request(request, &origin).await;
+        let outcome = backend.request(request, origin).await;
         let (label, result) = call_result(&backend, outcome);
         crate::metrics::request("tools/call", backend.name(), label, started.elapsed());
         result

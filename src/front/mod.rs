@@ -21,10 +21,12 @@ pub mod layers;
 mod modern;
 pub mod oauth;
 mod params;
+pub mod parked;
 mod pipeline;
 pub mod policy;
 pub mod reject;
 mod request;
+mod rounds;
 pub mod routes;
 mod session;
 pub mod sessions;
@@ -56,6 +58,8 @@ pub struct Front {
     pub drain: Arc<drain::Drain>,
     /// `[sessions]` as it was at start (it does not follow reloads).
     pub sessions: Arc<crate::config::SessionsConfig>,
+    /// 2026-07-28 clients' calls waiting for their answers (ADR 0015).
+    pub parked: Arc<parked::ParkedCalls>,
 }
 
 impl Front {
@@ -66,8 +70,10 @@ impl Front {
         sessions: crate::config::SessionsConfig,
     ) -> Self {
         reloader.listen(policy.clone());
+        let gateway = reloader.gateway().clone();
         Self {
-            gateway: reloader.gateway().clone(),
+            parked: Arc::new(parked::ParkedCalls::new(gateway.hub.clone())),
+            gateway,
             policy,
             reloader,
             shutdown: CancellationToken::new(),
@@ -78,6 +84,10 @@ impl Front {
 
     /// A handler for one new client session.
     pub fn session(&self) -> FrontSession {
-        FrontSession::new(self.gateway.clone(), self.policy.clone())
+        FrontSession::new(
+            self.gateway.clone(),
+            self.policy.clone(),
+            self.parked.clone(),
+        )
     }
 }

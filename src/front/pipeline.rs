@@ -20,14 +20,18 @@ use rmcp::model::*;
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer};
 
+use super::parked::{Attached, Binding, Resumed, Running};
 use super::request::Req;
+use super::rounds::with_answers;
 use super::session::FrontSession;
-use crate::backend::{Backend, CallError, Origin, prefix_uri};
+use crate::backend::{Backend, CallError, Origin, Sink, prefix_uri};
 use crate::builtin::status::VIEW_META_KEY;
 use crate::builtin::{
     ADMIN_META_KEY, AUTH_META_KEY, CLIENT_META_KEY, SESSION_META_KEY, SESSION_NAME_META_KEY,
 };
 use crate::config::TransportConfig;
+use crate::coordinator::Visibility;
+use crate::coordinator::calls::Parked;
 use crate::router::Snapshot;
 
 /// What a client request names.
@@ -78,6 +82,29 @@ impl Target<'_> {
 }
 
 impl FrontSession {
+    /// A list's items the client may see (each routed and checked against its allow-list).
+    pub(super) fn visible<T>(
+        &self,
+        req: &Req,
+        items: impl FnOnce(&Snapshot) -> Vec<T>,
+        target: impl Fn(&T) -> Target<'_>,
+    ) -> Vec<T> {
+        let snapshot = self.gateway.snapshot();
+        let mut items = items(&snapshot);
+        if req.client.is_some() {
+            items.retain(|item| target(item).visible(req, &snapshot));
+        }
+        items
+    }
+
+    /// What this session's client may see, for the coordinator.
+    pub(super) fn visibility(req: &Req) -> Visibility {
+        match req.client.clone() {
+            Some(client) => Arc::new(move |backend: &str| client.may_use_backend(backend)),
+            None => Arc::new(|_: &str| true),
+        }
+    }
+
     /// Route and authorize: the mounted backend and its own name for `target`.
     pub(super) fn target(
         &self,
@@ -93,17 +120,37 @@ impl FrontSession {
     /// The whole pipeline for one request. `build` gets the backend's own
     /// name and the `_meta` to pass on; `map` turns the backend's result into
     /// the answer, with the backend's prefix for rewriting names back.
+    ///
+    /// `mrtr` is what a request that may end with `InputRequired` carries
+    /// for it (`tools/call`, `prompts/get`, `resources/read`): a 2026-07-28
+    /// client's such request to a shared backend is run as a parked call.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn relay<T>(
         &self,
         req: &Req,
         context: &RequestContext<RoleServer>,
         target: Target<'_>,
+        mrtr: Option<Mrtr>,
         build: impl FnOnce(String, Option<RequestMetaObject>) -> ClientRequest,
         map: impl FnOnce(&str, ServerResult) -> Option<T>,
     ) -> Result<T, Failure> {
         let (shared, own) = self.target(req, target).map_err(Failure::Refused)?;
-        let request = build(own, self.forwarded_meta(context, &shared, req));
-        let (backend, outcome) = self.forward(shared, request, context, req).await;
+        let parks = super::modern::is_modern(context)
+            && shared.config.isolation == crate::config::Isolation::Shared;
+        let (backend, outcome) = match mrtr {
+            Some(mrtr) if parks => {
+                self.forward_parked(shared, own, mrtr, build, context, req)
+                    .await?
+            }
+            mrtr => {
+                let mut request = build(own, self.forwarded_meta(context, &shared, req));
+                if let Some(m) = mrtr.filter(|m| m.state.is_some() || m.responses.is_some()) {
+                    // Not parked (a per_session backend): its own rounds pass as they are.
+                    request = with_answers(request, m.responses.unwrap_or_default(), m.state);
+                }
+                self.forward(shared, request, context, req).await
+            }
+        };
         let mut result = outcome.map_err(Failure::Backend)?;
         super::modern::mark_complete(&mut result);
         map(&backend.config.prefix, result)
@@ -125,12 +172,89 @@ impl FrontSession {
         };
         let origin = Origin {
             session: self.id,
+            sink: Sink::Peer(&context.peer),
+            progress_token: context.meta.get_progress_token(),
+            cancel: &req.cancel,
+            cancel_reason: None,
+        };
+        // A 2026-07-28 backend asks with InputRequired; an initialize-era client answers requests.
+        let rounds =
+            (backend.speaks_2026() && !super::modern::is_modern(context)).then(|| request.clone());
+        let result = match (backend.request(request, origin).await, rounds) {
+            (Ok(ServerResult::InputRequiredResult(asked)), Some(request)) => {
+                self.answer_rounds(&backend, request, asked, context, req)
+                    .await
+            }
+            (result, _) => result,
+        };
+        (backend, result)
+    }
+
+    /// A 2026-07-28 client's request as a parked call: a retry (with a
+    /// `requestState`) continues its call; a first request starts one. Either
+    /// way the request waits for the call's result or its next questions.
+    async fn forward_parked(
+        &self,
+        shared: Arc<Backend>,
+        own: String,
+        mrtr: Mrtr,
+        build: impl FnOnce(String, Option<RequestMetaObject>) -> ClientRequest,
+        context: &RequestContext<RoleServer>,
+        req: &Req,
+    ) -> Result<(Arc<Backend>, Result<ServerResult, CallError>), Failure> {
+        let binding = Binding::of(req.client_id(), &mrtr.what);
+        let ttl = self.gateway.server().relay_timeout;
+        let to = Attached {
+            session: self.id,
             peer: &context.peer,
             progress_token: context.meta.get_progress_token(),
             cancel: &req.cancel,
         };
-        let result = backend.request(request, &origin).await;
-        (backend, result)
+        let resumed = match &mrtr.state {
+            Some(state) => Some(
+                self.parked
+                    .resume(state, mrtr.responses.as_ref(), &binding, ttl)
+                    .map_err(Failure::Refused)?,
+            ),
+            None => None,
+        };
+        let (running, call, round) = match resumed {
+            Some(Resumed::Parked(running, call, round)) => (running, call, round),
+            Some(Resumed::Backend(state)) => {
+                // The backend's own round: the request again, with the client's answers.
+                let request = build(own, self.forwarded_meta(context, &shared, req));
+                let request = with_answers(request, mrtr.responses.unwrap_or_default(), state);
+                let running = Running::start(shared, request, self.id, self.parked_client(context));
+                (running, self.parked.new_call(), 0)
+            }
+            None if mrtr.responses.is_some() => {
+                return Err(Failure::Refused(ErrorData::invalid_params(
+                    "inputResponses without requestState: a retry echoes the requestState of the InputRequired it answers",
+                    None,
+                )));
+            }
+            None => {
+                let request = build(own, self.forwarded_meta(context, &shared, req));
+                let running = Running::start(shared, request, self.id, self.parked_client(context));
+                (running, self.parked.new_call(), 0)
+            }
+        };
+        let driven = self
+            .parked
+            .drive(running, call, round, binding, &to, ttl)
+            .await;
+        Ok((driven.backend, driven.result))
+    }
+
+    /// What a parked call keeps of its client: the capabilities its request declared.
+    fn parked_client(&self, context: &RequestContext<RoleServer>) -> Parked {
+        Parked {
+            capabilities: context.client_capabilities().unwrap_or_default(),
+            client_name: self.session.get().map_or_else(
+                || "2026-07-28 client".to_string(),
+                |s| s.client_name.clone(),
+            ),
+        }
     }
 
     /// The backend that serves this session for `shared`: itself, or this
@@ -199,6 +323,17 @@ impl FrontSession {
         }
         (!meta.0.0.is_empty()).then_some(meta)
     }
+}
+
+/// What a request that may end with `InputRequired` carries for it, taken
+/// off before it is forwarded (a backend never sees the gateway's rounds).
+pub(super) struct Mrtr {
+    /// The `requestState` of the round a retry answers.
+    pub state: Option<String>,
+    pub responses: Option<InputResponses>,
+    /// What binds a parked call to its request: method, exposed name or URI,
+    /// and arguments.
+    pub what: serde_json::Value,
 }
 
 /// Why a forwarded request has no result.

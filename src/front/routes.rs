@@ -169,7 +169,9 @@ impl Routes {
             (Route::Healthz, &Method::GET) => text(StatusCode::OK, "ok\n"),
             (Route::Status, &Method::GET) => {
                 let caller = req.extensions().get::<Caller>().map(|c| c.0.clone());
-                let status = with_view(caller.as_deref(), |v| self.front.gateway.status_json(v));
+                let mut status =
+                    with_view(caller.as_deref(), |v| self.front.gateway.status_json(v));
+                status["parked"] = self.front.parked.status();
                 json_response(StatusCode::OK, redacted(status))
             }
             (Route::Console | Route::ConsoleApi, _) => self.console.handle(req).await,

@@ -17,17 +17,19 @@ use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 
 use super::Policy;
-use super::pipeline::{Target, prefix_block, prefix_contents, wire};
+use super::pipeline::{Mrtr, Target, prefix_block, prefix_contents, wire};
 use super::request::Req;
 use crate::backend::Backend;
 use crate::config::Isolation;
-use crate::coordinator::{Session, Visibility};
+use crate::coordinator::Session;
 use crate::gateway::Gateway;
 use crate::router::Snapshot;
 
 pub struct FrontSession {
     pub(super) gateway: Arc<Gateway>,
     policy: Arc<Policy>,
+    /// Calls of 2026-07-28 clients waiting for their answers, shared by all handlers.
+    pub(super) parked: Arc<super::parked::ParkedCalls>,
     pub(super) id: u64,
     /// The session's global id: its `Mcp-Session-Id` over HTTP, else one
     /// minted on first use (see [`FrontSession::name`]).
@@ -45,11 +47,16 @@ pub struct FrontSession {
 }
 
 impl FrontSession {
-    pub fn new(gateway: Arc<Gateway>, policy: Arc<Policy>) -> Self {
+    pub fn new(
+        gateway: Arc<Gateway>,
+        policy: Arc<Policy>,
+        parked: Arc<super::parked::ParkedCalls>,
+    ) -> Self {
         let id = gateway.hub.new_session_id();
         Self {
             gateway,
             policy,
+            parked,
             id,
             name: OnceLock::new(),
             session: OnceLock::new(),
@@ -83,29 +90,6 @@ impl FrontSession {
 
     pub(super) fn session(&self) -> Result<&Arc<Session>, ErrorData> {
         self.session.get().ok_or_else(wire::not_initialized)
-    }
-
-    /// A list's items the client may see (each routed and checked against its allow-list).
-    fn visible<T>(
-        &self,
-        req: &Req,
-        items: impl FnOnce(&Snapshot) -> Vec<T>,
-        target: impl Fn(&T) -> Target<'_>,
-    ) -> Vec<T> {
-        let snapshot = self.gateway.snapshot();
-        let mut items = items(&snapshot);
-        if req.client.is_some() {
-            items.retain(|item| target(item).visible(req, &snapshot));
-        }
-        items
-    }
-
-    /// What this session's client may see, for the coordinator.
-    pub(super) fn visibility(req: &Req) -> Visibility {
-        match req.client.clone() {
-            Some(client) => Arc::new(move |backend: &str| client.may_use_backend(backend)),
-            None => Arc::new(|_: &str| true),
-        }
     }
 }
 
@@ -260,16 +244,21 @@ impl ServerHandler for FrontSession {
         let result = req
             .run(async {
                 let exposed = request.name.clone();
+                let mut request = request;
+                let mrtr = Mrtr {
+                    state: request.request_state.take(),
+                    responses: request.input_responses.take(),
+                    what: serde_json::json!(["tools/call", &exposed, &request.arguments]),
+                };
                 let outcome = self
                     .relay(
                         &req,
                         &context,
                         Target::Tool(&exposed),
+                        Some(mrtr),
                         |own, meta| {
                             let mut params = CallToolRequestParams::new(own);
                             params.arguments = request.arguments;
-                            params.input_responses = request.input_responses;
-                            params.request_state = request.request_state;
                             params.meta = meta;
                             ClientRequest::CallToolRequest(CallToolRequest::new(params))
                         },
@@ -317,10 +306,17 @@ impl ServerHandler for FrontSession {
         let result = req
             .run(async {
                 let exposed = request.name.clone();
+                let mut request = request;
+                let mrtr = Mrtr {
+                    state: request.request_state.take(),
+                    responses: request.input_responses.take(),
+                    what: serde_json::json!(["prompts/get", &exposed, &request.arguments]),
+                };
                 self.relay(
                     &req,
                     &context,
                     Target::Prompt(&exposed),
+                    Some(mrtr),
                     |own, meta| {
                         let mut params = request;
                         params.name = own;
@@ -358,10 +354,17 @@ impl ServerHandler for FrontSession {
         let result = req
             .run(async {
                 let exposed = request.uri.clone();
+                let mut request = request;
+                let mrtr = Mrtr {
+                    state: request.request_state.take(),
+                    responses: request.input_responses.take(),
+                    what: serde_json::json!(["resources/read", &exposed]),
+                };
                 self.relay(
                     &req,
                     &context,
                     Target::Resource(&exposed),
+                    Some(mrtr),
                     |own, meta| {
                         let mut params = request;
                         params.uri = own;
@@ -421,6 +424,7 @@ impl ServerHandler for FrontSession {
                     &req,
                     &context,
                     target,
+                    None,
                     |own, meta| {
                         let mut params = request;
                         match &mut params.r#ref {

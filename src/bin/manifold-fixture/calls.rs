@@ -39,9 +39,15 @@ impl Drop for Running<'_> {
     }
 }
 
+/// Why the last request to the client failed, for `stats`: a call whose
+/// caller is gone (a parked call that expired) leaves its reason here.
+static LAST_FAILURE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
 /// A request to the client failed: a tool error that says why.
 fn failed(e: rmcp::service::ServiceError) -> Answer {
-    Ok(CallToolResult::error(vec![ContentBlock::text(format!("request failed: {e}"))]).into())
+    let why = format!("request failed: {e}");
+    *LAST_FAILURE.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
+    Ok(CallToolResult::error(vec![ContentBlock::text(why)]).into())
 }
 
 impl Fixture {
@@ -169,7 +175,23 @@ impl Fixture {
         }
         let name = text_arg(args, "name").unwrap_or("added").to_string();
         self.push_tool(name.clone(), "Added at run time");
-        let _ = ctx.peer.notify_tool_list_changed().await;
+        // A 2026-07-28 server announces changes only on listen streams.
+        if !self.args.modern_only {
+            let _ = ctx.peer.notify_tool_list_changed().await;
+        }
+        let listeners = self
+            .state
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for sink in listeners {
+            let _ = sink
+                .send(ServerNotification::ToolListChangedNotification(
+                    Default::default(),
+                ))
+                .await;
+        }
         text(format!("added {name}"))
     }
 
@@ -197,6 +219,7 @@ impl Fixture {
                 "last_roots": *state.last_roots.lock().unwrap_or_else(|p| p.into_inner()),
                 "roots_answers": state.roots_answers.load(Ordering::SeqCst),
                 "running": state.running.load(Ordering::SeqCst),
+                "last_failure": *LAST_FAILURE.lock().unwrap_or_else(|p| p.into_inner()),
             })
             .to_string(),
         )
@@ -281,19 +304,25 @@ async fn progress(args: &Params, ctx: &Ctx) -> Answer {
     text(format!("{steps} steps done"))
 }
 
+/// Asks the client to sample `rounds` times (1 by default), one after the
+/// other; returns the answers' texts joined by `|`.
 async fn sample(args: &Params, ctx: &Ctx) -> Answer {
     tokio::time::sleep(Duration::from_millis(num(args, "delay_ms").unwrap_or(0))).await;
     let prompt = text_arg(args, "prompt").unwrap_or("hello");
-    let params = CreateMessageRequestParams::new(vec![SamplingMessage::user_text(prompt)], 100);
-    match ctx.peer.create_message(params).await {
-        Ok(r) => text(
-            serde_json::to_value(&r)
-                .ok()
-                .and_then(|v| v["content"]["text"].as_str().map(String::from))
-                .unwrap_or_default(),
-        ),
-        Err(e) => failed(e),
+    let mut texts = Vec::new();
+    for _ in 0..num(args, "rounds").unwrap_or(1) {
+        let params = CreateMessageRequestParams::new(vec![SamplingMessage::user_text(prompt)], 100);
+        match ctx.peer.create_message(params).await {
+            Ok(r) => texts.push(
+                serde_json::to_value(&r)
+                    .ok()
+                    .and_then(|v| v["content"]["text"].as_str().map(String::from))
+                    .unwrap_or_default(),
+            ),
+            Err(e) => return failed(e),
+        }
     }
+    text(texts.join("|"))
 }
 
 async fn elicit(args: &Params, ctx: &Ctx) -> Answer {

@@ -37,6 +37,11 @@ pub fn tools() -> Vec<Tool> {
         ),
         app,
         Tool::new(
+            "ask",
+            "Asks the client to sample with an InputRequired result (2026-07-28); returns the answer",
+            schema(json!({"type": "object"})),
+        ),
+        Tool::new(
             "region",
             "Returns its `region`, which clients also send as the Mcp-Param-Region header",
             schema(
@@ -108,6 +113,7 @@ pub async fn call(
             }
         }
         "elicit_url" => elicit_url(request, ctx).await,
+        "ask" => ask(request),
         _ => return None,
     })
 }
@@ -159,4 +165,32 @@ async fn elicit_url(
         )),
         Err(e) => failed(e),
     }
+}
+
+/// The request state `ask` hands out and expects back.
+const ASK_STATE: &str = "fixture-ask-1";
+
+/// A 2026-07-28 server's way to ask: `InputRequired` first, the answer from
+/// the retry's `inputResponses` (with the state it handed out) after.
+fn ask(request: &CallToolRequestParams) -> Result<CallToolResponse, ErrorData> {
+    let Some(responses) = &request.input_responses else {
+        let question = CreateMessageRequest::new(CreateMessageRequestParams::new(
+            vec![SamplingMessage::user_text("who are you?")],
+            20,
+        ));
+        let requests = [("who".to_string(), InputRequest::CreateMessage(question))].into();
+        return Ok(InputRequiredResult::new(Some(requests), Some(ASK_STATE.into())).into());
+    };
+    if request.request_state.as_deref() != Some(ASK_STATE) {
+        return Err(ErrorData::invalid_params("ask: wrong requestState", None));
+    }
+    let answer = responses["who"]["content"]["text"]
+        .as_str()
+        .or_else(|| {
+            responses
+                .get("who")
+                .and_then(|v| v["content"][0]["text"].as_str())
+        })
+        .unwrap_or("no answer");
+    Ok(CallToolResult::success(vec![ContentBlock::text(format!("asked: {answer}"))]).into())
 }

@@ -61,6 +61,9 @@ pub(crate) struct Args {
     /// and a title, icons and website in the server info.
     #[arg(long)]
     pub(crate) eras: bool,
+    /// Speak only 2026-07-28: refuse `initialize` (clients must discover).
+    #[arg(long)]
+    pub(crate) modern_only: bool,
 }
 
 fn announce(url: String) {

@@ -35,6 +35,9 @@ pub(crate) struct State {
     pub(crate) running: AtomicU64,
     /// How many `roots_later` asks were answered.
     pub(crate) roots_answers: AtomicU64,
+    /// Open `subscriptions/listen` streams (2026-07-28 clients): `add_tool`
+    /// announces its change on them too.
+    pub(crate) listeners: Mutex<Vec<rmcp::service::SubscriptionSink>>,
 }
 
 pub(crate) fn schema(v: Value) -> Arc<JsonObject> {
@@ -56,6 +59,38 @@ impl Fixture {
 }
 
 impl ServerHandler for Fixture {
+    fn supported_protocol_versions(&self) -> std::borrow::Cow<'static, [ProtocolVersion]> {
+        if self.args.modern_only {
+            std::borrow::Cow::Owned(vec![ProtocolVersion::V_2026_07_28])
+        } else {
+            std::borrow::Cow::Borrowed(ProtocolVersion::KNOWN_VERSIONS)
+        }
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        // rmcp keeps only what was asked and what `get_info` advertises.
+        Some(requested.clone())
+    }
+
+    async fn listen(&self, context: rmcp::service::SubscriptionContext) -> Result<(), ErrorData> {
+        let sink = context.sink().clone();
+        self.state
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(sink.clone());
+        context.cancelled().await;
+        self.state
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|s| s.id() != sink.id());
+        Ok(())
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(
             ServerCapabilities::builder()

@@ -46,7 +46,7 @@ const BASE: &[(&str, &str, Shape)] = &[
     ),
     (
         "sample",
-        "Asks the client to sample (after `delay_ms`); returns its text",
+        "Asks the client to sample `rounds` times (after `delay_ms`); returns the texts",
         Shape::Object,
     ),
     (
