@@ -524,3 +524,66 @@ async fn redis_expired_messages_are_cleaned_up() {
     assert_eq!(text, "No messages for bob.");
     redis_cleanup(&prefix).await;
 }
+
+/// A request re-sent to another instance after the first died before
+/// answering (what HAProxy's `retry-on empty-response` does) is done once:
+/// the message is queued once, and `get_messages` gives the re-sent request
+/// the messages the first run took instead of an empty inbox.
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_a_re_sent_request_is_done_once() {
+    use common::cluster::Raw;
+    if !redis_or_skip("redis_a_re_sent_request_is_done_once") {
+        return;
+    }
+    let prefix = unique_prefix("once");
+    let config = format!(
+        "[sessions]\nstore = \"redis\"\nredis_url = \"{REDIS_URL}\"\nkey_prefix = \"{prefix}-s\"\n\n{}",
+        redis_config(&prefix, "")
+    );
+    let (gw_a, _ca) = gateway(&config);
+    let (gw_b, _cb) = gateway(&config);
+    let mut alice = Raw::new(None);
+    alice.initialize(&gw_a.url).await;
+    let send = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "send_message",
+        "arguments": {"sender_id": "alice", "recipient_id": "bob", "message": "only once"}}});
+    let (_, first) = alice.post(&gw_a.url, send.clone()).await;
+    let (_, again) = alice.post(&gw_b.url, send).await;
+    let id = &first.unwrap()["result"]["structuredContent"]["message_id"];
+    assert!(id.is_u64(), "{id}");
+    assert_eq!(
+        &again.unwrap()["result"]["structuredContent"]["message_id"],
+        id
+    );
+
+    let mut bob = Raw::new(None);
+    bob.initialize(&gw_b.url).await;
+    let take = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "get_messages",
+        "arguments": {"client_id": "bob"}}});
+    let bodies = |answer: Option<serde_json::Value>| -> Vec<String> {
+        answer.unwrap()["result"]["structuredContent"]["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["message"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (_, first) = bob.post(&gw_b.url, take.clone()).await;
+    assert_eq!(bodies(first), ["only once"]);
+    let (_, again) = bob.post(&gw_a.url, take).await;
+    assert_eq!(
+        bodies(again),
+        ["only once"],
+        "the re-sent request gets what the first took"
+    );
+    // A new request finds the inbox empty: the message was queued once and taken once.
+    let (_, next) = bob
+        .post(
+            &gw_a.url,
+            json!({"jsonrpc": "2.0", "id": 10, "method": "tools/call", "params": {"name": "get_messages",
+                "arguments": {"client_id": "bob"}}}),
+        )
+        .await;
+    assert_eq!(bodies(next), Vec::<String>::new());
+    redis_cleanup(&prefix).await;
+    redis_cleanup(&format!("{prefix}-s")).await;
+}

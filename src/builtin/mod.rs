@@ -35,6 +35,10 @@ pub const SESSION_META_KEY: &str = "io.manifold/session";
 /// `_meta` key carrying the calling session's global id
 /// (`<instance_id>.<uuid>`) to built-in sets.
 pub const SESSION_NAME_META_KEY: &str = "io.manifold/session-id";
+/// `_meta` key carrying the JSON-RPC id of the client's request to built-in
+/// sets: with the session id, it names one request of one client, so a
+/// request a load balancer re-sends after its instance died is recognised.
+pub const REQUEST_META_KEY: &str = "io.manifold/request";
 /// `_meta` key carrying the calling client's identity to built-in sets.
 pub const CLIENT_META_KEY: &str = "io.manifold/client";
 /// `_meta` key carrying the client id its bearer token proved (only when
@@ -206,6 +210,8 @@ pub struct Caller {
     pub session: Option<u64>,
     /// The calling session's global id, as audit, status and the bus show it.
     pub session_name: Option<String>,
+    /// The JSON-RPC id of the client's request (see [`REQUEST_META_KEY`]).
+    pub request: Option<String>,
     pub client: Option<String>,
     /// The authenticated client id; `None` when auth is off.
     pub auth: Option<String>,
@@ -214,6 +220,17 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// What names this call among every call of every client, when the
+    /// front said (its session's global id and its JSON-RPC id): a store
+    /// uses it to do a re-sent request's work once.
+    pub fn idempotency_key(&self) -> Option<String> {
+        Some(format!(
+            "{}:{}",
+            self.session_name.as_ref()?,
+            self.request.as_ref()?
+        ))
+    }
+
     pub fn of(ctx: &RequestContext<RoleServer>) -> Self {
         Self {
             session: ctx.meta.0.0.get(SESSION_META_KEY).and_then(|v| v.as_u64()),
@@ -222,6 +239,13 @@ impl Caller {
                 .0
                 .0
                 .get(SESSION_NAME_META_KEY)
+                .and_then(|v| v.as_str())
+                .map(String::from),
+            request: ctx
+                .meta
+                .0
+                .0
+                .get(REQUEST_META_KEY)
                 .and_then(|v| v.as_str())
                 .map(String::from),
             client: ctx

@@ -27,7 +27,8 @@ use super::session::FrontSession;
 use crate::backend::{Backend, CallError, Origin, Sink, prefix_uri};
 use crate::builtin::status::VIEW_META_KEY;
 use crate::builtin::{
-    ADMIN_META_KEY, AUTH_META_KEY, CLIENT_META_KEY, SESSION_META_KEY, SESSION_NAME_META_KEY,
+    ADMIN_META_KEY, AUTH_META_KEY, CLIENT_META_KEY, REQUEST_META_KEY, SESSION_META_KEY,
+    SESSION_NAME_META_KEY,
 };
 use crate::config::TransportConfig;
 use crate::coordinator::Visibility;
@@ -304,6 +305,9 @@ impl FrontSession {
             meta.0
                 .0
                 .insert(SESSION_NAME_META_KEY.into(), (*req.session_name).into());
+            meta.0
+                .0
+                .insert(REQUEST_META_KEY.into(), ctx.id.to_string().into());
             let snapshot = self.gateway.snapshot();
             if let Some(view) = req.view_meta(snapshot.backends.keys().map(String::as_str)) {
                 meta.0.0.insert(VIEW_META_KEY.into(), view);

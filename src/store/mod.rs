@@ -13,6 +13,7 @@
 
 pub mod memory;
 pub mod redis;
+mod redis_once;
 mod scripts;
 pub mod sessions;
 mod types;
@@ -110,6 +111,30 @@ impl Store {
         match &self.inner.engine {
             Engine::Memory(m) => Ok(m.push(message)),
             Engine::Redis(r) => r.push(message).await,
+        }
+    }
+
+    /// [`Store::push`] done once per client request (`once`, see
+    /// `Caller::idempotency_key`): a request re-sent after its instance died
+    /// gets the first run's id instead of queuing the message again. On the
+    /// memory store, which dies with its instance, it is `push`.
+    pub async fn push_once(&self, message: Message, once: Option<&str>) -> Result<u64, StoreError> {
+        match (&self.inner.engine, once) {
+            (Engine::Redis(r), Some(key)) => r.push_once(message, key).await,
+            _ => self.push(message).await,
+        }
+    }
+
+    /// [`Store::pop_all`] done once per client request: a re-sent request gets
+    /// the messages the first run took (else they would be lost with it).
+    pub async fn pop_all_once(
+        &self,
+        recipient: &str,
+        once: Option<&str>,
+    ) -> Result<Vec<Message>, StoreError> {
+        match (&self.inner.engine, once) {
+            (Engine::Redis(r), Some(key)) => r.pop_all_once(recipient, key).await,
+            _ => self.pop_all(recipient).await,
         }
     }
 

@@ -79,18 +79,18 @@ impl RedisStore {
         store
     }
 
-    fn key(&self, rest: &str) -> String {
+    pub(super) fn key(&self, rest: &str) -> String {
         format!("{}:{rest}", self.prefix)
     }
 
-    fn err(&self, source: redis::RedisError) -> StoreError {
+    pub(super) fn err(&self, source: redis::RedisError) -> StoreError {
         StoreError::Redis {
             url: self.url.clone(),
             source,
         }
     }
 
-    async fn con(&self) -> Result<ConnectionManager, StoreError> {
+    pub(super) async fn con(&self) -> Result<ConnectionManager, StoreError> {
         let client = self.client.as_ref().ok_or_else(|| {
             self.err(redis::RedisError::from((
                 redis::ErrorKind::InvalidClientConfig,

@@ -49,3 +49,35 @@ for i = 1, #seen, 2 do
 end
 return n
 "#;
+
+/// `push` done once per request: if KEYS[4] (the request's record) exists,
+/// returns the id it holds and does nothing; else queues ARGV[1] in the inbox
+/// KEYS[1] (expiry ARGV[2] ms), adds ARGV[3] to the inbox set KEYS[2],
+/// publishes ARGV[4] on KEYS[3], records the id ARGV[5] for ARGV[6] ms and
+/// returns it.
+pub const PUSH_ONCE: &str = r#"
+local done = redis.call('GET', KEYS[4])
+if done then return tonumber(done) end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('PUBLISH', KEYS[3], ARGV[4])
+redis.call('SET', KEYS[4], ARGV[5], 'PX', ARGV[6])
+return tonumber(ARGV[5])
+"#;
+
+/// `pop_all` done once per request: if KEYS[3] (the request's record)
+/// exists, returns what it holds; else takes every message of the inbox
+/// KEYS[1], removes ARGV[1] from the inbox set KEYS[2], records the taken
+/// messages (a JSON array of their JSON texts) for ARGV[2] ms and returns it.
+pub const POP_ALL_ONCE: &str = r#"
+local done = redis.call('GET', KEYS[3])
+if done then return done end
+local items = redis.call('LRANGE', KEYS[1], 0, -1)
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[1])
+local taken = '[]'
+if #items > 0 then taken = cjson.encode(items) end
+redis.call('SET', KEYS[3], taken, 'PX', ARGV[2])
+return taken
+"#;

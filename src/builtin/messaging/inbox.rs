@@ -19,7 +19,10 @@ pub async fn get_messages(
         "client_id",
         string_arg(args, "client_id")?.as_deref(),
     )?;
-    let messages = m.store.pop_all(&client).await?;
+    let messages = m
+        .store
+        .pop_all_once(&client, caller.idempotency_key().as_deref())
+        .await?;
     m.store.touch(&client).await?;
     let now = now_ms();
     let structured: Vec<_> = messages

@@ -76,7 +76,10 @@ pub async fn send(
 ) -> Result<CallToolResult, MessagingError> {
     let message = prepare(m, caller, args).await?;
     let (sender, recipient) = (message.sender.clone(), message.recipient.clone());
-    let id = m.store.push(message).await?;
+    let id = m
+        .store
+        .push_once(message, caller.idempotency_key().as_deref())
+        .await?;
     m.store.touch(&sender).await?;
     let ttl = humantime::format_duration(m.config.message_ttl);
     Ok(tool_ok(
@@ -114,7 +117,10 @@ pub async fn send_and_wait(
     // Listen before sending: the reply may land before `push` returns.
     let mut events = m.store.events();
     let started = Instant::now();
-    let id = m.store.push(message).await?;
+    let id = m
+        .store
+        .push_once(message, caller.idempotency_key().as_deref())
+        .await?;
     m.store.touch(&sender).await?;
     let deadline = tokio::time::Instant::now() + timeout;
     loop {

@@ -1,0 +1,88 @@
+//! Messaging operations done once per client request on the Redis store.
+//!
+//! A load balancer re-sends a request whose instance died before answering
+//! (HAProxy's `retry-on empty-response`). If that instance had already queued
+//! the message or taken the inbox, the second run would queue it twice or
+//! find the inbox empty, and the messages taken by the first would be lost.
+//! Keyed by the request (its session's global id and its JSON-RPC id), the
+//! first run records what it did under `{prefix}:once:{key}` for
+//! [`ONCE_TTL`], atomically with doing it, and a re-sent request gets the same
+//! answer.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::Script;
+
+use super::StoreError;
+use super::redis::RedisStore;
+use super::scripts::{POP_ALL_ONCE, PUSH_ONCE};
+use super::types::{Event, Message, now_ms};
+
+/// How long a request's record is kept: longer than any load balancer takes
+/// to re-send a request.
+pub const ONCE_TTL: Duration = Duration::from_secs(120);
+
+static PUSH: LazyLock<Script> = LazyLock::new(|| Script::new(PUSH_ONCE));
+static POP_ALL: LazyLock<Script> = LazyLock::new(|| Script::new(POP_ALL_ONCE));
+
+impl RedisStore {
+    /// [`RedisStore::push`] once per `once` key; a repeat returns the first id.
+    pub async fn push_once(&self, mut message: Message, once: &str) -> Result<u64, StoreError> {
+        let mut con = self.con().await?;
+        let id: u64 = redis::cmd("INCR")
+            .arg(self.key("msg:seq"))
+            .query_async(&mut con)
+            .await
+            .map_err(|e| self.err(e))?;
+        message.id = id;
+        let ttl = message
+            .expires_at_ms
+            .saturating_sub(message.sent_at_ms)
+            .max(1);
+        let json = serde_json::to_string(&message)?;
+        let recipient = message.recipient.clone();
+        let event = serde_json::to_string(&Event::Inbox(message))?;
+        PUSH.key(self.key(&format!("inbox:{recipient}")))
+            .key(self.key("inboxes"))
+            .key(self.key("events"))
+            .key(self.key(&format!("once:push:{once}")))
+            .arg(json)
+            .arg(ttl)
+            .arg(recipient)
+            .arg(event)
+            .arg(id)
+            .arg(ONCE_TTL.as_millis() as u64)
+            .invoke_async(&mut con)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// [`RedisStore::pop_all`] once per `once` key; a repeat returns the same messages.
+    pub async fn pop_all_once(
+        &self,
+        recipient: &str,
+        once: &str,
+    ) -> Result<Vec<Message>, StoreError> {
+        let mut con = self.con().await?;
+        let taken: String = POP_ALL
+            .key(self.key(&format!("inbox:{recipient}")))
+            .key(self.key("inboxes"))
+            .key(self.key(&format!("once:pop:{once}")))
+            .arg(recipient)
+            .arg(ONCE_TTL.as_millis() as u64)
+            .invoke_async(&mut con)
+            .await
+            .map_err(|e| self.err(e))?;
+        let items: Vec<String> = serde_json::from_str(&taken)?;
+        let now = now_ms();
+        let mut out = Vec::with_capacity(items.len());
+        for raw in items {
+            let m: Message = serde_json::from_str(&raw)?;
+            if !m.expired(now) {
+                out.push(m);
+            }
+        }
+        Ok(out)
+    }
+}
