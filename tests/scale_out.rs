@@ -12,7 +12,7 @@ mod eras_support;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::cluster::{Instance, Raw, echoed, haproxy, haproxy_present, wait_until};
 use common::recorder;
@@ -174,24 +174,7 @@ async fn load(url: &str, clients: usize) -> Load {
 impl Load {
     /// Waits until every client completed `more` further calls.
     async fn progress(&self, more: usize) {
-        let targets: Vec<usize> = self
-            .calls
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed) + more)
-            .collect();
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while self
-            .calls
-            .iter()
-            .zip(&targets)
-            .any(|(c, t)| c.load(Ordering::Relaxed) < *t)
-        {
-            assert!(
-                Instant::now() < deadline,
-                "some client stopped making progress"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        common::cluster::progress(&self.calls, more, Duration::from_secs(90)).await;
     }
 
     async fn finish(self) -> (usize, Vec<String>) {

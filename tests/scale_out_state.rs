@@ -241,24 +241,7 @@ async fn start_load(url: &str) -> Load {
 impl Load {
     /// Waits until every client completed `more` further rounds.
     async fn progress(&self, more: usize) {
-        let targets: Vec<usize> = self
-            .rounds
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed) + more)
-            .collect();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while self
-            .rounds
-            .iter()
-            .zip(&targets)
-            .any(|(c, t)| c.load(Ordering::Relaxed) < *t)
-        {
-            assert!(
-                Instant::now() < deadline,
-                "a client stopped making progress"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        common::cluster::progress(&self.rounds, more, Duration::from_secs(120)).await;
     }
 
     /// Stops the rounds; then each client collects the messages still waiting for it.

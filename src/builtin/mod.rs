@@ -232,37 +232,15 @@ impl Caller {
     }
 
     pub fn of(ctx: &RequestContext<RoleServer>) -> Self {
+        let meta = &ctx.meta.0.0;
+        let text = |key: &str| meta.get(key).and_then(|v| v.as_str()).map(String::from);
         Self {
-            session: ctx.meta.0.0.get(SESSION_META_KEY).and_then(|v| v.as_u64()),
-            session_name: ctx
-                .meta
-                .0
-                .0
-                .get(SESSION_NAME_META_KEY)
-                .and_then(|v| v.as_str())
-                .map(String::from),
-            request: ctx
-                .meta
-                .0
-                .0
-                .get(REQUEST_META_KEY)
-                .and_then(|v| v.as_str())
-                .map(String::from),
-            client: ctx
-                .meta
-                .0
-                .0
-                .get(CLIENT_META_KEY)
-                .and_then(|v| v.as_str())
-                .map(String::from),
-            auth: ctx
-                .meta
-                .0
-                .0
-                .get(AUTH_META_KEY)
-                .and_then(|v| v.as_str())
-                .map(String::from),
-            admin: ctx.meta.0.0.get(ADMIN_META_KEY).and_then(|v| v.as_bool()) == Some(true),
+            session: meta.get(SESSION_META_KEY).and_then(|v| v.as_u64()),
+            session_name: text(SESSION_NAME_META_KEY),
+            request: text(REQUEST_META_KEY),
+            client: text(CLIENT_META_KEY),
+            auth: text(AUTH_META_KEY),
+            admin: meta.get(ADMIN_META_KEY).and_then(|v| v.as_bool()) == Some(true),
         }
     }
 }

@@ -163,15 +163,7 @@ impl RedisStore {
             .query_async(&mut con)
             .await
             .map_err(|e| self.err(e))?;
-        let now = now_ms();
-        let mut out = Vec::with_capacity(items.len());
-        for raw in items {
-            let m: Message = serde_json::from_str(&raw)?;
-            if !m.expired(now) {
-                out.push(m);
-            }
-        }
-        Ok(out)
+        unexpired(items)
     }
 
     pub async fn take_reply(
@@ -468,4 +460,17 @@ pub(super) fn redact(url: &str) -> String {
         }
         _ => url.to_string(),
     }
+}
+
+/// The messages stored as `items` (JSON texts) that have not expired.
+pub(super) fn unexpired(items: Vec<String>) -> Result<Vec<Message>, StoreError> {
+    let now = now_ms();
+    let mut out = Vec::with_capacity(items.len());
+    for raw in items {
+        let m: Message = serde_json::from_str(&raw)?;
+        if !m.expired(now) {
+            out.push(m);
+        }
+    }
+    Ok(out)
 }

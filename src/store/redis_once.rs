@@ -17,7 +17,7 @@ use redis::Script;
 use super::StoreError;
 use super::redis::RedisStore;
 use super::scripts::{POP_ALL_ONCE, PUSH_ONCE};
-use super::types::{Event, Message, now_ms};
+use super::types::{Event, Message};
 
 /// How long a request's record is kept: longer than any load balancer takes
 /// to re-send a request.
@@ -74,15 +74,6 @@ impl RedisStore {
             .invoke_async(&mut con)
             .await
             .map_err(|e| self.err(e))?;
-        let items: Vec<String> = serde_json::from_str(&taken)?;
-        let now = now_ms();
-        let mut out = Vec::with_capacity(items.len());
-        for raw in items {
-            let m: Message = serde_json::from_str(&raw)?;
-            if !m.expired(now) {
-                out.push(m);
-            }
-        }
-        Ok(out)
+        super::redis::unexpired(serde_json::from_str(&taken)?)
     }
 }

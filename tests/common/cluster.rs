@@ -252,3 +252,30 @@ pub fn haproxy_present() -> bool {
         .output()
         .is_ok_and(|o| o.status.success())
 }
+
+/// Waits until each of `counts` (one per client) has grown by `more`; fails
+/// after `limit` when one stopped making progress.
+pub async fn progress(
+    counts: &[std::sync::Arc<std::sync::atomic::AtomicUsize>],
+    more: usize,
+    limit: Duration,
+) {
+    use std::sync::atomic::Ordering;
+    let targets: Vec<usize> = counts
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed) + more)
+        .collect();
+    let deadline = Instant::now() + limit;
+    while counts
+        .iter()
+        .zip(&targets)
+        .any(|(c, t)| c.load(Ordering::Relaxed) < *t)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "a client stopped making progress"
+        );
+        // Paces the polls; the deadline above bounds the wait.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
