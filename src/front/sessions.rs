@@ -276,7 +276,7 @@ const RELEASE_GRACE: Duration = Duration::from_secs(30);
 
 /// Closes the local copy of every session another instance took over,
 /// until `stop` is cancelled. A copy with calls in flight (`busy`) is
-/// closed once they end (within [`RELEASE_GRACE`]), so a move never cuts
+/// closed once they end (within `RELEASE_GRACE`, 30 s), so a move never cuts
 /// an answer off.
 pub fn follow_moves(
     sessions: Arc<Sessions>,

@@ -2,12 +2,12 @@
 //! (backends, sessions, tools, jobs, the audit log, the bus) and drives it
 //! (try a tool, start and stop jobs, reload the config).
 //!
-//! - `GET /ui`, `/ui/*.js|css|svg` ([`assets`]): the page, embedded in the
+//! - `GET /ui`, `/ui/*.js|css|svg` (`assets.rs`): the page, embedded in the
 //!   binary. Public (the auth layer lets `Route::Console` through): it holds
 //!   no data, only a login form. Every response carries a strict CSP.
-//! - `GET /ui/api/session`, `GET /ui/api/tools` ([`data`]): who the token is,
+//! - `GET /ui/api/session`, `GET /ui/api/tools` (`data.rs`): who the token is,
 //!   what is switched on, and the tools the caller may call.
-//! - `GET /ui/api/events` ([`stream`]): the push stream, Server-Sent Events
+//! - `GET /ui/api/events` (`stream.rs`): the push stream, Server-Sent Events
 //!   read with `fetch()` so the token travels in the `Authorization` header
 //!   (an `EventSource` cannot send one; a token in the URL would leak into
 //!   logs and history). See docs/console.md for the events.
