@@ -104,44 +104,56 @@ impl RedisStore {
             .map_err(|e| self.err(e))
     }
 
-    pub async fn push(&self, mut message: Message) -> Result<u64, StoreError> {
-        let mut con = self.con().await?;
+    /// Gives `message` its id and encodes what queuing it writes.
+    pub(super) async fn prepare(
+        &self,
+        con: &mut ConnectionManager,
+        mut message: Message,
+    ) -> Result<Prepared, StoreError> {
         let id: u64 = redis::cmd("INCR")
             .arg(self.key("msg:seq"))
-            .query_async(&mut con)
+            .query_async(con)
             .await
             .map_err(|e| self.err(e))?;
         message.id = id;
-        let inbox = self.key(&format!("inbox:{}", message.recipient));
-        let ttl = message
-            .expires_at_ms
-            .saturating_sub(message.sent_at_ms)
-            .max(1);
-        let json = serde_json::to_string(&message)?;
-        let recipient = message.recipient.clone();
-        let event = serde_json::to_string(&Event::Inbox(message))?;
+        Ok(Prepared {
+            id,
+            inbox: self.key(&format!("inbox:{}", message.recipient)),
+            ttl: message
+                .expires_at_ms
+                .saturating_sub(message.sent_at_ms)
+                .max(1),
+            json: serde_json::to_string(&message)?,
+            recipient: message.recipient.clone(),
+            event: serde_json::to_string(&Event::Inbox(message))?,
+        })
+    }
+
+    pub async fn push(&self, message: Message) -> Result<u64, StoreError> {
+        let mut con = self.con().await?;
+        let p = self.prepare(&mut con, message).await?;
         redis::pipe()
             .atomic()
             .cmd("RPUSH")
-            .arg(&inbox)
-            .arg(json)
+            .arg(&p.inbox)
+            .arg(p.json)
             .ignore()
             .cmd("PEXPIRE")
-            .arg(&inbox)
-            .arg(ttl)
+            .arg(&p.inbox)
+            .arg(p.ttl)
             .ignore()
             .cmd("SADD")
             .arg(self.key("inboxes"))
-            .arg(recipient)
+            .arg(p.recipient)
             .ignore()
             .cmd("PUBLISH")
             .arg(self.key("events"))
-            .arg(event)
+            .arg(p.event)
             .ignore()
             .query_async::<()>(&mut con)
             .await
             .map_err(|e| self.err(e))?;
-        Ok(id)
+        Ok(p.id)
     }
 
     pub async fn pop_all(&self, recipient: &str) -> Result<Vec<Message>, StoreError> {
@@ -473,4 +485,15 @@ pub(super) fn unexpired(items: Vec<String>) -> Result<Vec<Message>, StoreError> 
         }
     }
     Ok(out)
+}
+
+/// A message with its id, ready to queue: its inbox key, the inbox's expiry
+/// (ms), its JSON, its recipient and the event that announces it.
+pub(super) struct Prepared {
+    pub id: u64,
+    pub inbox: String,
+    pub ttl: u64,
+    pub json: String,
+    pub recipient: String,
+    pub event: String,
 }

@@ -17,7 +17,7 @@ use redis::Script;
 use super::StoreError;
 use super::redis::RedisStore;
 use super::scripts::{POP_ALL_ONCE, PUSH_ONCE};
-use super::types::{Event, Message};
+use super::types::Message;
 
 /// How long a request's record is kept: longer than any load balancer takes
 /// to re-send a request.
@@ -28,30 +28,18 @@ static POP_ALL: LazyLock<Script> = LazyLock::new(|| Script::new(POP_ALL_ONCE));
 
 impl RedisStore {
     /// [`RedisStore::push`] once per `once` key; a repeat returns the first id.
-    pub async fn push_once(&self, mut message: Message, once: &str) -> Result<u64, StoreError> {
+    pub async fn push_once(&self, message: Message, once: &str) -> Result<u64, StoreError> {
         let mut con = self.con().await?;
-        let id: u64 = redis::cmd("INCR")
-            .arg(self.key("msg:seq"))
-            .query_async(&mut con)
-            .await
-            .map_err(|e| self.err(e))?;
-        message.id = id;
-        let ttl = message
-            .expires_at_ms
-            .saturating_sub(message.sent_at_ms)
-            .max(1);
-        let json = serde_json::to_string(&message)?;
-        let recipient = message.recipient.clone();
-        let event = serde_json::to_string(&Event::Inbox(message))?;
-        PUSH.key(self.key(&format!("inbox:{recipient}")))
+        let p = self.prepare(&mut con, message).await?;
+        PUSH.key(p.inbox)
             .key(self.key("inboxes"))
             .key(self.key("events"))
             .key(self.key(&format!("once:push:{once}")))
-            .arg(json)
-            .arg(ttl)
-            .arg(recipient)
-            .arg(event)
-            .arg(id)
+            .arg(p.json)
+            .arg(p.ttl)
+            .arg(p.recipient)
+            .arg(p.event)
+            .arg(p.id)
             .arg(ONCE_TTL.as_millis() as u64)
             .invoke_async(&mut con)
             .await
