@@ -43,7 +43,8 @@
 //!   (or request, for a 2026-07-28 client) is a [`front::FrontSession`]; its requests take one
 //!   route → authorize → rewrite → forward → map pipeline. [`front::parked`] turns a
 //!   backend's sampling, elicitation and roots during a 2026-07-28 client's call into
-//!   `InputRequired` rounds. [`front::sessions`] mints session ids that name the instance and
+//!   `InputRequired` rounds; `front::tasks` serves tool calls as tasks (the tasks
+//!   extension) from the job queue. [`front::sessions`] mints session ids that name the instance and
 //!   restores shared sessions; [`front::drain`] is the SIGTERM drain;
 //!   [`front::console`] is the browser console at `/ui` and its push stream.
 //! - [`serve`] and [`check`]: `manifold serve|stdio` and `manifold check`, wiring the above.

@@ -46,7 +46,11 @@ fn runner() -> TestRunner {
         cases,
         failure_persistence: None,
         // Shrinking re-sends requests; a few dozen steps find the culprit.
+        // A case that fails by timing out costs DEADLINE a step, so the
+        // whole shrink is also bounded in time (ms): a failure is reported
+        // within minutes instead of stalling the run.
         max_shrink_iters: 64,
+        max_shrink_time: 90_000,
         ..RunnerConfig::default()
     })
 }

@@ -64,8 +64,11 @@ async fn setup(test: &str) -> Option<Setup> {
     // Every backend process started for this test carries this variable.
     let mark = format!("{prefix}-{}", std::process::id());
     let web = fixture("http", &[]);
+    // No sender rate limit: while a client waits out a call lost with the
+    // killed instance, the others run many more rounds than usual, and the
+    // test is about losing nothing, not about the limit.
     let shared = format!(
-        "[messaging]\nstore = \"redis\"\nredis_url = \"{REDIS_URL}\"\nkey_prefix = \"{prefix}-msg\"\n\n\
+        "[messaging]\nstore = \"redis\"\nredis_url = \"{REDIS_URL}\"\nkey_prefix = \"{prefix}-msg\"\nrate_limit = 0\n\n\
          [jobs]\nstore = \"postgres\"\nurl = \"{0}\"\nlease = \"2s\"\npoll_interval = \"100ms\"\n\n\
          [audit]\nlocal = \"postgres\"\ndurable = true\n[audit.postgres]\nurl = \"{0}\"\n",
         db.url()

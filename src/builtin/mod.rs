@@ -115,6 +115,7 @@ fn builtin_backend(set: &str, config: &Config) -> BackendConfig {
         prompts: NameFilter::default(),
         max_concurrent: None,
         max_sessions: crate::config::DEFAULT_MAX_SESSIONS,
+        tasks: crate::config::TaskSupport::Forbidden,
     }
 }
 

@@ -38,6 +38,15 @@ pub(super) struct RawBackend {
     prompts: Option<RawFilter>,
     max_concurrent: Option<Spanned<i64>>,
     max_sessions: Option<Spanned<i64>>,
+    tasks: Option<Spanned<RawTasks>>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum RawTasks {
+    Forbidden,
+    Optional,
+    Required,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -99,7 +108,21 @@ pub(super) fn build_backend(
         prompts,
         max_concurrent,
         max_sessions,
+        tasks: match raw.tasks.map(|t| *t.get_ref()) {
+            Some(RawTasks::Optional) => TaskSupport::Optional,
+            Some(RawTasks::Required) => TaskSupport::Required,
+            None | Some(RawTasks::Forbidden) => TaskSupport::Forbidden,
+        },
     })
+}
+
+/// Where `tasks` is set to serve calls as tasks, for the check that `[jobs]`
+/// is there to run them.
+pub(super) fn tasks_span(raw: &RawBackend) -> Option<Range<usize>> {
+    raw.tasks
+        .as_ref()
+        .filter(|t| !matches!(t.get_ref(), RawTasks::Forbidden))
+        .map(|t| t.span())
 }
 
 /// The backend's name checked, and its prefix (the name unless `prefix` is

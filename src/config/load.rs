@@ -322,6 +322,14 @@ fn build(
     let mut prefixes: HashMap<String, String> = HashMap::new();
     for (name, name_span, b) in raw.backends {
         locations.insert(name.clone(), cx.location(name_span.start));
+        if let Some(span) = super::backend::tasks_span(&b)
+            && !raw.jobs.enabled
+        {
+            cx.error(
+                span,
+                format!("backend `{name}` serves calls as tasks, which the job queue runs: add a `[jobs]` section (or set `tasks = \"forbidden\"`)"),
+            );
+        }
         if let Some(b) = build_backend(&name, name_span, b, &server, cx, base_dir, &mut prefixes) {
             backends.insert(name, b);
         }

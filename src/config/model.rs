@@ -277,6 +277,22 @@ pub struct BackendConfig {
     /// own connection (process) at once; past it a session's call gets a
     /// clear error instead of a new process.
     pub max_sessions: usize,
+    /// Whether the gateway serves this backend's tool calls as tasks (the
+    /// `io.modelcontextprotocol/tasks` extension), run by the job queue.
+    pub tasks: TaskSupport,
+}
+
+/// `tasks` of a backend: when a tool call becomes a task of the job queue.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TaskSupport {
+    /// Never: calls are answered when they end (the default).
+    #[default]
+    Forbidden,
+    /// When the request declares the tasks extension; otherwise answered inline.
+    Optional,
+    /// Always: a request that does not declare the extension is refused
+    /// with -32021 (missing required client capability).
+    Required,
 }
 
 /// The default of `max_sessions` for per-session backends.

@@ -33,6 +33,7 @@ pub mod sessions;
 pub mod stack;
 pub mod stdio;
 mod subscribe;
+mod tasks;
 
 use std::sync::Arc;
 
@@ -88,6 +89,7 @@ impl Front {
             self.gateway.clone(),
             self.policy.clone(),
             self.parked.clone(),
+            self.reloader.clone(),
         )
     }
 }

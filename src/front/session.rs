@@ -30,6 +30,8 @@ pub struct FrontSession {
     policy: Arc<Policy>,
     /// Calls of 2026-07-28 clients waiting for their answers, shared by all handlers.
     pub(super) parked: Arc<super::parked::ParkedCalls>,
+    /// The running config's built-in state: the job queue that runs tasks.
+    pub(super) reloader: Arc<crate::reload::Reloader>,
     pub(super) id: u64,
     /// The session's global id: its `Mcp-Session-Id` over HTTP, else one
     /// minted on first use (see [`FrontSession::name`]).
@@ -51,12 +53,14 @@ impl FrontSession {
         gateway: Arc<Gateway>,
         policy: Arc<Policy>,
         parked: Arc<super::parked::ParkedCalls>,
+        reloader: Arc<crate::reload::Reloader>,
     ) -> Self {
         let id = gateway.hub.new_session_id();
         Self {
             gateway,
             policy,
             parked,
+            reloader,
             id,
             name: OnceLock::new(),
             session: OnceLock::new(),
@@ -95,7 +99,7 @@ impl FrontSession {
 
 impl ServerHandler for FrontSession {
     fn get_info(&self) -> ServerConfig {
-        let capabilities = ServerCapabilities::builder()
+        let mut capabilities = ServerCapabilities::builder()
             .enable_logging()
             .enable_tools()
             .enable_tool_list_changed()
@@ -106,6 +110,7 @@ impl ServerHandler for FrontSession {
             .enable_resources_subscribe()
             .enable_completions()
             .build();
+        self.advertise_tasks(&mut capabilities);
         ServerConfig::new(capabilities)
             .with_server_info(self.gateway.implementation(&|_| true))
             .with_instructions(self.gateway.instructions(&|_| true))
@@ -238,11 +243,17 @@ impl ServerHandler for FrontSession {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let req = self.req("tools/call", &context);
+        // A call served as a task is audited when its job runs, with the job's id.
+        let became_task = std::sync::atomic::AtomicBool::new(false);
         let target = self.audit_target(&request.name, || {
             request.arguments.clone().map(serde_json::Value::Object)
         });
         let result = req
             .run(async {
+                if let Some(task) = self.call_as_task(&req, &context, &request).await {
+                    became_task.store(task.is_ok(), std::sync::atomic::Ordering::Relaxed);
+                    return task;
+                }
                 let exposed = request.name.clone();
                 let mut request = request;
                 let mrtr = Mrtr {
@@ -287,8 +298,37 @@ impl ServerHandler for FrontSession {
                 Ok(response)
             })
             .await;
-        self.audit(&req, target, &result, "call_tool").await;
+        if !became_task.load(std::sync::atomic::Ordering::Relaxed) {
+            self.audit(&req, target, &result, "call_tool").await;
+        }
         result
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, ErrorData> {
+        let req = self.req("tasks/get", &context);
+        req.run(self.get_task_for(&req, &request.task_id)).await
+    }
+
+    async fn update_task(
+        &self,
+        request: UpdateTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let req = self.req("tasks/update", &context);
+        req.run(self.update_task_for(&req, &request.task_id)).await
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let req = self.req("tasks/cancel", &context);
+        req.run(self.cancel_task_for(&req, &request.task_id)).await
     }
 
     async fn get_prompt(

@@ -205,7 +205,13 @@ fn timeout(params: &JsonObject) -> Result<Option<Duration>, JobError> {
 }
 
 impl Jobs {
-    async fn add(&self, caller: &Caller, id: &str, params: &JsonObject) -> Result<Job, JobError> {
+    /// `add_job`: stores a job for `caller` (queued at once with `start: true`).
+    pub async fn add(
+        &self,
+        caller: &Caller,
+        id: &str,
+        params: &JsonObject,
+    ) -> Result<Job, JobError> {
         let tool = match opt_str(params, "tool", "params.tool")? {
             Some(t) if !t.trim().is_empty() => t.trim().to_string(),
             _ => {
@@ -290,8 +296,8 @@ impl Jobs {
         }
     }
 
-    /// The job, with the freshest progress when this instance runs it.
-    async fn status(&self, caller: &Caller, id: &str) -> Result<Job, JobError> {
+    /// `get_status`: the job, with the freshest progress when this instance runs it.
+    pub async fn status(&self, caller: &Caller, id: &str) -> Result<Job, JobError> {
         let mut job = self.find(caller, id).await?;
         if job.state == State::Running
             && let Some(r) = self.runner.get(&caller.namespace, id)
@@ -302,7 +308,9 @@ impl Jobs {
         Ok(job)
     }
 
-    async fn stop_job(&self, caller: &Caller, id: &str) -> Result<Job, JobError> {
+    /// `stop_job`: stops a waiting or running job; waits a little for a
+    /// running one's end to be stored.
+    pub async fn stop_job(&self, caller: &Caller, id: &str) -> Result<Job, JobError> {
         let store = self.store().await?;
         let job = self.find(caller, id).await?;
         if job.state.is_finished() {

@@ -23,6 +23,8 @@ pub struct Snapshot {
     /// Backends with `prefix = ""`, searched after the prefix match.
     bare: Vec<Arc<Backend>>,
     separator: String,
+    /// Whether some backend serves tool calls as tasks (`tasks` is set).
+    pub serves_tasks: bool,
 }
 
 impl Snapshot {
@@ -40,12 +42,16 @@ impl Snapshot {
                 by_prefix.insert(b.config.prefix.clone(), b.clone());
             }
         }
+        let serves_tasks = backends
+            .values()
+            .any(|b| b.config.tasks != crate::config::TaskSupport::Forbidden);
         Self {
             generation,
             backends,
             by_prefix,
             bare,
             separator,
+            serves_tasks,
         }
     }
 
