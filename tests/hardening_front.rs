@@ -557,3 +557,71 @@ async fn status_stays_small_however_many_sessions_there_are() {
     );
     client.cancel().await.unwrap();
 }
+
+/// rmcp routes an answer to the stream of the request with its id: a second
+/// request reusing the id of one in flight would take its answer and leave
+/// it waiting forever. The second is refused; the first gets its own answer;
+/// the id is free again once answered. (Found by tests/fuzz_front.rs.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_reusing_the_id_of_one_in_flight_is_refused_and_neither_hangs() {
+    let (gw, _cfg) = gateway(&stdio_backend("fx", ""));
+    let (session, _) = open(&gw.url, None, "dup").await;
+    let slow = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": "fx__sleep", "arguments": {"ms": 800}}});
+    let first = tokio::spawn({
+        let (url, session) = (gw.url.clone(), session.clone());
+        async move { rpc(&url, None, &session, slow).await }
+    });
+    // Until the sleep is in flight.
+    common::wait_until("the first call is in flight", 10, async || {
+        common::http::in_flight(&gw.url) > 0
+    })
+    .await;
+    let started = Instant::now();
+    let (status, dup) = tokio::time::timeout(
+        Duration::from_secs(10),
+        rpc(
+            &gw.url,
+            None,
+            &session,
+            json!({"jsonrpc": "2.0", "id": 7, "method": "ping"}),
+        ),
+    )
+    .await
+    .expect("the duplicate is answered");
+    assert_eq!(status, 200);
+    assert_eq!(dup["error"]["code"], -32600, "{dup}");
+    assert!(
+        dup["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("already used"),
+        "{dup}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(700),
+        "refused at once"
+    );
+    let (status, first) = tokio::time::timeout(Duration::from_secs(10), first)
+        .await
+        .expect("the first call is answered")
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(first["id"], 7);
+    assert_eq!(
+        first["result"]["content"][0]["text"], "slept 800 ms",
+        "{first}"
+    );
+    // Answered: the id may be used again, at once.
+    for _ in 0..3 {
+        let (_, again) = rpc(
+            &gw.url,
+            None,
+            &session,
+            json!({"jsonrpc": "2.0", "id": 7, "method": "ping"}),
+        )
+        .await;
+        assert_eq!(again["id"], 7, "{again}");
+        assert!(again.get("result").is_some(), "{again}");
+    }
+}

@@ -13,12 +13,13 @@
 //! - the previous holder, if it is alive, hears the announcement and closes
 //!   its copy (and with it the session's per-session backends).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::Stream;
-use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
+use futures::{Stream, StreamExt};
+use rmcp::ErrorData;
+use rmcp::model::{ClientJsonRpcMessage, RequestId, ServerJsonRpcMessage};
 use rmcp::transport::common::server_side_http::{ServerSseMessage, SessionId};
 use rmcp::transport::streamable_http_server::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::{
@@ -42,6 +43,24 @@ pub struct Sessions {
     pub local: LocalSessionManager,
     instance: Arc<str>,
     shared: Option<Shared>,
+    /// The JSON-RPC ids of the requests in flight in each session (see
+    /// [`Sessions::claim`]).
+    in_flight: Arc<Mutex<HashSet<(SessionId, RequestId)>>>,
+}
+
+/// Holds a request's id in its session until the request's stream ends.
+struct InFlight {
+    table: Arc<Mutex<HashSet<(SessionId, RequestId)>>>,
+    key: (SessionId, RequestId),
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.table
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+    }
 }
 
 /// The shared side of the table.
@@ -68,7 +87,30 @@ impl Sessions {
                 ttl,
                 touched: Mutex::new(HashMap::new()),
             }),
+            in_flight: Arc::default(),
         }
+    }
+
+    /// Claims a request's id in its session. rmcp routes a response to the
+    /// stream of the request with its id, so a second request reusing the id
+    /// of one still in flight would take that one's answer and leave it
+    /// waiting forever; it is refused instead. `None` for the refused one.
+    fn claim(&self, id: &SessionId, message: &ClientJsonRpcMessage) -> Option<Option<InFlight>> {
+        let ClientJsonRpcMessage::Request(request) = message else {
+            return Some(None);
+        };
+        let key = (id.clone(), request.id.clone());
+        let fresh = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone());
+        fresh.then(|| {
+            Some(InFlight {
+                table: self.in_flight.clone(),
+                key,
+            })
+        })
     }
 
     pub fn instance(&self) -> &Arc<str> {
@@ -178,7 +220,39 @@ impl SessionManager for Sessions {
         message: ClientJsonRpcMessage,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
         self.touch(id);
-        self.local.create_stream(id, message).await
+        let Some(claim) = self.claim(id, &message) else {
+            let request_id = match &message {
+                ClientJsonRpcMessage::Request(r) => Some(r.id.clone()),
+                _ => None,
+            };
+            let error = ErrorData::invalid_request(
+                format!(
+                    "request id {} is already used by a request in flight in this session; use a new id for each request",
+                    request_id
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default()
+                ),
+                None,
+            );
+            let reply =
+                ServerSseMessage::from_message(ServerJsonRpcMessage::error(error, request_id));
+            return Ok(futures::stream::iter([reply]).left_stream());
+        };
+        let stream = self.local.create_stream(id, message).await?;
+        // The claim ends with the request's answer (or its stream, if the
+        // client goes away first), so the id is free again for the next request.
+        let mut claim = claim;
+        Ok(stream
+            .map(move |m| {
+                if let Some(held) = &claim
+                    && answers(&m, &held.key.1)
+                {
+                    claim = None;
+                }
+                m
+            })
+            .right_stream())
     }
 
     async fn accept_message(
@@ -231,6 +305,15 @@ impl SessionManager for Sessions {
 
     fn event_store(&self) -> Option<Arc<dyn EventStore>> {
         self.local.event_store()
+    }
+}
+
+/// Whether `m` is the answer (result or error) to request `id`.
+fn answers(m: &ServerSseMessage, id: &RequestId) -> bool {
+    match m.message.as_deref() {
+        Some(ServerJsonRpcMessage::Response(r)) => r.id == *id,
+        Some(ServerJsonRpcMessage::Error(e)) => e.id.as_ref() == Some(id),
+        _ => false,
     }
 }
 
