@@ -671,3 +671,55 @@ async fn a_session_that_disappears_mid_call_is_cleaned_up_and_felt_by_nobody_els
     let s = status(&b).await;
     assert_eq!(s["sessions"].as_array().unwrap().len(), 1, "{s:#}");
 }
+
+/// rmcp hands each notification from a backend to its handler on a task of
+/// its own, while the answer completes the request at once: under load the
+/// last progress, sent just before the answer, used to be dropped because the
+/// call had already ended. Many calls at once, each sending its progress
+/// right before answering: every notification arrives, none is dropped.
+#[tokio::test(flavor = "multi_thread")]
+async fn progress_sent_just_before_the_answer_is_never_lost_under_load() {
+    const CALLS: usize = 48;
+    let (gw, _cfg) = gateway(&stdio_backend("fx", ""));
+    let (client, recorder) = connect(&gw.url, "busy").await;
+    let calls = (0..CALLS).map(|_| {
+        let req = ClientRequest::CallToolRequest(CallToolRequest::new(
+            CallToolRequestParams::new("fx__progress")
+                .with_arguments(args(json!({"steps": 2, "delay_ms": 0}))),
+        ));
+        let peer = client.peer().clone();
+        async move {
+            let handle = peer
+                .send_request_with_option(req, PeerRequestOptions::no_options())
+                .await
+                .unwrap();
+            handle.await_response().await.unwrap()
+        }
+    });
+    futures::future::join_all(calls).await;
+    // The client's own handlers run on tasks of their own: give them a moment.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while recorder.count(|e| matches!(e, Event::Progress(_))) < CALLS * 2
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let s = status(&client).await;
+    let counts = &s["notifications"]["progress"];
+    assert_eq!(counts["dropped"], 0, "{counts:#}");
+    // Each call's last progress (2 of 2) reached it; none arrived twice.
+    let mut last: std::collections::HashMap<ProgressToken, f64> = Default::default();
+    for e in recorder.events() {
+        if let Event::Progress(p) = e {
+            let v = last.entry(p.progress_token).or_default();
+            *v = v.max(p.progress);
+        }
+    }
+    assert_eq!(last.len(), CALLS, "{counts:#}");
+    assert!(last.values().all(|v| *v == 2.0), "{last:?}");
+    assert_eq!(
+        recorder.count(|e| matches!(e, Event::Progress(_))) as u64,
+        counts["forwarded"].as_u64().unwrap(),
+        "{counts:#}"
+    );
+}

@@ -35,6 +35,38 @@ const ROOTS_MIN_INTERVAL: Duration = Duration::from_secs(1);
 pub(super) const LOG_RATE: f64 = 500.0;
 pub(super) const LOG_BURST: u32 = 1000;
 
+impl super::Backend {
+    /// Hands one progress notification to the call it belongs to, with the
+    /// client's own token. The caller holds the routing gate, so a call
+    /// registers before its progress is looked up.
+    pub(super) fn route_progress(&self, param: ProgressNotificationParam) {
+        self.hub.counters.add(Kind::Progress, Fate::Received, 1);
+        let Some(call) = self.hub.calls.by_token(self.id, &param.progress_token) else {
+            tracing::debug!(backend = %self.name(), "progress for an unknown token ignored");
+            self.hub.counters.add(Kind::Progress, Fate::Dropped, 1);
+            return;
+        };
+        let Some(token) = call.client_token.clone() else {
+            // The client did not ask for progress.
+            self.hub.counters.add(Kind::Progress, Fate::Dropped, 1);
+            return;
+        };
+        if !call.advance(param.progress) {
+            self.hub.counters.add(Kind::Progress, Fate::Coalesced, 1);
+            return;
+        }
+        let mut forwarded = param;
+        forwarded.progress_token = token;
+        if call
+            .events
+            .try_send(CallEvent::Progress(forwarded))
+            .is_err()
+        {
+            self.hub.counters.add(Kind::Progress, Fate::Dropped, 1);
+        }
+    }
+}
+
 pub struct BackendClient {
     pub(super) backend: BackendRef,
     pub(super) hub: Arc<Hub>,
@@ -276,42 +308,23 @@ impl ClientHandler for BackendClient {
         self.list_changed(ListKinds::RESOURCES);
     }
 
+    /// Progress the transport could not route as it arrived (see
+    /// `ordering`): routed here, once the routing gate lets it.
     async fn on_progress(
         &self,
         param: ProgressNotificationParam,
-        _: NotificationContext<RoleClient>,
+        ctx: NotificationContext<RoleClient>,
     ) {
-        self.hub.counters.add(Kind::Progress, Fate::Received, 1);
+        if ctx.extensions.get::<super::ordering::Routed>().is_some() {
+            return;
+        }
         let Some(backend) = self.backend.upgrade() else {
             return;
         };
-        let call = {
-            let _gate = backend.routing_gate.read().await;
-            self.hub.calls.by_token(backend.id, &param.progress_token)
-        };
-        let Some(call) = call else {
-            tracing::debug!(backend = %backend.name(), "progress for an unknown token ignored");
-            self.hub.counters.add(Kind::Progress, Fate::Dropped, 1);
-            return;
-        };
-        let Some(token) = call.client_token.clone() else {
-            // The client did not ask for progress.
-            self.hub.counters.add(Kind::Progress, Fate::Dropped, 1);
-            return;
-        };
-        if !call.advance(param.progress) {
-            self.hub.counters.add(Kind::Progress, Fate::Coalesced, 1);
-            return;
-        }
-        let mut forwarded = param;
-        forwarded.progress_token = token;
-        if call
-            .events
-            .try_send(CallEvent::Progress(forwarded))
-            .is_err()
-        {
-            self.hub.counters.add(Kind::Progress, Fate::Dropped, 1);
-        }
+        // Marks this notification handled however the handler ends.
+        let _handled = backend.progress_order.handling(&param.progress_token);
+        let _gate = backend.routing_gate.read().await;
+        backend.route_progress(param);
     }
 
     async fn on_logging_message(

@@ -265,7 +265,7 @@ async fn connect(
         roots_cache: tokio::sync::Mutex::new(None),
     };
     let attempt = async {
-        let running = open(&config, env, handler, |p| {
+        let running = open(&config, env, weak, handler, |p| {
             backend.pid.store(p, Ordering::Relaxed);
             pid.store(p, Ordering::Relaxed);
         })

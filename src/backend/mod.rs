@@ -15,6 +15,7 @@ mod connect;
 mod inprocess;
 mod needs;
 mod open;
+mod ordering;
 mod request;
 pub mod spawn;
 pub mod sse;
@@ -174,6 +175,9 @@ pub struct Backend {
     /// for reading by notification handlers before they look a route up, so a
     /// backend that answers instantly cannot outrun the registration (rmcp notes, P4).
     pub(crate) routing_gate: tokio::sync::RwLock<()>,
+    /// Progress notifications received and not yet handled, so a call's
+    /// answer waits for the progress sent before it (see `ordering`).
+    pub(crate) progress_order: Arc<ordering::ProgressOrder>,
     /// Current state; a watch so `check --connect` and startup can await the
     /// first connect attempt. Ends with the backend.
     state: watch::Sender<BackendState>,
@@ -230,6 +234,7 @@ impl Backend {
             env: live.clone(),
             audit: env.audit.clone(),
             routing_gate: tokio::sync::RwLock::new(()),
+            progress_order: Arc::default(),
             state,
             peer: ArcSwapOption::empty(),
             catalog: ArcSwap::from_pointee(Catalog::default()),

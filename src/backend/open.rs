@@ -11,7 +11,9 @@ use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig
 use rmcp::{RoleClient, ServiceExt};
 
 use super::BackendEnv;
+use super::BackendRef;
 use super::client::BackendClient;
+use super::ordering::Ordered;
 use crate::config::{BackendConfig, Secret, TransportConfig};
 
 pub(super) type Running = RunningService<RoleClient, BackendClient>;
@@ -29,10 +31,11 @@ pub(super) type Running = RunningService<RoleClient, BackendClient>;
 pub(super) async fn open(
     config: &BackendConfig,
     env: &BackendEnv,
+    backend: &BackendRef,
     handler: impl Fn() -> BackendClient,
     on_pid: impl Fn(u32),
 ) -> Result<Running, String> {
-    open_transport(config, env, handler, on_pid)
+    open_transport(config, env, backend, handler, on_pid)
         .await
         .map_err(|e| crate::config::redact::redact(&e).into_owned())
 }
@@ -56,6 +59,7 @@ fn discover() -> ClientLifecycleMode {
 /// Connects with `initialize`, and with `server/discover` on a fresh
 /// transport from `open` when the server refuses that.
 async fn serve_either<T, E, A, F>(
+    backend: &BackendRef,
     handler: impl Fn() -> BackendClient,
     open: impl Fn() -> F,
 ) -> Result<Running, String>
@@ -64,10 +68,16 @@ where
     T: IntoTransport<RoleClient, E, A>,
     E: std::error::Error + Send + Sync + 'static,
 {
-    match handler().serve(open().await?).await {
+    let ordered = async || {
+        Ok::<_, String>(Ordered::new(
+            open().await?.into_transport(),
+            backend.clone(),
+        ))
+    };
+    match handler().serve(ordered().await?).await {
         Ok(running) => Ok(running),
         Err(e) if refused_initialize(&e) => handler()
-            .serve_with_lifecycle(open().await?, discover())
+            .serve_with_lifecycle(ordered().await?, discover())
             .await
             .map_err(|d| format!("initialize failed: {e}; server/discover failed: {d}")),
         Err(e) => Err(format!("initialize failed: {e}")),
@@ -77,6 +87,7 @@ where
 async fn open_transport(
     config: &BackendConfig,
     env: &BackendEnv,
+    backend: &BackendRef,
     handler: impl Fn() -> BackendClient,
     on_pid: impl Fn(u32),
 ) -> Result<Running, String> {
@@ -103,7 +114,7 @@ async fn open_transport(
                 }
                 Ok(proc)
             };
-            serve_either(handler, spawn).await
+            serve_either(backend, handler, spawn).await
         }
         TransportConfig::Http { url, headers } => {
             let headers = header_map(headers)?;
@@ -117,7 +128,7 @@ async fn open_transport(
                     cfg,
                 ))
             };
-            serve_either(handler, connect).await
+            serve_either(backend, handler, connect).await
         }
         TransportConfig::Builtin { set } => {
             let handler = handler();
@@ -148,7 +159,7 @@ async fn open_transport(
                 .await
                 .map_err(|e| e.to_string())?;
             handler
-                .serve(transport)
+                .serve(Ordered::new(transport, backend.clone()))
                 .await
                 .map_err(|e| format!("initialize failed: {e}"))
         }

@@ -13,6 +13,10 @@ use tokio_util::sync::CancellationToken;
 use super::{Backend, CallError, Origin, Sink};
 use crate::coordinator::{CallEvent, Fate, Kind, RelayJob};
 
+/// How long an answer waits for the handlers of progress sent before it
+/// (they normally run within microseconds; a stuck one must not hold it).
+const PROGRESS_SETTLE: Duration = Duration::from_millis(500);
+
 impl Backend {
     /// Forwards one request for a client and waits for its answer, the
     /// backend's timeout, or the client's cancellation, whichever comes first.
@@ -65,14 +69,18 @@ impl Backend {
             (handle, route)
         };
         let id = handle.id.clone();
+        let progress_token = handle.progress_token.clone();
         let response = handle.await_response();
         tokio::pin!(response);
         let mut relays = FuturesUnordered::new();
         loop {
             tokio::select! {
                 result = &mut response => {
+                    if origin.progress_token.is_some() {
+                        self.progress_order.settle(&progress_token, PROGRESS_SETTLE).await;
+                    }
                     match client {
-                        Some(client) => self.flush_progress(client, &mut events, origin.progress_token.is_some()).await,
+                        Some(client) => self.flush_progress(client, &mut events).await,
                         // A parked call's waiting request is another task: let what the backend
                         // sent just before its answer (handled by other tasks) find the call
                         // still registered.
@@ -101,18 +109,13 @@ impl Backend {
         }
     }
 
-    /// Progress sent just before the response is handled by a separate rmcp
-    /// task: gives it a moment to land, then forwards it. Calls without a
-    /// progress token skip the extra scheduling.
+    /// Forwards the progress still queued for the call, ahead of its answer
+    /// (its handlers ran: see `settle` above).
     async fn flush_progress(
         &self,
         client: &Peer<RoleServer>,
         events: &mut tokio::sync::mpsc::Receiver<CallEvent>,
-        wants_progress: bool,
     ) {
-        if wants_progress {
-            tokio::task::yield_now().await;
-        }
         while let Ok(event) = events.try_recv() {
             if let CallEvent::Progress(p) = event {
                 self.forward_progress(client, p).await;
