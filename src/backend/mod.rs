@@ -135,6 +135,11 @@ pub struct Origin<'a> {
     /// What the backend is told when `cancel` fires ("cancelled by the
     /// client" when unset): a parked call that expired says so.
     pub cancel_reason: Option<&'a std::sync::OnceLock<String>>,
+    /// What the calling client declared: a backend connected at 2026-07-28
+    /// is told these (instead of all the gateway relays) in the request's
+    /// `_meta`, so it asks only what the client can answer, or refuses with
+    /// -32021 as it would directly. `None`: the connection's own.
+    pub client_capabilities: Option<ClientCapabilities>,
 }
 
 /// Where a call's events go.

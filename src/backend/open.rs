@@ -14,7 +14,7 @@ use super::BackendEnv;
 use super::BackendRef;
 use super::client::BackendClient;
 use super::ordering::Ordered;
-use crate::config::{BackendConfig, Secret, TransportConfig};
+use crate::config::{BackendConfig, Lifecycle, Secret, TransportConfig};
 
 pub(super) type Running = RunningService<RoleClient, BackendClient>;
 
@@ -59,6 +59,7 @@ fn discover() -> ClientLifecycleMode {
 /// Connects with `initialize`, and with `server/discover` on a fresh
 /// transport from `open` when the server refuses that.
 async fn serve_either<T, E, A, F>(
+    lifecycle: Lifecycle,
     backend: &BackendRef,
     handler: impl Fn() -> BackendClient,
     open: impl Fn() -> F,
@@ -74,6 +75,19 @@ where
             backend.clone(),
         ))
     };
+    if lifecycle == Lifecycle::Discover {
+        return match handler()
+            .serve_with_lifecycle(ordered().await?, discover())
+            .await
+        {
+            Ok(running) => Ok(running),
+            Err(d) if refused_initialize(&d) => handler()
+                .serve(ordered().await?)
+                .await
+                .map_err(|e| format!("server/discover failed: {d}; initialize failed: {e}")),
+            Err(d) => Err(format!("server/discover failed: {d}")),
+        };
+    }
     match handler().serve(ordered().await?).await {
         Ok(running) => Ok(running),
         Err(e) if refused_initialize(&e) => handler()
@@ -114,7 +128,7 @@ async fn open_transport(
                 }
                 Ok(proc)
             };
-            serve_either(backend, handler, spawn).await
+            serve_either(config.lifecycle, backend, handler, spawn).await
         }
         TransportConfig::Http { url, headers } => {
             let headers = header_map(headers)?;
@@ -128,7 +142,7 @@ async fn open_transport(
                     cfg,
                 ))
             };
-            serve_either(backend, handler, connect).await
+            serve_either(config.lifecycle, backend, handler, connect).await
         }
         TransportConfig::Builtin { set } => {
             let handler = handler();

@@ -32,7 +32,19 @@ impl Backend {
     ) -> Result<ServerResult, CallError> {
         let _slot = self.take_slot(origin.cancel).await?;
         let peer = self.peer()?;
-        let options = PeerRequestOptions::with_timeout(self.timeout()).reset_timeout_on_progress();
+        let mut options =
+            PeerRequestOptions::with_timeout(self.timeout()).reset_timeout_on_progress();
+        if let Some(mut declared) = origin.client_capabilities.clone()
+            && self.speaks_2026()
+        {
+            // The gateway serves tasks itself and does not relay a backend's.
+            if let Some(extensions) = declared.extensions.as_mut() {
+                extensions.remove(rmcp::model::TASKS_EXTENSION_ID);
+            }
+            let mut meta = rmcp::model::RequestMetaObject::new();
+            meta.set_client_capabilities(declared);
+            options.meta = Some(meta);
+        }
         let relay_timeout = self.env.load().relay_timeout;
         // Bounded: progress beyond it is dropped (and counted), never queued
         // without limit. A parked call's events go to its own channel instead.

@@ -116,6 +116,7 @@ fn builtin_backend(set: &str, config: &Config) -> BackendConfig {
         max_concurrent: None,
         max_sessions: crate::config::DEFAULT_MAX_SESSIONS,
         tasks: crate::config::TaskSupport::Forbidden,
+        lifecycle: crate::config::Lifecycle::Initialize,
     }
 }
 

@@ -39,6 +39,14 @@ pub(super) struct RawBackend {
     max_concurrent: Option<Spanned<i64>>,
     max_sessions: Option<Spanned<i64>>,
     tasks: Option<Spanned<RawTasks>>,
+    lifecycle: Option<RawLifecycle>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum RawLifecycle {
+    Initialize,
+    Discover,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -108,6 +116,10 @@ pub(super) fn build_backend(
         prompts,
         max_concurrent,
         max_sessions,
+        lifecycle: match raw.lifecycle {
+            Some(RawLifecycle::Discover) => Lifecycle::Discover,
+            _ => Lifecycle::Initialize,
+        },
         tasks: match raw.tasks.map(|t| *t.get_ref()) {
             Some(RawTasks::Optional) => TaskSupport::Optional,
             Some(RawTasks::Required) => TaskSupport::Required,

@@ -277,9 +277,25 @@ pub struct BackendConfig {
     /// own connection (process) at once; past it a session's call gets a
     /// clear error instead of a new process.
     pub max_sessions: usize,
+    /// How the gateway connects: `initialize` first (the default) or
+    /// `server/discover` first (2026-07-28), each falling back to the other.
+    pub lifecycle: Lifecycle,
     /// Whether the gateway serves this backend's tool calls as tasks (the
     /// `io.modelcontextprotocol/tasks` extension), run by the job queue.
     pub tasks: TaskSupport,
+}
+
+/// `lifecycle` of a stdio or streamable-HTTP backend: which protocol era
+/// the gateway tries first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// `initialize` at 2025-11-25; `server/discover` if the backend refuses it.
+    #[default]
+    Initialize,
+    /// `server/discover` at 2026-07-28; `initialize` if the backend does not
+    /// know it. For a backend that speaks both and offers more to 2026-07-28
+    /// clients (tools that ask with `InputRequired`).
+    Discover,
 }
 
 /// `tasks` of a backend: when a tool call becomes a task of the job queue.

@@ -280,6 +280,8 @@ impl GatewayInvoker {
                 .map(|_| ProgressToken(NumberOrString::String(key.clone().into()))),
             cancel,
             cancel_reason: None,
+            // A job has no client to ask: a 2026-07-28 backend is told so.
+            client_capabilities: Some(ClientCapabilities::default()),
         };
         let started = Instant::now();
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));

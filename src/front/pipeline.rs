@@ -177,6 +177,7 @@ impl FrontSession {
             progress_token: context.meta.get_progress_token(),
             cancel: &req.cancel,
             cancel_reason: None,
+            client_capabilities: context.client_capabilities(),
         };
         // A 2026-07-28 backend asks with InputRequired; an initialize-era client answers requests.
         let rounds =

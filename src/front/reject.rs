@@ -23,6 +23,8 @@ pub type Body = BoxBody<Bytes, Infallible>;
 pub mod codes {
     /// The request is not a valid JSON-RPC request for this protocol.
     pub const INVALID_REQUEST: i32 = -32600;
+    /// The method does not exist (in the request's protocol version).
+    pub const METHOD_NOT_FOUND: i32 = -32601;
     /// The request's params do not fit its method.
     pub const INVALID_PARAMS: i32 = -32602;
     /// The request took longer than `limits.request_timeout`.

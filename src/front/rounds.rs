@@ -64,6 +64,7 @@ impl FrontSession {
                 progress_token: context.meta.get_progress_token(),
                 cancel: &req.cancel,
                 cancel_reason: None,
+                client_capabilities: context.client_capabilities(),
             };
             match backend.request(retry, origin).await? {
                 ServerResult::InputRequiredResult(next) => asked = next,

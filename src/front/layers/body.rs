@@ -61,19 +61,42 @@ struct Envelope {
 #[derive(Deserialize)]
 struct Params {
     name: Option<String>,
+    #[serde(rename = "_meta")]
+    meta: Option<Meta>,
 }
+
+#[derive(Deserialize)]
+struct Meta {
+    #[serde(rename = "io.modelcontextprotocol/protocolVersion")]
+    protocol_version: Option<String>,
+}
+
+/// Methods the 2026-07-28 protocol removed. A request of that era naming
+/// one gets HTTP 404 with -32601, as the protocol says (the gateway still
+/// serves them to initialize-era clients).
+const REMOVED_IN_2026: [&str; 5] = [
+    "initialize",
+    "ping",
+    "logging/setLevel",
+    "resources/subscribe",
+    "resources/unsubscribe",
+];
 
 /// What a JSON body asks for; `Err` only for invalid JSON.
 fn classify(bytes: &[u8]) -> Result<Rpc, serde_json::Error> {
     match serde_json::from_slice::<Envelope>(bytes) {
         Ok(e) => {
-            let name = matches!(e.method.as_deref(), Some("tools/call" | "prompts/get"))
-                .then(|| e.params.and_then(|p| p.name))
-                .flatten();
+            let (name, meta) = e.params.map_or((None, None), |p| (p.name, p.meta));
+            let name =
+                name.filter(|_| matches!(e.method.as_deref(), Some("tools/call" | "prompts/get")));
+            let modern = meta
+                .and_then(|m| m.protocol_version)
+                .is_some_and(|v| v == "2026-07-28");
             Ok(Rpc {
                 method: e.method,
                 id: e.id,
                 name,
+                modern,
             })
         }
         Err(e) if e.is_data() => {
@@ -84,6 +107,7 @@ fn classify(bytes: &[u8]) -> Result<Rpc, serde_json::Error> {
                 method: v.get("method").and_then(|m| m.as_str()).map(String::from),
                 id: v.get("id").cloned().filter(|id| !id.is_null()),
                 name: None,
+                modern: false,
             })
         }
         Err(e) => Err(e),
@@ -150,6 +174,18 @@ where
                     Ok(rpc) => rpc,
                     Err(e) => return Ok(Rejection::Parse(e.to_string()).into_response()),
                 };
+                if rpc.modern
+                    && rpc.is_request()
+                    && let Some(method) = &rpc.method
+                    && REMOVED_IN_2026.contains(&method.as_str())
+                {
+                    return Ok(crate::front::reject::jsonrpc_error(
+                        http::StatusCode::NOT_FOUND,
+                        rpc.id.clone().unwrap_or_default(),
+                        crate::front::reject::codes::METHOD_NOT_FOUND,
+                        &format!("method `{method}` is not part of protocol version 2026-07-28"),
+                    ));
+                }
                 // rmcp would misread params that do not fit their method.
                 if rpc.is_request()
                     && let Some(method) = &rpc.method

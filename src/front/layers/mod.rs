@@ -134,6 +134,8 @@ pub struct Rpc {
     pub id: Option<serde_json::Value>,
     /// `params.name` of `tools/call` and `prompts/get`.
     pub name: Option<String>,
+    /// Its `_meta` names protocol version 2026-07-28.
+    pub modern: bool,
 }
 
 impl Rpc {

@@ -84,6 +84,7 @@ impl Running {
         tokio::spawn(tracing::Instrument::instrument(
             async move {
                 let (backend, cancel, reason, call) = task;
+                let capabilities = client.capabilities.clone();
                 let origin = Origin {
                     session,
                     sink: Sink::Parked {
@@ -96,6 +97,7 @@ impl Running {
                     ))),
                     cancel: &cancel,
                     cancel_reason: Some(&reason),
+                    client_capabilities: Some(capabilities),
                 };
                 let _ = done_tx.send(backend.request(request, origin).await);
             },
