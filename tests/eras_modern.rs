@@ -382,3 +382,46 @@ async fn a_listen_stream_is_acknowledged_and_fed_only_within_the_allow_list() {
     };
     assert_eq!(updated.params.uri, "fx+fixture://info");
 }
+
+/// A 2026-07-28 request (its `_meta` says so) for a method that version
+/// removed gets 404 and -32601; an initialize-era client still uses them.
+#[tokio::test]
+async fn removed_methods_are_not_found_for_2026_requests_only() {
+    let (gw, _cfg) = gateway(&stdio_backend("fx", ""));
+    for method in [
+        "initialize",
+        "ping",
+        "logging/setLevel",
+        "resources/subscribe",
+    ] {
+        let body = json!({
+            "jsonrpc": "2.0", "id": "r1", "method": method,
+            "params": {"_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+                "io.modelcontextprotocol/clientCapabilities": {}
+            }}
+        });
+        let response = reqwest::Client::new()
+            .post(&gw.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", method)
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(response.status().as_u16(), 404, "{method}");
+        let reply: serde_json::Value = response.json().await.expect("JSON");
+        assert_eq!(reply["error"]["code"], -32601, "{method}: {reply}");
+        assert_eq!(reply["id"], "r1", "{method}: {reply}");
+    }
+    // The initialize-era client on the same endpoint is unaffected.
+    let legacy = client(&gw.url).await;
+    legacy
+        .peer()
+        .send_request(ClientRequest::PingRequest(Default::default()))
+        .await
+        .expect("ping in a session");
+}
