@@ -282,3 +282,78 @@ fn tasks_without_the_job_queue_are_a_config_error_with_its_place() {
     assert!(stderr.contains("[jobs]"), "{stderr}");
     assert!(stderr.contains(":5:"), "the line of `tasks`: {stderr}");
 }
+
+/// A backend connected at 2026-07-28 that advertises the extension makes
+/// tasks of its own; the gateway names them `<backend>:<id>` and routes
+/// `tasks/*` back to it, for clients of both eras that declared it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backends_own_tasks_are_relayed_under_its_name() {
+    let (gw, _cfg) = gateway(&stdio_backend(
+        "fx",
+        "args = [\"--eras\"]\nlifecycle = \"discover\"",
+    ));
+    let modern_client = connect(&gw.url, with_tasks(), modern()).await;
+    assert!(
+        modern_client
+            .peer()
+            .peer_info()
+            .unwrap()
+            .capabilities
+            .supports_tasks(),
+        "offered because the backend offers it"
+    );
+    let legacy_client = connect(&gw.url, with_tasks(), ClientLifecycleMode::Initialize).await;
+    for client in [&modern_client, &legacy_client] {
+        let created = task_of(
+            call_once(
+                client,
+                "fx__task_sleep",
+                json!({"ms": 200, "message": "bye"}),
+            )
+            .await,
+        );
+        assert!(
+            created.task_id.starts_with("fx:fx-task-"),
+            "named after its backend: {created:?}"
+        );
+        let done = until_ended(client, &created.task_id).await;
+        assert_eq!(done.task.task.task_id, created.task_id);
+        assert_eq!(result_text(&done), "bye");
+
+        let long = task_of(call_once(client, "fx__task_sleep", json!({"ms": 10_000})).await);
+        client
+            .cancel_task(CancelTaskParams::new(&long.task_id))
+            .await
+            .expect("tasks/cancel reaches the backend");
+        let ended = until_ended(client, &long.task_id).await;
+        assert_eq!(ended.task.status(), TaskStatus::Cancelled);
+        client
+            .update_task(UpdateTaskParams::new(&long.task_id, InputResponses::new()))
+            .await
+            .expect("tasks/update reaches the backend");
+    }
+    // A client that did not declare the extension gets the answer inline.
+    let plain = connect(&gw.url, ClientCapabilities::default(), modern()).await;
+    match call_once(
+        &plain,
+        "fx__task_sleep",
+        json!({"ms": 50, "message": "inline"}),
+    )
+    .await
+    {
+        CallToolResponse::Complete(r) => assert_eq!(first_text(&r), "inline"),
+        other => panic!("without the extension: {other:?}"),
+    }
+    // An id naming no mounted backend, or one the backend does not know.
+    for id in ["nobody:fx-task-1", "fx:no-such-task"] {
+        let e = modern_client
+            .get_task(GetTaskParams::new(id))
+            .await
+            .expect_err("unknown");
+        let text = e.to_string();
+        assert!(
+            text.contains("unknown task") || text.contains("no task"),
+            "{id}: {text}"
+        );
+    }
+}

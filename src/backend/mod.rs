@@ -295,6 +295,15 @@ impl Backend {
             .is_some_and(|i| !i.protocol_version.has_initialize())
     }
 
+    /// Whether the backend makes tasks of its own (the tasks extension) that
+    /// the gateway relays: only over a 2026-07-28 connection, where each
+    /// request declares whether its client takes tasks.
+    pub fn relays_tasks(&self) -> bool {
+        self.server_info().is_some_and(|i| {
+            !i.protocol_version.has_initialize() && i.capabilities.supports_tasks()
+        })
+    }
+
     /// Whether the backend advertised `resources.subscribe`.
     pub fn supports_subscriptions(&self) -> bool {
         self.server_info().is_some_and(|i| {

@@ -37,8 +37,11 @@ impl Backend {
         if let Some(mut declared) = origin.client_capabilities.clone()
             && self.speaks_2026()
         {
-            // The gateway serves tasks itself and does not relay a backend's.
-            if let Some(extensions) = declared.extensions.as_mut() {
+            // A backend's own tasks are relayed only where it advertises
+            // the extension; elsewhere the gateway's (job queue) serve them.
+            if !self.relays_tasks()
+                && let Some(extensions) = declared.extensions.as_mut()
+            {
                 extensions.remove(rmcp::model::TASKS_EXTENSION_ID);
             }
             let mut meta = rmcp::model::RequestMetaObject::new();

@@ -177,7 +177,11 @@ impl FrontSession {
             progress_token: context.meta.get_progress_token(),
             cancel: &req.cancel,
             cancel_reason: None,
-            client_capabilities: context.client_capabilities(),
+            // Read (a copy) only for the backends that are told them.
+            client_capabilities: backend
+                .speaks_2026()
+                .then(|| context.client_capabilities())
+                .flatten(),
         };
         // A 2026-07-28 backend asks with InputRequired; an initialize-era client answers requests.
         let rounds =

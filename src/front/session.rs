@@ -288,10 +288,11 @@ impl ServerHandler for FrontSession {
                         },
                     )
                     .await;
-                let response = match outcome {
+                let mut response = match outcome {
                     Ok(response) => response,
                     Err(failure) => CallToolResponse::Complete(wire::tool(failure)?),
                 };
+                self.name_backend_task(&exposed, &mut response);
                 if matches!(&response, CallToolResponse::Complete(r) if r.is_error == Some(true)) {
                     req.tool_error();
                 }
@@ -310,7 +311,8 @@ impl ServerHandler for FrontSession {
         context: RequestContext<RoleServer>,
     ) -> Result<GetTaskResult, ErrorData> {
         let req = self.req("tasks/get", &context);
-        req.run(self.get_task_for(&req, &request.task_id)).await
+        req.run(self.get_task_for(&req, &context, &request.task_id))
+            .await
     }
 
     async fn update_task(
@@ -319,7 +321,7 @@ impl ServerHandler for FrontSession {
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         let req = self.req("tasks/update", &context);
-        req.run(self.update_task_for(&req, &request.task_id)).await
+        req.run(self.update_task_for(&req, &context, request)).await
     }
 
     async fn cancel_task(
@@ -328,7 +330,8 @@ impl ServerHandler for FrontSession {
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         let req = self.req("tasks/cancel", &context);
-        req.run(self.cancel_task_for(&req, &request.task_id)).await
+        req.run(self.cancel_task_for(&req, &context, &request.task_id))
+            .await
     }
 
     async fn get_prompt(

@@ -9,7 +9,13 @@
 //! `tasks/update` is acknowledged (a job never waits for client input).
 //! Tasks live in the caller's job namespace, so another client's task is
 //! "unknown", and `queue list_jobs` shows them too. See ADR 0016.
+//!
+//! A backend connected at 2026-07-28 that advertises the extension makes
+//! tasks of its own for requests whose client declared it: the gateway
+//! names them `<backend>:<its id>` and routes `tasks/*` for such an id to
+//! that backend (for a client allowed to use it).
 
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use rmcp::model::*;
@@ -20,6 +26,7 @@ use serde_json::{Value, json};
 use super::pipeline::Target;
 use super::request::Req;
 use super::session::FrontSession;
+use crate::backend::Backend;
 use crate::config::TaskSupport;
 use crate::jobs::{Caller, Job, JobError, Jobs, State};
 
@@ -29,15 +36,11 @@ const POLL_INTERVAL_MS: u64 = 500;
 const TASK_PREFIX: &str = "task-";
 
 impl FrontSession {
-    /// Whether the gateway offers the tasks extension: some mounted backend
-    /// serves calls as tasks.
-    pub(super) fn serves_tasks(&self) -> bool {
-        self.gateway.snapshot().serves_tasks
-    }
-
-    /// Adds the tasks extension to `capabilities` when the gateway offers it.
+    /// Adds the tasks extension to `capabilities` when the gateway offers it:
+    /// it serves calls as tasks, or relays a backend's.
     pub(super) fn advertise_tasks(&self, capabilities: &mut ServerCapabilities) {
-        if self.serves_tasks() {
+        let snapshot = self.gateway.snapshot();
+        if snapshot.serves_tasks || snapshot.backends.values().any(|b| b.relays_tasks()) {
             capabilities
                 .extensions
                 .get_or_insert_with(Default::default)
@@ -103,12 +106,68 @@ impl FrontSession {
         Ok(CallToolResponse::Task(CreateTaskResult::new(task)))
     }
 
+    /// Names a task a backend made (`<backend>:<its id>`), so `tasks/*`
+    /// for it find their way back.
+    pub(super) fn name_backend_task(&self, exposed: &str, response: &mut CallToolResponse) {
+        if let CallToolResponse::Task(created) = response
+            && let Some((backend, _)) = self.gateway.snapshot().route_tool(exposed)
+        {
+            created.task.task_id = format!("{}:{}", backend.name(), created.task.task_id);
+        }
+    }
+
+    /// The backend a `<backend>:<id>` task id names, for a client allowed
+    /// to use it, and the backend's own id.
+    fn backend_task<'a>(
+        &self,
+        req: &Req,
+        id: &'a str,
+    ) -> Option<Result<(Arc<Backend>, &'a str), ErrorData>> {
+        let (name, own) = id.split_once(':')?;
+        let backend = self.gateway.snapshot().backends.get(name).cloned();
+        Some(match backend {
+            Some(b) if req.sees_backend(name) && b.relays_tasks() => Ok((b, own)),
+            _ => Err(ErrorData::invalid_params(
+                format!("unknown task `{id}`"),
+                None,
+            )),
+        })
+    }
+
+    /// Sends a `tasks/*` request to the backend that made the task.
+    async fn to_backend(
+        &self,
+        req: &Req,
+        context: &RequestContext<RoleServer>,
+        backend: Arc<Backend>,
+        request: ClientRequest,
+    ) -> Result<(Arc<Backend>, ServerResult), ErrorData> {
+        let (backend, result) = self.forward(backend, request, context, req).await;
+        result
+            .map(|r| (backend, r))
+            .map_err(super::pipeline::wire::call)
+    }
+
     /// `tasks/get`: the task's state, with its result or error once it ended.
     pub(super) async fn get_task_for(
         &self,
         req: &Req,
+        context: &RequestContext<RoleServer>,
         id: &str,
     ) -> Result<GetTaskResult, ErrorData> {
+        if let Some(routed) = self.backend_task(req, id) {
+            let (backend, own) = routed?;
+            let request =
+                ClientRequest::GetTaskRequest(GetTaskRequest::new(GetTaskParams::new(own)));
+            return match self.to_backend(req, context, backend, request).await? {
+                (backend, ServerResult::GetTaskResult(mut r)) => {
+                    r.task.task.task_id = id.to_string();
+                    prefix_result(&backend.config.prefix, &mut r.task.payload);
+                    Ok(r)
+                }
+                (backend, _) => Err(super::pipeline::wire::unexpected(&backend)),
+            };
+        }
         let jobs = self.task_jobs()?;
         let job = jobs
             .status(&self.task_caller(req), id)
@@ -117,15 +176,49 @@ impl FrontSession {
         Ok(GetTaskResult::new(view(&job, jobs.settings().retention)))
     }
 
-    /// `tasks/update`: acknowledged for a known task. A job never asks the
-    /// client for input, so no response is outstanding and all are ignored.
-    pub(super) async fn update_task_for(&self, req: &Req, id: &str) -> Result<(), ErrorData> {
-        self.get_task_for(req, id).await.map(|_| ())
+    /// `tasks/update`: a backend's task gets the answers; for a job it is
+    /// acknowledged for a known task (a job never asks the client for input,
+    /// so no response is outstanding and all are ignored).
+    pub(super) async fn update_task_for(
+        &self,
+        req: &Req,
+        context: &RequestContext<RoleServer>,
+        params: UpdateTaskParams,
+    ) -> Result<(), ErrorData> {
+        if let Some(routed) = self.backend_task(req, &params.task_id) {
+            let (backend, own) = routed?;
+            let request = ClientRequest::UpdateTaskRequest(UpdateTaskRequest::new(
+                UpdateTaskParams::new(own, params.input_responses.clone()),
+            ));
+            return self
+                .to_backend(req, context, backend, request)
+                .await
+                .map(|_| ());
+        }
+        self.get_task_for(req, context, &params.task_id)
+            .await
+            .map(|_| ())
     }
 
-    /// `tasks/cancel`: stops the job. A task that already ended keeps its
-    /// end (cancellation is cooperative and may lose the race).
-    pub(super) async fn cancel_task_for(&self, req: &Req, id: &str) -> Result<(), ErrorData> {
+    /// `tasks/cancel`: stops the job (or asks the backend that made the
+    /// task). A task that already ended keeps its end (cancellation is
+    /// cooperative and may lose the race).
+    pub(super) async fn cancel_task_for(
+        &self,
+        req: &Req,
+        context: &RequestContext<RoleServer>,
+        id: &str,
+    ) -> Result<(), ErrorData> {
+        if let Some(routed) = self.backend_task(req, id) {
+            let (backend, own) = routed?;
+            let request = ClientRequest::CancelTaskRequest(CancelTaskRequest::new(
+                CancelTaskParams::new(own),
+            ));
+            return self
+                .to_backend(req, context, backend, request)
+                .await
+                .map(|_| ());
+        }
         let jobs = self.task_jobs()?;
         match jobs.stop_job(&self.task_caller(req), id).await {
             Ok(_) | Err(JobError::Conflict(_)) => Ok(()),
@@ -133,7 +226,7 @@ impl FrontSession {
         }
     }
 
-    fn task_jobs(&self) -> Result<std::sync::Arc<Jobs>, ErrorData> {
+    fn task_jobs(&self) -> Result<Arc<Jobs>, ErrorData> {
         self.reloader.jobs().ok_or_else(|| {
             ErrorData::internal_error(
                 "tasks are run by the job queue, which is not running: add `[jobs]` to the config and restart the gateway",
@@ -145,6 +238,24 @@ impl FrontSession {
     /// Whose job namespace the task lives in: the authenticated client's.
     fn task_caller(&self, req: &Req) -> Caller {
         Caller::new(req.client_id().map(String::from), Some(self.id))
+    }
+}
+
+/// A backend's finished task result with its resource links prefixed, as a
+/// direct call's content is.
+fn prefix_result(prefix: &str, payload: &mut TaskPayload) {
+    if prefix.is_empty() {
+        return;
+    }
+    if let TaskPayload::Completed { result } = payload
+        && let Ok(mut r) = serde_json::from_value::<CallToolResult>(Value::Object(result.clone()))
+    {
+        for block in &mut r.content {
+            super::pipeline::prefix_block(prefix, block);
+        }
+        if let Ok(Value::Object(o)) = serde_json::to_value(r) {
+            *result = o;
+        }
     }
 }
 

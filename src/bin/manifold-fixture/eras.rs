@@ -25,6 +25,7 @@ pub fn tools() -> Vec<Tool> {
             .unwrap_or_default(),
     ));
     vec![
+        super::tasks::tool(),
         Tool::new(
             "sample_tools",
             "Asks the client to sample with a `lookup` tool offered; returns its text",
@@ -81,6 +82,12 @@ pub async fn call(
         Ok(CallToolResult::error(vec![ContentBlock::text(format!("request failed: {e}"))]).into())
     };
     Some(match request.name.as_ref() {
+        "task_sleep" => {
+            let declared = ctx
+                .client_capabilities()
+                .is_some_and(|c| c.supports_tasks());
+            Ok(super::tasks::sleep(&request.arguments, declared).await)
+        }
         "app" => text("app shown".into()),
         "region" => text(
             text_arg(&request.arguments, "region")

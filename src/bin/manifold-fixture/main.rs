@@ -17,6 +17,7 @@ mod calls;
 mod eras;
 mod server;
 mod sse_server;
+mod tasks;
 mod tools;
 
 use std::io::Write;

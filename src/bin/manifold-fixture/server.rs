@@ -92,23 +92,28 @@ impl ServerHandler for Fixture {
     }
 
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(
-            ServerCapabilities::builder()
-                .enable_logging()
-                .enable_tools()
-                .enable_tool_list_changed()
-                .enable_prompts()
-                .enable_resources()
-                .enable_resources_subscribe()
-                .enable_completions()
-                .build(),
-        )
-        .with_server_info(if self.args.eras {
-            super::eras::implementation(&self.args.name)
-        } else {
-            Implementation::new(self.args.name.clone(), "0.1.0")
-        })
-        .with_instructions(format!("Fixture server {}.", self.args.name))
+        let mut capabilities = ServerCapabilities::builder()
+            .enable_logging()
+            .enable_tools()
+            .enable_tool_list_changed()
+            .enable_prompts()
+            .enable_resources()
+            .enable_resources_subscribe()
+            .enable_completions()
+            .build();
+        if self.args.eras {
+            capabilities
+                .extensions
+                .get_or_insert_with(Default::default)
+                .insert(TASKS_EXTENSION_ID.to_string(), JsonObject::new());
+        }
+        ServerConfig::new(capabilities)
+            .with_server_info(if self.args.eras {
+                super::eras::implementation(&self.args.name)
+            } else {
+                Implementation::new(self.args.name.clone(), "0.1.0")
+            })
+            .with_instructions(format!("Fixture server {}.", self.args.name))
     }
 
     async fn list_tools(
@@ -144,6 +149,30 @@ impl ServerHandler for Fixture {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         self.call(request, ctx).await
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, ErrorData> {
+        super::tasks::get(&request.task_id)
+    }
+
+    async fn update_task(
+        &self,
+        request: UpdateTaskParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        super::tasks::update(&request.task_id)
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        super::tasks::cancel(&request.task_id)
     }
 
     async fn list_prompts(
