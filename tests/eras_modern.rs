@@ -425,3 +425,70 @@ async fn removed_methods_are_not_found_for_2026_requests_only() {
         .await
         .expect("ping in a session");
 }
+
+/// A backend that speaks only 2026-07-28 has no `resources/subscribe`: the
+/// gateway asks for the URIs sessions subscribed to on its listen stream
+/// (opened again as they change), and the updates reach both eras' clients.
+#[tokio::test]
+async fn resource_updates_of_a_2026_only_backend_reach_subscribers_of_both_eras() {
+    let (gw, _cfg) = gateway(&stdio_backend("fx", "args = [\"--modern-only\"]"));
+    let listener = connect_with(
+        &gw.url,
+        EraClient::new("listener", ClientCapabilities::default()),
+        modern(),
+    )
+    .await;
+    let filter = SubscriptionFilter::builder()
+        .resource_subscription("fx+fixture://info")
+        .build();
+    let mut sub = listener.peer().listen(filter).await.expect("listen");
+    assert_eq!(
+        sub.acknowledged().resource_subscriptions,
+        Some(vec!["fx+fixture://info".to_string()]),
+    );
+    let legacy = connect_with(
+        &gw.url,
+        EraClient::new("legacy", ClientCapabilities::default()),
+        ClientLifecycleMode::Initialize,
+    )
+    .await;
+    legacy
+        .peer()
+        .subscribe(SubscribeRequestParams::new("fx+fixture://info"))
+        .await
+        .expect("resources/subscribe");
+    // The backend's listen stream is opened again with the URI: touch until
+    // an update arrives (the first touch may land before it is open).
+    let touch = async || {
+        legacy
+            .peer()
+            .call_tool(
+                CallToolRequestParams::new("fx__touch")
+                    .with_arguments(args(json!({"uri": "fixture://info"}))),
+            )
+            .await
+            .expect("touch");
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let updated = loop {
+        touch().await;
+        match tokio::time::timeout(Duration::from_millis(300), sub.next()).await {
+            Ok(n) => break n.expect("healthy").expect("open"),
+            Err(_) => assert!(
+                std::time::Instant::now() < deadline,
+                "no resources/updated within 10 s"
+            ),
+        }
+    };
+    let ServerNotification::ResourceUpdatedNotification(updated) = updated else {
+        panic!("expected resources/updated, got {updated:?}");
+    };
+    assert_eq!(updated.params.uri, "fx+fixture://info");
+    legacy
+        .service()
+        .wait_for(
+            "the legacy subscriber's update",
+            |s| matches!(s, Seen::Updated(uri) if uri == "fx+fixture://info"),
+        )
+        .await;
+}

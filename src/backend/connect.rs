@@ -368,11 +368,13 @@ async fn health_watch(peer: rmcp::Peer<RoleClient>, live: LiveEnv) -> String {
     }
 }
 
-/// A backend that speaks 2026-07-28 announces list changes on a
-/// `subscriptions/listen` stream, not unprompted: this keeps one open for the
-/// connection's life and feeds what it brings to the coordinator, as
-/// `BackendClient` does for other backends. Polled with the connection, so it
-/// ends with it; never completes on its own.
+/// A backend that speaks 2026-07-28 announces list changes and resource
+/// updates on a `subscriptions/listen` stream, not unprompted: this keeps one
+/// open for the connection's life, asking for every list kind and for the
+/// URIs sessions subscribed to (opened again when those change), and feeds
+/// what it brings to the coordinator, as `BackendClient` does for other
+/// backends. Polled with the connection, so it ends with it; never completes
+/// on its own.
 async fn follow_lists(
     peer: rmcp::Peer<RoleClient>,
     weak: BackendRef,
@@ -381,36 +383,73 @@ async fn follow_lists(
     let modern = peer
         .peer_info()
         .is_some_and(|i| !i.protocol_version.has_initialize());
+    let Some(mut uris) = weak.upgrade().map(|b| b.listen_uris()) else {
+        return std::future::pending().await;
+    };
     let name = weak
         .upgrade()
         .map(|b| b.name().to_string())
         .unwrap_or_default();
-    if modern {
+    // The stream being replaced, dropped once the new one is open, so no
+    // notification falls between them (one may come twice).
+    let mut previous = None;
+    if !modern {
+        return std::future::pending().await;
+    }
+    loop {
+        let asked: Vec<String> = uris.borrow_and_update().iter().cloned().collect();
         let filter = rmcp::model::SubscriptionFilter::builder()
             .tools_list_changed()
             .prompts_list_changed()
             .resources_list_changed()
+            .resource_subscriptions(asked)
             .build();
-        match peer.listen(filter).await {
-            Ok(mut sub) => {
-                while let Ok(Some(n)) = sub.next().await {
+        let mut sub = match peer.listen(filter).await {
+            Ok(sub) => {
+                drop(previous.take());
+                sub
+            }
+            Err(e) => {
+                tracing::warn!(backend = %name, error = %e, "the backend refused subscriptions/listen; its list changes and resource updates are not followed");
+                break;
+            }
+        };
+        loop {
+            tokio::select! {
+                n = sub.next() => {
+                    let Ok(Some(n)) = n else {
+                        tracing::debug!(backend = %name, "the backend's listen stream ended");
+                        return std::future::pending().await;
+                    };
+                    let Some(backend) = weak.upgrade() else {
+                        return std::future::pending().await;
+                    };
                     use rmcp::model::ServerNotification as N;
                     let kinds = match n {
                         N::ToolListChangedNotification(_) => ListKinds::TOOLS,
                         N::PromptListChangedNotification(_) => ListKinds::PROMPTS,
                         N::ResourceListChangedNotification(_) => ListKinds::RESOURCES,
+                        N::ResourceUpdatedNotification(u) => {
+                            hub.resource_updated(
+                                super::prefix_uri(&backend.config.prefix, &u.params.uri),
+                                backend.owner,
+                            );
+                            continue;
+                        }
                         _ => continue,
                     };
-                    if let Some(backend) = weak.upgrade() {
-                        hub.list_changed(backend.id, kinds);
-                    }
+                    hub.list_changed(backend.id, kinds);
                 }
-                tracing::debug!(backend = %name, "the backend's list subscription ended");
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "the backend refused subscriptions/listen; its list changes are not followed")
+                // Sessions subscribed or unsubscribed: ask again (dropping
+                // the stream cancels it on the backend).
+                changed = uris.changed() => if changed.is_err() {
+                    return std::future::pending().await;
+                } else {
+                    break;
+                },
             }
         }
+        previous = Some(sub);
     }
     std::future::pending().await
 }

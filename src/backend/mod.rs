@@ -183,6 +183,10 @@ pub struct Backend {
     /// Progress notifications received and not yet handled, so a call's
     /// answer waits for the progress sent before it (see `ordering`).
     pub(crate) progress_order: Arc<ordering::ProgressOrder>,
+    /// The backend's own URIs sessions subscribed to, for a backend that
+    /// speaks 2026-07-28: its listen stream asks for their updates, and is
+    /// opened again when this set changes.
+    listen_uris: watch::Sender<std::collections::BTreeSet<String>>,
     /// Current state; a watch so `check --connect` and startup can await the
     /// first connect attempt. Ends with the backend.
     state: watch::Sender<BackendState>,
@@ -240,6 +244,7 @@ impl Backend {
             audit: env.audit.clone(),
             routing_gate: tokio::sync::RwLock::new(()),
             progress_order: Arc::default(),
+            listen_uris: watch::Sender::new(Default::default()),
             state,
             peer: ArcSwapOption::empty(),
             catalog: ArcSwap::from_pointee(Catalog::default()),
@@ -302,6 +307,12 @@ impl Backend {
         self.server_info().is_some_and(|i| {
             !i.protocol_version.has_initialize() && i.capabilities.supports_tasks()
         })
+    }
+
+    /// The URIs a 2026-07-28 backend's listen stream asks updates for; marked
+    /// changed when sessions subscribe or unsubscribe.
+    pub(crate) fn listen_uris(&self) -> watch::Receiver<std::collections::BTreeSet<String>> {
+        self.listen_uris.subscribe()
     }
 
     /// Whether the backend advertised `resources.subscribe`.
@@ -395,6 +406,13 @@ impl Backend {
     /// Subscribes at the backend to one of its own resource URIs.
     pub async fn subscribe(&self, uri: String) -> Result<(), CallError> {
         let peer = self.peer()?;
+        if self.speaks_2026() {
+            // 2026-07-28 has no resources/subscribe: the listen stream asks.
+            self.listen_uris.send_modify(|uris| {
+                uris.insert(uri);
+            });
+            return Ok(());
+        }
         peer.subscribe(SubscribeRequestParams::new(uri))
             .await
             .map_err(|e| self.map_error(e))
@@ -402,6 +420,12 @@ impl Backend {
 
     pub async fn unsubscribe(&self, uri: String) -> Result<(), CallError> {
         let peer = self.peer()?;
+        if self.speaks_2026() {
+            self.listen_uris.send_modify(|uris| {
+                uris.remove(&uri);
+            });
+            return Ok(());
+        }
         peer.unsubscribe(UnsubscribeRequestParams::new(uri))
             .await
             .map_err(|e| self.map_error(e))

@@ -114,7 +114,21 @@ impl Fixture {
                     .unwrap_or("fixture://info")
                     .to_string();
                 let param = ResourceUpdatedNotificationParam::new(uri);
-                let _ = ctx.peer.notify_resource_updated(param).await;
+                let _ = ctx.peer.notify_resource_updated(param.clone()).await;
+                // And on listen streams (2026-07-28) that asked for this URI:
+                // rmcp's sink drops it for the others.
+                let listeners = self
+                    .state
+                    .listeners
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                for sink in listeners {
+                    let n = ServerNotification::ResourceUpdatedNotification(
+                        ResourceUpdatedNotification::new(param.clone()),
+                    );
+                    let _ = sink.send(n).await;
+                }
                 text("touched".into())
             }
             "wait_cancel" => {
