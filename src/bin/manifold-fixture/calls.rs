@@ -115,20 +115,11 @@ impl Fixture {
                     .to_string();
                 let param = ResourceUpdatedNotificationParam::new(uri);
                 let _ = ctx.peer.notify_resource_updated(param.clone()).await;
-                // And on listen streams (2026-07-28) that asked for this URI:
-                // rmcp's sink drops it for the others.
-                let listeners = self
-                    .state
-                    .listeners
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
-                for sink in listeners {
-                    let n = ServerNotification::ResourceUpdatedNotification(
-                        ResourceUpdatedNotification::new(param.clone()),
-                    );
-                    let _ = sink.send(n).await;
-                }
+                // And on listen streams (2026-07-28) that asked for this URI.
+                self.to_listeners(ServerNotification::ResourceUpdatedNotification(
+                    ResourceUpdatedNotification::new(param),
+                ))
+                .await;
                 text("touched".into())
             }
             "wait_cancel" => {
@@ -193,6 +184,16 @@ impl Fixture {
         if !self.args.modern_only {
             let _ = ctx.peer.notify_tool_list_changed().await;
         }
+        self.to_listeners(ServerNotification::ToolListChangedNotification(
+            Default::default(),
+        ))
+        .await;
+        text(format!("added {name}"))
+    }
+
+    /// Sends `n` on every open listen stream; rmcp's sink drops it for the
+    /// streams whose filter did not ask for it.
+    async fn to_listeners(&self, n: ServerNotification) {
         let listeners = self
             .state
             .listeners
@@ -200,13 +201,8 @@ impl Fixture {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         for sink in listeners {
-            let _ = sink
-                .send(ServerNotification::ToolListChangedNotification(
-                    Default::default(),
-                ))
-                .await;
+            let _ = sink.send(n.clone()).await;
         }
-        text(format!("added {name}"))
     }
 
     async fn flood(&self, count: u64, ctx: &Ctx) -> Answer {
