@@ -357,3 +357,21 @@ async fn a_backends_own_tasks_are_relayed_under_its_name() {
         );
     }
 }
+
+#[test]
+fn tasks_on_a_per_session_backend_are_a_config_error() {
+    let file = write_config(&format!(
+        "{}{}",
+        fixture_backend("isolation = \"per_session\"\ntasks = \"optional\""),
+        sqlite_jobs("")
+    ));
+    let out = std::process::Command::new(MANIFOLD)
+        .arg("check")
+        .arg(&file.path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("per_session"), "{stderr}");
+    assert!(stderr.contains(":6:"), "the line of `tasks`: {stderr}");
+}

@@ -96,6 +96,14 @@ pub(super) fn build_backend(
         TransportKind::Stdio => stdio(name, &raw, base_dir, cx),
         kind @ (TransportKind::Http | TransportKind::Sse) => remote(name, kind, &raw, cx),
     };
+    if let Some(span) = tasks_span(&raw)
+        && matches!(raw.isolation, Some(RawIsolation::PerSession))
+    {
+        cx.error(
+            span,
+            "tasks run as jobs, which have no client session: a backend with `isolation = \"per_session\"` cannot serve calls as tasks",
+        );
+    }
     let tools = filter(raw.tools, &prefix, sep, cx);
     let prompts = filter(raw.prompts, &prefix, sep, cx);
     let max_concurrent = positive(&raw.max_concurrent, "max_concurrent", cx);
