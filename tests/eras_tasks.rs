@@ -358,6 +358,37 @@ async fn a_backends_own_tasks_are_relayed_under_its_name() {
     }
 }
 
+/// An initialize-era backend with a connection per client session has that
+/// client's own capabilities: its tasks are relayed the same way.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_per_session_backends_own_tasks_are_relayed_too() {
+    let (gw, _cfg) = gateway(&stdio_backend(
+        "fx",
+        "args = [\"--eras\"]\nisolation = \"per_session\"",
+    ));
+    let client = connect(&gw.url, with_tasks(), ClientLifecycleMode::Initialize).await;
+    let created = task_of(
+        call_once(
+            &client,
+            "fx__task_sleep",
+            json!({"ms": 100, "message": "mine"}),
+        )
+        .await,
+    );
+    assert!(created.task_id.starts_with("fx:"), "{created:?}");
+    assert_eq!(
+        result_text(&until_ended(&client, &created.task_id).await),
+        "mine"
+    );
+    // Another session has its own process, which does not know this task.
+    let other = connect(&gw.url, with_tasks(), ClientLifecycleMode::Initialize).await;
+    let e = other
+        .get_task(GetTaskParams::new(&created.task_id))
+        .await
+        .expect_err("another session's process");
+    assert!(e.to_string().contains("no task"), "{e}");
+}
+
 #[test]
 fn tasks_on_a_per_session_backend_are_a_config_error() {
     let file = write_config(&format!(

@@ -301,11 +301,14 @@ impl Backend {
     }
 
     /// Whether the backend makes tasks of its own (the tasks extension) that
-    /// the gateway relays: only over a 2026-07-28 connection, where each
-    /// request declares whether its client takes tasks.
+    /// the gateway relays: only where it learns whether the calling client
+    /// takes tasks, over a 2026-07-28 connection (each request says so) or a
+    /// per-session one (it has that client's own capabilities).
     pub fn relays_tasks(&self) -> bool {
         self.server_info().is_some_and(|i| {
-            !i.protocol_version.has_initialize() && i.capabilities.supports_tasks()
+            i.capabilities.supports_tasks()
+                && (!i.protocol_version.has_initialize()
+                    || self.config.isolation == crate::config::Isolation::PerSession)
         })
     }
 
