@@ -553,3 +553,47 @@ async fn a_2026_backends_list_changes_are_followed_on_its_listen_stream() {
     let tools = legacy.peer().list_all_tools().await.expect("tools/list");
     assert!(tools.iter().any(|t| t.name == "fx__fresh"), "{tools:?}");
 }
+
+/// `lifecycle = "discover"`: a backend that speaks both eras is connected at
+/// 2026-07-28; one that refuses `server/discover` is connected again with
+/// `initialize`, and works as before.
+#[tokio::test]
+async fn lifecycle_discover_connects_at_2026_and_falls_back_to_initialize() {
+    let config = format!(
+        "{}{}",
+        stdio_backend("both", "lifecycle = \"discover\""),
+        stdio_backend(
+            "old",
+            "args = [\"--legacy-only\"]\nlifecycle = \"discover\""
+        ),
+    );
+    let (gw, _cfg) = gateway(&config);
+    let legacy = EraClient::full("legacy", false, false)
+        .serve_with_lifecycle(
+            StreamableHttpClientTransport::from_uri(gw.url.clone()),
+            ClientLifecycleMode::Initialize,
+        )
+        .await
+        .expect("client connects");
+    for tool in ["both__echo", "old__echo"] {
+        let r = legacy
+            .peer()
+            .call_tool(
+                CallToolRequestParams::new(tool).with_arguments(args(json!({"message": tool}))),
+            )
+            .await
+            .expect("tools/call");
+        assert_eq!(first_text(&r), tool);
+    }
+    let status = common::http::status(&gw.url);
+    assert_eq!(
+        status["backends"]["both"]["protocol_version"], "2026-07-28",
+        "{status:#}"
+    );
+    assert_eq!(
+        status["backends"]["old"]["protocol_version"], "2025-11-25",
+        "{status:#}"
+    );
+    assert_eq!(status["backends"]["both"]["state"], "up", "{status:#}");
+    assert_eq!(status["backends"]["old"]["state"], "up", "{status:#}");
+}

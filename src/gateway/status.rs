@@ -69,6 +69,10 @@ impl Gateway {
             if let Some(pid) = b.pid() {
                 entry["pid"] = pid.into();
             }
+            // The era the connection speaks (see `lifecycle`).
+            if let Some(info) = b.server_info() {
+                entry["protocol_version"] = info.protocol_version.to_string().into();
+            }
             entry["restarts"] = b.restarts().into();
             if let Some((error, at)) = b.last_error() {
                 entry["last_error"] = error.into();

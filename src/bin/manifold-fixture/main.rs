@@ -65,6 +65,9 @@ pub(crate) struct Args {
     /// Speak only 2026-07-28: refuse `initialize` (clients must discover).
     #[arg(long)]
     pub(crate) modern_only: bool,
+    /// Speak only the initialize-based versions: refuse `server/discover`.
+    #[arg(long)]
+    pub(crate) legacy_only: bool,
 }
 
 fn announce(url: String) {

@@ -62,6 +62,14 @@ impl ServerHandler for Fixture {
     fn supported_protocol_versions(&self) -> std::borrow::Cow<'static, [ProtocolVersion]> {
         if self.args.modern_only {
             std::borrow::Cow::Owned(vec![ProtocolVersion::V_2026_07_28])
+        } else if self.args.legacy_only {
+            std::borrow::Cow::Owned(
+                ProtocolVersion::KNOWN_VERSIONS
+                    .iter()
+                    .filter(|v| v.has_initialize())
+                    .cloned()
+                    .collect(),
+            )
         } else {
             std::borrow::Cow::Borrowed(ProtocolVersion::KNOWN_VERSIONS)
         }
