@@ -341,7 +341,7 @@ pub(super) struct Mrtr {
     pub state: Option<String>,
     pub responses: Option<InputResponses>,
     /// What binds a parked call to its request: method, exposed name or URI,
-    /// and arguments.
+    /// and arguments (`Null` for a request that cannot be parked).
     pub what: serde_json::Value,
 }
 

@@ -259,7 +259,9 @@ impl ServerHandler for FrontSession {
                 let mrtr = Mrtr {
                     state: request.request_state.take(),
                     responses: request.input_responses.take(),
-                    what: serde_json::json!(["tools/call", &exposed, &request.arguments]),
+                    what: bind_if_modern(&context, || {
+                        serde_json::json!(["tools/call", &exposed, &request.arguments])
+                    }),
                 };
                 let outcome = self
                     .relay(
@@ -353,7 +355,9 @@ impl ServerHandler for FrontSession {
                 let mrtr = Mrtr {
                     state: request.request_state.take(),
                     responses: request.input_responses.take(),
-                    what: serde_json::json!(["prompts/get", &exposed, &request.arguments]),
+                    what: bind_if_modern(&context, || {
+                        serde_json::json!(["prompts/get", &exposed, &request.arguments])
+                    }),
                 };
                 self.relay(
                     &req,
@@ -401,7 +405,9 @@ impl ServerHandler for FrontSession {
                 let mrtr = Mrtr {
                     state: request.request_state.take(),
                     responses: request.input_responses.take(),
-                    what: serde_json::json!(["resources/read", &exposed]),
+                    what: bind_if_modern(&context, || {
+                        serde_json::json!(["resources/read", &exposed])
+                    }),
                 };
                 self.relay(
                     &req,
@@ -539,5 +545,18 @@ impl ServerHandler for FrontSession {
             .filter(|b| b.config.isolation == Isolation::Shared)
             .filter(may_see);
         futures::future::join_all(shared.chain(private.iter()).map(|b| b.roots_changed())).await;
+    }
+}
+
+/// What binds a parked call to its request; only a 2026-07-28 client's
+/// request can be parked, so others skip building it (`Null`).
+fn bind_if_modern(
+    context: &RequestContext<RoleServer>,
+    what: impl FnOnce() -> serde_json::Value,
+) -> serde_json::Value {
+    if super::modern::is_modern(context) {
+        what()
+    } else {
+        serde_json::Value::Null
     }
 }
