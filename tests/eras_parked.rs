@@ -31,6 +31,17 @@ async fn modern_client(url: &str, handler: EraClient) -> Era {
         .expect("client connects")
 }
 
+/// An initialize-era client with `handler`.
+async fn legacy_client(url: &str, handler: EraClient) -> Era {
+    handler
+        .serve_with_lifecycle(
+            StreamableHttpClientTransport::from_uri(url.to_string()),
+            ClientLifecycleMode::Initialize,
+        )
+        .await
+        .expect("client connects")
+}
+
 /// A raw 2026-07-28 `tools/call`: `extra` is merged into its params (for
 /// `inputResponses` and `requestState`); `token` is the bearer token. Its reply.
 async fn call(url: &str, token: Option<&str>, tool: &str, arguments: Value, extra: Value) -> Value {
@@ -391,13 +402,7 @@ async fn a_backend_that_speaks_only_2026_is_mounted_and_both_eras_answer_its_rou
         url_backend("web", "http", &http.url, "")
     );
     let (gw, _cfg) = gateway(&config);
-    let legacy = EraClient::full("legacy", false, false)
-        .serve_with_lifecycle(
-            StreamableHttpClientTransport::from_uri(gw.url.clone()),
-            ClientLifecycleMode::Initialize,
-        )
-        .await
-        .expect("legacy client connects");
+    let legacy = legacy_client(&gw.url, EraClient::full("legacy", false, false)).await;
     let modern = modern_client(&gw.url, EraClient::full("modern", false, false)).await;
     for backend in ["fx", "web"] {
         let ask = || {
@@ -426,13 +431,11 @@ async fn a_backend_that_speaks_only_2026_is_mounted_and_both_eras_answer_its_rou
     assert_eq!(count(modern.service()), 2);
 
     // A client that cannot sample is told why instead of being asked.
-    let bare = EraClient::new("bare", ClientCapabilities::default())
-        .serve_with_lifecycle(
-            StreamableHttpClientTransport::from_uri(gw.url.clone()),
-            ClientLifecycleMode::Initialize,
-        )
-        .await
-        .expect("bare client connects");
+    let bare = legacy_client(
+        &gw.url,
+        EraClient::new("bare", ClientCapabilities::default()),
+    )
+    .await;
     let refused = bare
         .peer()
         .call_tool(CallToolRequestParams::new("fx__ask").with_arguments(args(json!({}))))
@@ -531,13 +534,11 @@ async fn a_2026_client_that_goes_away_cancels_its_call_at_the_backend() {
 #[tokio::test]
 async fn a_2026_backends_list_changes_are_followed_on_its_listen_stream() {
     let (gw, _cfg) = gateway(&stdio_backend("fx", "args = [\"--modern-only\"]"));
-    let legacy = EraClient::new("legacy", ClientCapabilities::default())
-        .serve_with_lifecycle(
-            StreamableHttpClientTransport::from_uri(gw.url.clone()),
-            ClientLifecycleMode::Initialize,
-        )
-        .await
-        .expect("legacy client connects");
+    let legacy = legacy_client(
+        &gw.url,
+        EraClient::new("legacy", ClientCapabilities::default()),
+    )
+    .await;
     legacy
         .peer()
         .call_tool(
@@ -568,13 +569,7 @@ async fn lifecycle_discover_connects_at_2026_and_falls_back_to_initialize() {
         ),
     );
     let (gw, _cfg) = gateway(&config);
-    let legacy = EraClient::full("legacy", false, false)
-        .serve_with_lifecycle(
-            StreamableHttpClientTransport::from_uri(gw.url.clone()),
-            ClientLifecycleMode::Initialize,
-        )
-        .await
-        .expect("client connects");
+    let legacy = legacy_client(&gw.url, EraClient::full("legacy", false, false)).await;
     for tool in ["both__echo", "old__echo"] {
         let r = legacy
             .peer()

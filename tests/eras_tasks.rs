@@ -271,14 +271,7 @@ async fn tasks_belong_to_their_client_in_either_era() {
 
 #[test]
 fn tasks_without_the_job_queue_are_a_config_error_with_its_place() {
-    let file = write_config(&fixture_backend("tasks = \"optional\""));
-    let out = std::process::Command::new(MANIFOLD)
-        .arg("check")
-        .arg(&file.path)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
+    let stderr = check_refuses(&fixture_backend("tasks = \"optional\""));
     assert!(stderr.contains("[jobs]"), "{stderr}");
     assert!(stderr.contains(":5:"), "the line of `tasks`: {stderr}");
 }
@@ -391,18 +384,24 @@ async fn a_per_session_backends_own_tasks_are_relayed_too() {
 
 #[test]
 fn tasks_on_a_per_session_backend_are_a_config_error() {
-    let file = write_config(&format!(
+    let stderr = check_refuses(&format!(
         "{}{}",
         fixture_backend("isolation = \"per_session\"\ntasks = \"optional\""),
         sqlite_jobs("")
     ));
+    assert!(stderr.contains("per_session"), "{stderr}");
+    assert!(stderr.contains(":6:"), "the line of `tasks`: {stderr}");
+}
+
+/// `manifold check` on `config`, which must fail: what it printed on stderr.
+fn check_refuses(config: &str) -> String {
+    let file = write_config(config);
     let out = std::process::Command::new(MANIFOLD)
         .arg("check")
         .arg(&file.path)
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "{stderr}");
-    assert!(stderr.contains("per_session"), "{stderr}");
-    assert!(stderr.contains(":6:"), "the line of `tasks`: {stderr}");
+    stderr
 }
