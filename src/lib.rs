@@ -25,7 +25,8 @@
 //!   ([`coordinator::ListSource`] is implemented above).
 //! - [`backend`]: one supervised rmcp client per backend over stdio, streamable HTTP, legacy
 //!   SSE or an in-process pipe ([`backend::InProcessSets`], implemented by the built-in sets),
-//!   with per-backend list caches ([`backend::Catalog`]) and live settings.
+//!   with per-backend list caches ([`backend::Catalog`]) and live settings; its transports are
+//!   wrapped so progress is routed in the order the backend sent it, before its answer.
 //! - [`router`]: the [`router::Snapshot`] of mounted backends: routing of exposed names
 //!   (`{prefix}{sep}{name}`, `{prefix}+{uri}`) and the aggregated lists.
 //! - [`gateway`]: the running [`gateway::Gateway`]: the swappable snapshot, the hub, the live
