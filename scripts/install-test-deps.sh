@@ -4,6 +4,7 @@
 #
 #   .test-deps/node_modules/   npm: server-everything, the inspector (CLI mode), supergateway
 #   .test-deps/venv/           Python venv with the `mcp` SDK
+#   .test-deps/venv-fastmcp/   Python venv with fastmcp (client and server framework)
 #   .test-deps/tansu/bin/tansu the tansu Kafka-protocol broker (crates.io), for the audit
 #                              log's Kafka test; built with `dynostore` for in-memory storage
 #   haproxy (Debian package)   the load balancer of the scale-out tests
@@ -29,6 +30,7 @@ SERVER_EVERYTHING_VERSION="2026.8.31"
 INSPECTOR_VERSION="1.0.3"
 SUPERGATEWAY_VERSION="4.0.0"
 PY_MCP_VERSION="2.3.0"
+FASTMCP_VERSION="4.2.3"
 TANSU_VERSION="0.6.0"
 PLAYWRIGHT_CORE_VERSION="1.65.1"
 CONFORMANCE_1_VERSION="0.1.16"
@@ -180,6 +182,31 @@ else
         die "python mcp $PY_MCP_VERSION installed but does not import"
 fi
 
+# --- Python venv with fastmcp ---------------------------------------------------------------
+# fastmcp (tests/interop_fastmcp.rs) asks for a range of the `mcp` SDK (>=2.3.0,<3), so it gets
+# a venv of its own, where it cannot move the SDK pinned above; its `mcp` is pinned there too,
+# to the same version, so a fresh install resolves the same tree.
+fm_venv="$deps/venv-fastmcp"
+fm_want="fastmcp $FASTMCP_VERSION, mcp $PY_MCP_VERSION"
+fm_have=""
+if [[ -x "$fm_venv/bin/python" ]]; then
+    fm_have="$("$fm_venv/bin/python" -c "import importlib.metadata as m; print('fastmcp', m.version('fastmcp') + ', mcp', m.version('mcp'))" 2>/dev/null || true)"
+fi
+if [[ "$fm_have" == "$fm_want" ]]; then
+    say "python $fm_want already installed in .test-deps/venv-fastmcp"
+else
+    say "python fastmcp: have '${fm_have:-none}', want $fm_want"
+    if [[ ! -x "$fm_venv/bin/python" ]]; then
+        say "creating venv .test-deps/venv-fastmcp"
+        python3 -m venv "$fm_venv" || die "python3 -m venv failed (is python3-venv installed?)"
+    fi
+    "$fm_venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "fastmcp==$FASTMCP_VERSION" "mcp==$PY_MCP_VERSION" ||
+        die "pip install fastmcp==$FASTMCP_VERSION mcp==$PY_MCP_VERSION failed"
+    "$fm_venv/bin/python" -c 'import fastmcp, fastmcp.client' ||
+        die "python fastmcp $FASTMCP_VERSION installed but does not import"
+fi
+
 # --- tansu, a Kafka-protocol broker (audit log tests) ---------------------------------------
 # A `cargo install` from source: about 30 minutes on 2 busy cores the first time, so it is
 # skipped when the pinned version is there. `dynostore` brings the memory:// storage engine.
@@ -209,6 +236,7 @@ say "  server-everything: node .test-deps/node_modules/@modelcontextprotocol/ser
 say "  inspector CLI:     node .test-deps/node_modules/@modelcontextprotocol/inspector/cli/build/cli.js --cli ..."
 say "  supergateway:      node .test-deps/node_modules/supergateway/dist/index.js"
 say "  python:            .test-deps/venv/bin/python"
+say "  fastmcp:           .test-deps/venv-fastmcp/bin/python"
 say "  browser:           /usr/bin/chromium + node_modules/playwright-core (tests/console/*.mjs)"
 say "  conformance:       .test-deps/conformance/{suite-1,suite-2,server} on $node22"
 say "  kafka broker:      .test-deps/tansu/bin/tansu broker --listener-url tcp://127.0.0.1:9092"
