@@ -26,7 +26,8 @@
 //! - [`backend`]: one supervised rmcp client per backend over stdio, streamable HTTP, legacy
 //!   SSE or an in-process pipe ([`backend::InProcessSets`], implemented by the built-in sets),
 //!   with per-backend list caches ([`backend::Catalog`]) and live settings; its transports are
-//!   wrapped so progress is routed in the order the backend sent it, before its answer.
+//!   wrapped so progress is routed in the order the backend sent it, before its answer, and
+//!   the raw list answers are tapped for the item fields rmcp's model drops ([`backend::extras`]).
 //! - [`router`]: the [`router::Snapshot`] of mounted backends: routing of exposed names
 //!   (`{prefix}{sep}{name}`, `{prefix}+{uri}`) and the aggregated lists.
 //! - [`gateway`]: the running [`gateway::Gateway`]: the swappable snapshot, the hub, the live
@@ -41,7 +42,8 @@
 //!   `StreamableHttpService` (a request answered by one message gets it as plain JSON, not
 //!   an SSE stream); [`front::oauth`] checks OAuth access tokens (`[auth.oauth]`) and serves
 //!   the protected-resource metadata; [`front::stdio`] serves one client over stdio. Each client session
-//!   (or request, for a 2026-07-28 client) is a [`front::FrontSession`]; its requests take one
+//!   (or request, for a 2026-07-28 client) is a [`front::FrontSession`] (over stdio wrapped in
+//!   [`front::FrontService`], which puts listed items' extra fields back); its requests take one
 //!   route → authorize → rewrite → forward → map pipeline. [`front::parked`] turns a
 //!   backend's sampling, elicitation and roots during a 2026-07-28 client's call into
 //!   `InputRequired` rounds; `front::tasks` serves tool calls as tasks (the tasks

@@ -12,6 +12,8 @@
 mod catalog;
 mod client;
 mod connect;
+pub mod extras;
+mod http_tap;
 mod inprocess;
 mod needs;
 mod open;
@@ -183,6 +185,8 @@ pub struct Backend {
     /// Progress notifications received and not yet handled, so a call's
     /// answer waits for the progress sent before it (see `ordering`).
     pub(crate) progress_order: Arc<ordering::ProgressOrder>,
+    /// Keeps the fields of listed items rmcp's model drops (see `extras`).
+    pub(crate) list_tap: Arc<extras::ListTap>,
     /// The backend's own URIs sessions subscribed to, for a backend that
     /// speaks 2026-07-28: its listen stream asks for their updates, and is
     /// opened again when this set changes.
@@ -244,6 +248,7 @@ impl Backend {
             audit: env.audit.clone(),
             routing_gate: tokio::sync::RwLock::new(()),
             progress_order: Arc::default(),
+            list_tap: Arc::default(),
             listen_uris: watch::Sender::new(Default::default()),
             state,
             peer: ArcSwapOption::empty(),
@@ -465,6 +470,7 @@ impl Backend {
             .map(|i| i.capabilities.clone())
             .unwrap_or_default();
         let mut raw = self.raw.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        self.list_tap.take();
         if kinds.tools && caps.tools.is_some() {
             raw.tools = peer.list_all_tools().await?;
         }
@@ -475,6 +481,7 @@ impl Backend {
             raw.resources = peer.list_all_resources().await?;
             raw.templates = peer.list_all_resource_templates().await?;
         }
+        self.list_tap.take().apply(&mut raw, kinds);
         let catalog = Catalog::build(&self.config, &self.separator, raw.clone());
         for name in &catalog.too_long {
             tracing::warn!(backend = %self.name(), name = %name, "name hidden: longer than 64 characters");

@@ -121,6 +121,7 @@ async fn open_transport(
                     env: vars,
                     cwd: cwd.as_deref(),
                     inherit_env,
+                    tap: backend.upgrade().map(|b| b.list_tap.clone()),
                 })
                 .await?;
                 if let Some(pid) = pid {
@@ -137,10 +138,11 @@ async fn open_transport(
                     .custom_headers(headers.clone())
                     .max_concurrent_requests(256)
                     .reinit_on_expired_session(true);
-                Ok(StreamableHttpClientTransport::with_client(
-                    env.http.clone(),
-                    cfg,
-                ))
+                let client = super::http_tap::TappedHttp {
+                    http: env.http.clone(),
+                    tap: backend.upgrade().map(|b| b.list_tap.clone()),
+                };
+                Ok(StreamableHttpClientTransport::with_client(client, cfg))
             };
             serve_either(config.lifecycle, backend, handler, connect).await
         }
@@ -168,6 +170,7 @@ async fn open_transport(
                     .map(|(k, v)| (k.clone(), v.expose().to_string()))
                     .collect(),
                 connect_timeout: env.connect_timeout,
+                tap: backend.upgrade().map(|b| b.list_tap.clone()),
             };
             let transport = super::sse::connect(env.http.clone(), cfg)
                 .await

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::BackendRef;
+use super::extras::ListTap;
 use rmcp::RoleClient;
 use rmcp::model::{ProgressToken, ServerJsonRpcMessage, ServerNotification};
 use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
@@ -99,14 +100,25 @@ impl Drop for Handling {
 pub(crate) struct Routed;
 
 /// A backend transport that routes progress notifications as they arrive.
+/// It also shows each message it sends to the backend's [`ListTap`], which
+/// the connection's raw reader feeds (a new connection starts it afresh).
 pub(crate) struct Ordered<T> {
     inner: T,
     backend: BackendRef,
+    tap: Option<Arc<ListTap>>,
 }
 
 impl<T> Ordered<T> {
     pub(crate) fn new(inner: T, backend: BackendRef) -> Self {
-        Self { inner, backend }
+        let tap = backend.upgrade().map(|b| b.list_tap.clone());
+        if let Some(tap) = &tap {
+            tap.reset();
+        }
+        Self {
+            inner,
+            backend,
+            tap,
+        }
     }
 }
 
@@ -117,6 +129,9 @@ impl<T: Transport<RoleClient>> Transport<RoleClient> for Ordered<T> {
         &mut self,
         item: TxJsonRpcMessage<RoleClient>,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        if let Some(tap) = &self.tap {
+            tap.sent(&item);
+        }
         self.inner.send(item)
     }
 

@@ -24,6 +24,7 @@ use rmcp::transport::async_rw::AsyncRwTransport;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::process::{ChildStdin, ChildStdout};
 
+use super::extras::ListTap;
 use crate::config::InheritEnv;
 use crate::config::redact::redact;
 
@@ -79,6 +80,8 @@ pub(super) struct StdioSpec<'a> {
     pub env: &'a BTreeMap<String, String>,
     pub cwd: Option<&'a Path>,
     pub inherit_env: &'a InheritEnv,
+    /// Sees the raw answers to list requests (see `extras`).
+    pub tap: Option<Arc<ListTap>>,
 }
 
 /// Starts the child; returns the connection's transport and the child's pid
@@ -123,6 +126,8 @@ pub(super) async fn stdio(spec: StdioSpec<'_>) -> Result<(StdioTransport, Option
     let stdout = UntilExit {
         inner: stdout,
         exit: exit.clone(),
+        tap: spec.tap,
+        partial: Vec::new(),
     };
     Ok((
         StdioTransport {
@@ -278,25 +283,65 @@ async fn watch_exit(name: String, mut child: Box<dyn ChildWrapper>, exit: Arc<Ex
 /// The child's stdout, which ends (EOF) once the child has exited and what
 /// it wrote before exiting has been read, even if a grandchild still holds
 /// the pipe open.
+///
+/// While a list request waits for its answer, the raw lines read go to the
+/// backend's [`ListTap`] too.
 struct UntilExit {
     inner: ChildStdout,
     exit: Arc<ExitFlag>,
+    tap: Option<Arc<ListTap>>,
+    /// The start of a line read for the tap whose end has not arrived.
+    partial: Vec<u8>,
+}
+
+/// Longest line the tap assembles (rmcp's own limit for a message).
+const TAP_MAX_LINE: usize = 16 * 1024 * 1024;
+
+/// Hands the complete lines in `bytes` to the tap while it waits for a
+/// list answer. A line whose start was read before the wait began arrives
+/// as a fragment, which the tap ignores: an answer never starts before
+/// its request was sent.
+fn feed_tap(tap: &ListTap, partial: &mut Vec<u8>, mut bytes: &[u8]) {
+    if partial.is_empty() && !tap.waiting() {
+        return;
+    }
+    while let Some(end) = bytes.iter().position(|&b| b == b'\n') {
+        partial.extend_from_slice(&bytes[..end]);
+        tap.read(partial);
+        partial.clear();
+        bytes = &bytes[end + 1..];
+        if !tap.waiting() {
+            return;
+        }
+    }
+    partial.extend_from_slice(bytes);
+    if partial.len() > TAP_MAX_LINE {
+        partial.clear();
+    }
 }
 
 impl AsyncRead for UntilExit {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Pending => {
-                self.exit.waker.register(cx.waker());
-                if self.exit.is_set() {
+                this.exit.waker.register(cx.waker());
+                if this.exit.is_set() {
                     Poll::Ready(Ok(())) // nothing filled: EOF
                 } else {
                     Poll::Pending
                 }
+            }
+            Poll::Ready(Ok(())) => {
+                if let Some(tap) = &this.tap {
+                    feed_tap(tap, &mut this.partial, &buf.filled()[before..]);
+                }
+                Poll::Ready(Ok(()))
             }
             ready => ready,
         }

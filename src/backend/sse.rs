@@ -50,6 +50,8 @@ pub struct SseClientConfig {
     pub headers: Vec<(String, String)>,
     /// Upper bound for the handshake: response headers plus the `endpoint` event.
     pub connect_timeout: Duration,
+    /// Sees the raw answers to list requests (see `extras`).
+    pub tap: Option<Arc<super::extras::ListTap>>,
 }
 
 /// Why connecting to, or sending to, a legacy SSE backend failed.
@@ -170,7 +172,7 @@ pub async fn connect(
     let stop = CancellationToken::new();
     // Ends when the stream ends or fails, when `stop` is cancelled (close or drop), or when
     // the transport's receiver is gone.
-    let reader = tokio::spawn(read_events(events, tx, stop.clone(), shown));
+    let reader = tokio::spawn(read_events(events, tx, stop.clone(), shown, config.tap));
     Ok(SseClientTransport {
         post: Arc::new(PostTarget {
             client,
@@ -275,6 +277,7 @@ async fn read_events(
     tx: mpsc::Sender<ServerJsonRpcMessage>,
     stop: CancellationToken,
     url: String,
+    tap: Option<Arc<super::extras::ListTap>>,
 ) {
     loop {
         let event = tokio::select! {
@@ -300,6 +303,9 @@ async fn read_events(
         let Some(data) = event.data else {
             continue;
         };
+        if let Some(tap) = tap.as_ref().filter(|t| t.waiting()) {
+            tap.read(data.as_bytes());
+        }
         match serde_json::from_str::<ServerJsonRpcMessage>(&data) {
             Ok(message) => {
                 let sent = tokio::select! {

@@ -18,6 +18,7 @@ pub mod identity;
 pub mod invoke;
 mod json_reply;
 pub mod layers;
+mod listed;
 mod modern;
 pub mod oauth;
 mod params;
@@ -39,6 +40,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+pub use listed::FrontService;
 pub use policy::Policy;
 pub use session::FrontSession;
 

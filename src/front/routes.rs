@@ -250,7 +250,8 @@ impl Routes {
             );
         }
         if rpc.is_request() {
-            return super::json_reply::json_when_final(response).await;
+            let response = super::json_reply::json_when_final(response).await;
+            return super::listed::lift_in_answer(rpc.method.as_deref(), response).await;
         }
         response
     }

@@ -7,7 +7,7 @@ use super::Front;
 
 /// Serves one session on stdio until the client closes stdin.
 pub async fn serve(front: Front) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let session = front.session();
+    let session = super::FrontService(front.session());
     let running = session.serve(rmcp::transport::stdio()).await?;
     running.waiting().await?;
     Ok(())
