@@ -27,7 +27,9 @@
 //!   SSE or an in-process pipe ([`backend::InProcessSets`], implemented by the built-in sets),
 //!   with per-backend list caches ([`backend::Catalog`]) and live settings; its transports are
 //!   wrapped so progress is routed in the order the backend sent it, before its answer, and
-//!   the raw list answers are tapped for the item fields rmcp's model drops ([`backend::extras`]).
+//!   the raw list answers are tapped for the item fields rmcp's model drops ([`backend::extras`]);
+//!   a task a backend makes for a client that cannot take one is waited for, and the call
+//!   answered inline.
 //! - [`router`]: the [`router::Snapshot`] of mounted backends: routing of exposed names
 //!   (`{prefix}{sep}{name}`, `{prefix}+{uri}`) and the aggregated lists.
 //! - [`gateway`]: the running [`gateway::Gateway`]: the swappable snapshot, the hub, the live

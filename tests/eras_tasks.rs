@@ -405,3 +405,107 @@ fn check_refuses(config: &str) -> String {
     assert!(!out.status.success(), "{stderr}");
     stderr
 }
+
+/// A shared backend connected with `initialize` learns the gateway's
+/// capabilities once, tasks extension included, so it may answer any call
+/// with a task. A client that declared the extension gets the task (its
+/// own: another client cannot use it); for one that did not, the call waits
+/// for the task to end and answers inline, its questions asked as ordinary
+/// requests; a task that outlives the backend's timeout is cancelled.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shared_initialize_era_backends_tasks_reach_declaring_clients_and_others_wait() {
+    let auth = "[[auth.tokens]]\nclient_id = \"alice\"\ntoken = \"alice-token-1234\"\n\n\
+                [[auth.tokens]]\nclient_id = \"bob\"\ntoken = \"bob-token-12345\"\n\n";
+    let (gw, _cfg) = gateway(&format!(
+        "{auth}{}",
+        stdio_backend("fx", "args = [\"--eras\"]\ntimeout = \"2s\"")
+    ));
+    let alice = connect_as(
+        &gw.url,
+        Some("alice-token-1234"),
+        with_tasks(),
+        ClientLifecycleMode::Initialize,
+    )
+    .await;
+    let created = task_of(
+        call_once(
+            &alice,
+            "fx__task_sleep",
+            json!({"ms": 200, "message": "bye"}),
+        )
+        .await,
+    );
+    assert!(created.task_id.starts_with("fx:fx-task-"), "{created:?}");
+    assert_eq!(
+        result_text(&until_ended(&alice, &created.task_id).await),
+        "bye"
+    );
+
+    // Bob's client declares nothing: his calls wait for the backend's tasks.
+    let bob_handler = eras_support::EraClient::full("bob", false, false);
+    let mut config = StreamableHttpClientTransportConfig::with_uri(gw.url.clone());
+    config = config.auth_header("bob-token-12345");
+    let bob = rmcp::ServiceExt::serve(
+        bob_handler.clone(),
+        StreamableHttpClientTransport::from_config(config),
+    )
+    .await
+    .expect("bob connects");
+    // Nor can Bob's other client, which takes tasks, use Alice's.
+    let bob_tasks = connect_as(
+        &gw.url,
+        Some("bob-token-12345"),
+        with_tasks(),
+        ClientLifecycleMode::Initialize,
+    )
+    .await;
+    let e = bob_tasks
+        .get_task(GetTaskParams::new(created.task_id.as_str()))
+        .await
+        .expect_err("alice's task");
+    assert!(e.to_string().contains("unknown task"), "{e}");
+
+    let call = |arguments: Value| {
+        CallToolRequestParams::new("fx__task_sleep").with_arguments(args(arguments))
+    };
+    let inline = bob
+        .call_tool(call(json!({"ms": 200, "message": "inline"})))
+        .await
+        .expect("an inline answer");
+    assert_eq!(first_text(&inline), "inline");
+    let task = inline
+        .meta
+        .as_ref()
+        .and_then(|m| m.0.get("fixture/task"))
+        .and_then(Value::as_str)
+        .expect("the answer came from a task")
+        .to_string();
+
+    // The task's question reaches Bob's client as a sampling request.
+    let asked = bob
+        .call_tool(call(json!({"ms": 50, "message": "asked", "ask": true})))
+        .await
+        .expect("an answered task");
+    assert_eq!(first_text(&asked), "asked (answer from bob)", "{asked:?}");
+
+    // Longer than the backend's 2 s timeout: the call fails, the task is cancelled.
+    let started = Instant::now();
+    let timed = bob
+        .call_tool(call(json!({"ms": 30_000})))
+        .await
+        .expect("a tool error");
+    assert_eq!(timed.is_error, Some(true), "{timed:?}");
+    assert!(
+        first_text(&timed).contains("did not answer within 2s"),
+        "{timed:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let n: u64 = task
+        .trim_start_matches("fx-task-")
+        .parse()
+        .expect("task number");
+    // The fixture numbers tasks in order: the asking one, then this one.
+    let timed_out = format!("fx:fx-task-{}", n + 2);
+    let ended = until_ended(&alice, &timed_out).await;
+    assert_eq!(ended.task.status(), TaskStatus::Cancelled, "{ended:?}");
+}

@@ -22,6 +22,7 @@ mod request;
 pub mod spawn;
 pub mod sse;
 mod stderr;
+mod task_bridge;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -185,6 +186,8 @@ pub struct Backend {
     /// Progress notifications received and not yet handled, so a call's
     /// answer waits for the progress sent before it (see `ordering`).
     pub(crate) progress_order: Arc<ordering::ProgressOrder>,
+    /// Which client each task this backend made was handed to.
+    task_owners: Mutex<task_bridge::TaskOwners>,
     /// Keeps the fields of listed items rmcp's model drops (see `extras`).
     pub(crate) list_tap: Arc<extras::ListTap>,
     /// The backend's own URIs sessions subscribed to, for a backend that
@@ -249,6 +252,7 @@ impl Backend {
             routing_gate: tokio::sync::RwLock::new(()),
             progress_order: Arc::default(),
             list_tap: Arc::default(),
+            task_owners: Mutex::default(),
             listen_uris: watch::Sender::new(Default::default()),
             state,
             peer: ArcSwapOption::empty(),
@@ -305,16 +309,32 @@ impl Backend {
             .is_some_and(|i| !i.protocol_version.has_initialize())
     }
 
-    /// Whether the backend makes tasks of its own (the tasks extension) that
-    /// the gateway relays: only where it learns whether the calling client
-    /// takes tasks, over a 2026-07-28 connection (each request says so) or a
-    /// per-session one (it has that client's own capabilities).
+    /// Whether the backend makes tasks of its own (the tasks extension),
+    /// which the gateway relays to clients that declared the extension. A
+    /// 2026-07-28 connection learns per request whether the client did, a
+    /// per-session one has that client's own capabilities; a shared
+    /// initialize-era one was told the gateway takes tasks, and a call whose
+    /// client cannot take one waits for it to end (`task_bridge`).
     pub fn relays_tasks(&self) -> bool {
-        self.server_info().is_some_and(|i| {
-            i.capabilities.supports_tasks()
-                && (!i.protocol_version.has_initialize()
-                    || self.config.isolation == crate::config::Isolation::PerSession)
-        })
+        self.server_info()
+            .is_some_and(|i| i.capabilities.supports_tasks())
+    }
+
+    /// Remembers which client a task of this backend was handed to.
+    pub fn task_made_for(&self, task: &str, client: Option<&str>) {
+        self.task_owners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(task, client);
+    }
+
+    /// Whether `client` may use this backend's task `task`: the one it was
+    /// handed to, or any client for a task this process never handed out.
+    pub fn task_belongs_to(&self, task: &str, client: Option<&str>) -> bool {
+        self.task_owners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .allows(task, client)
     }
 
     /// The URIs a 2026-07-28 backend's listen stream asks updates for; marked

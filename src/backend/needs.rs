@@ -9,7 +9,7 @@ use rmcp::model::*;
 /// relays sampling, elicitation and roots to clients that support them.
 /// Sub-capabilities (`sampling.tools`, URL-mode elicitation) are advertised
 /// too and relayed only to clients that declared the same
-/// (`Needs::missing_in`).
+/// (`Needs::missing_in`), and so is the tasks extension.
 pub fn shared_capabilities() -> ClientCapabilities {
     let mut capabilities = ClientCapabilities::builder()
         .enable_roots()
@@ -22,6 +22,12 @@ pub fn shared_capabilities() -> ClientCapabilities {
             .with_form(FormElicitationCapability::new())
             .with_url(UrlElicitationCapability::new()),
     );
+    // Tasks go to clients that declared the extension; for the others the
+    // call waits for the task to end (`task_bridge`).
+    capabilities
+        .extensions
+        .get_or_insert_with(Default::default)
+        .insert(TASKS_EXTENSION_ID.to_string(), JsonObject::new());
     capabilities
 }
 

@@ -10,7 +10,13 @@ use rmcp::service::{PeerRequestOptions, ServiceError};
 use rmcp::{Peer, RoleServer};
 use tokio_util::sync::CancellationToken;
 
+use super::task_bridge::Waiting;
 use super::{Backend, CallError, Origin, Sink};
+
+/// The wait for a task made for a client that cannot take one.
+type TaskWait<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<ServerResult, CallError>> + Send + 'a>,
+>;
 use crate::coordinator::{CallEvent, Fate, Kind, RelayJob};
 
 /// How long an answer waits for the handlers of progress sent before it
@@ -88,30 +94,68 @@ impl Backend {
         let response = handle.await_response();
         tokio::pin!(response);
         let mut relays = FuturesUnordered::new();
+        // A task made for a client that cannot take one: the call waits for
+        // it to end (see `task_bridge`), still registered, so its progress
+        // and questions keep reaching the client.
+        let takes_tasks = origin
+            .client_capabilities
+            .as_ref()
+            .is_some_and(|c| c.supports_tasks());
+        let mut bridged: Option<(String, TaskWait<'_>)> = None;
+        let task_limit = tokio::time::sleep(self.timeout());
+        tokio::pin!(task_limit);
         loop {
             tokio::select! {
-                result = &mut response => {
-                    if origin.progress_token.is_some() {
-                        self.progress_order.settle(&progress_token, PROGRESS_SETTLE).await;
+                result = &mut response, if bridged.is_none() => {
+                    let result = result.map_err(|e| self.map_error(e));
+                    if !takes_tasks && let Ok(ServerResult::CreateTaskResult(created)) = &result {
+                        let task = created.task.clone();
+                        tracing::debug!(backend = %self.name(), task = %task.task_id, "waiting for a task the client cannot take");
+                        let waiting = Waiting {
+                            peer: &peer,
+                            client,
+                            capabilities: origin.client_capabilities.as_ref(),
+                            relay_timeout,
+                        };
+                        bridged = Some((task.task_id.clone(), Box::pin(self.finish_task(task, waiting))));
+                        task_limit.as_mut().reset(tokio::time::Instant::now() + self.timeout());
+                        continue;
                     }
-                    match client {
-                        Some(client) => self.flush_progress(client, &mut events).await,
-                        // A parked call's waiting request is another task: let what the backend
-                        // sent just before its answer (handled by other tasks) find the call
-                        // still registered.
-                        None => for _ in 0..2 {
-                            tokio::task::yield_now().await;
-                        },
+                    self.before_answer(origin.progress_token.is_some(), &progress_token, client, &mut events).await;
+                    return result;
+                }
+                result = async {
+                    match bridged.as_mut() {
+                        Some((_, wait)) => wait.await,
+                        None => std::future::pending().await,
                     }
-                    return result.map_err(|e| self.map_error(e));
+                }, if bridged.is_some() => {
+                    self.before_answer(origin.progress_token.is_some(), &progress_token, client, &mut events).await;
+                    return result;
+                }
+                () = &mut task_limit, if bridged.is_some() => {
+                    if let Some((task, _)) = bridged.take() {
+                        self.cancel_task(&peer, &task).await;
+                    }
+                    return Err(CallError::Timeout { backend: self.name().to_string(), timeout: self.timeout() });
                 }
                 Some(event) = events.recv(), if client.is_some() => match (event, client) {
-                    (CallEvent::Progress(p), Some(client)) => self.forward_progress(client, p).await,
+                    (CallEvent::Progress(p), Some(client)) => {
+                        if bridged.is_some() {
+                            // Progress keeps a waited-for task alive, as it does a call.
+                            task_limit.as_mut().reset(tokio::time::Instant::now() + self.timeout());
+                        }
+                        self.forward_progress(client, p).await
+                    }
                     (CallEvent::Relay(job), Some(client)) => relays.push(relay(client.clone(), job, relay_timeout)),
                     _ => {}
                 },
                 Some(()) = relays.next(), if !relays.is_empty() => {}
                 _ = origin.cancel.cancelled() => {
+                    if let Some((task, _)) = bridged.take() {
+                        self.cancel_task(&peer, &task).await;
+                        return Err(CallError::Cancelled);
+                    }
                     let reason = origin.cancel_reason.and_then(|r| r.get().cloned());
                     let reason = reason.unwrap_or_else(|| "cancelled by the client".into());
                     let param = CancelledNotificationParam::new(Some(id), Some(reason));
@@ -119,6 +163,30 @@ impl Backend {
                         tracing::debug!(backend = %self.name(), error = %e, "could not forward cancellation");
                     }
                     return Err(CallError::Cancelled);
+                }
+            }
+        }
+    }
+
+    /// Lets the progress sent before an answer reach the client first.
+    async fn before_answer(
+        &self,
+        asked_progress: bool,
+        token: &rmcp::model::ProgressToken,
+        client: Option<&Peer<RoleServer>>,
+        events: &mut tokio::sync::mpsc::Receiver<CallEvent>,
+    ) {
+        if asked_progress {
+            self.progress_order.settle(token, PROGRESS_SETTLE).await;
+        }
+        match client {
+            Some(client) => self.flush_progress(client, events).await,
+            // A parked call's waiting request is another task: let what the backend
+            // sent just before its answer (handled by other tasks) find the call
+            // still registered.
+            None => {
+                for _ in 0..2 {
+                    tokio::task::yield_now().await;
                 }
             }
         }

@@ -177,9 +177,9 @@ impl FrontSession {
             progress_token: context.meta.get_progress_token(),
             cancel: &req.cancel,
             cancel_reason: None,
-            // Read (a copy) only for the backends that are told them.
-            client_capabilities: backend
-                .speaks_2026()
+            // Read (a copy) only for the backends that are told them, or
+            // that may answer with a task the client must be able to take.
+            client_capabilities: (backend.speaks_2026() || backend.relays_tasks())
                 .then(|| context.client_capabilities())
                 .flatten(),
         };

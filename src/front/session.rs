@@ -294,7 +294,7 @@ impl ServerHandler for FrontSession {
                     Ok(response) => response,
                     Err(failure) => CallToolResponse::Complete(wire::tool(failure)?),
                 };
-                self.name_backend_task(&exposed, &mut response);
+                self.name_backend_task(&req, &exposed, &mut response);
                 if matches!(&response, CallToolResponse::Complete(r) if r.is_error == Some(true)) {
                     req.tool_error();
                 }

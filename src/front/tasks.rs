@@ -107,11 +107,17 @@ impl FrontSession {
     }
 
     /// Names a task a backend made (`<backend>:<its id>`), so `tasks/*`
-    /// for it find their way back.
-    pub(super) fn name_backend_task(&self, exposed: &str, response: &mut CallToolResponse) {
+    /// for it find their way back, and remembers whose it is.
+    pub(super) fn name_backend_task(
+        &self,
+        req: &Req,
+        exposed: &str,
+        response: &mut CallToolResponse,
+    ) {
         if let CallToolResponse::Task(created) = response
             && let Some((backend, _)) = self.gateway.snapshot().route_tool(exposed)
         {
+            backend.task_made_for(&created.task.task_id, req.client_id());
             created.task.task_id = format!("{}:{}", backend.name(), created.task.task_id);
         }
     }
@@ -126,7 +132,13 @@ impl FrontSession {
         let (name, own) = id.split_once(':')?;
         let backend = self.gateway.snapshot().backends.get(name).cloned();
         Some(match backend {
-            Some(b) if req.sees_backend(name) && b.relays_tasks() => Ok((b, own)),
+            Some(b)
+                if req.sees_backend(name)
+                    && b.relays_tasks()
+                    && b.task_belongs_to(own, req.client_id()) =>
+            {
+                Ok((b, own))
+            }
             _ => Err(ErrorData::invalid_params(
                 format!("unknown task `{id}`"),
                 None,

@@ -172,7 +172,7 @@ impl ServerHandler for Fixture {
         request: UpdateTaskParams,
         _: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        super::tasks::update(&request.task_id)
+        super::tasks::update(&request.task_id, &request.input_responses)
     }
 
     async fn cancel_task(

@@ -1,6 +1,9 @@
 //! The tasks extension (`--eras`): `task_sleep` answers with a task when the
 //! request declares the extension, and `tasks/get`, `tasks/update` and
-//! `tasks/cancel` serve it from memory.
+//! `tasks/cancel` serve it from memory. With `ask`, the task first needs the
+//! client to answer a sampling question (`input_required`, answered by
+//! `tasks/update`). A finished task's result names the task in its `_meta`
+//! (`fixture/task`), so a test can tell it from an inline answer.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -17,7 +20,12 @@ struct Entry {
     ends: Instant,
     message: String,
     cancelled: bool,
+    /// `Some(None)`: the question is asked and not answered yet.
+    answer: Option<Option<String>>,
 }
+
+/// The key of the one question a task with `ask` asks.
+const QUESTION: &str = "who";
 
 static TASKS: std::sync::LazyLock<Mutex<HashMap<String, Entry>>> =
     std::sync::LazyLock::new(Mutex::default);
@@ -30,9 +38,9 @@ fn tasks() -> std::sync::MutexGuard<'static, HashMap<String, Entry>> {
 pub fn tool() -> Tool {
     Tool::new(
         "task_sleep",
-        "Sleeps `ms` ms; as a task (its id `fx-task-N`) when the request declares the tasks extension, else inline. Returns `message`",
+        "Sleeps `ms` ms; as a task (its id `fx-task-N`) when the request declares the tasks extension, else inline. Returns `message`; with `ask`, a task first asks the client (sampling) who it is and adds the answer",
         schema(
-            json!({"type": "object", "properties": {"ms": {"type": "integer"}, "message": {"type": "string"}}}),
+            json!({"type": "object", "properties": {"ms": {"type": "integer"}, "message": {"type": "string"}, "ask": {"type": "boolean"}}}),
         ),
     )
 }
@@ -54,6 +62,11 @@ pub async fn sleep(args: &Option<JsonObject>, declared: bool) -> CallToolRespons
         tokio::time::sleep(Duration::from_millis(ms)).await;
         return CallToolResult::success(vec![ContentBlock::text(message)]).into();
     }
+    let ask = args
+        .as_ref()
+        .and_then(|a| a.get("ask"))
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
     let id = format!(
         "fx-task-{}",
         NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -67,6 +80,7 @@ pub async fn sleep(args: &Option<JsonObject>, declared: bool) -> CallToolRespons
             ends: Instant::now() + Duration::from_millis(ms),
             message,
             cancelled: false,
+            answer: ask.then_some(None),
         },
     );
     CallToolResponse::Task(CreateTaskResult::new(task))
@@ -81,8 +95,23 @@ pub fn get(id: &str) -> Result<GetTaskResult, ErrorData> {
     let entry = tasks.get(id).ok_or_else(|| unknown(id))?;
     let payload = if entry.cancelled {
         TaskPayload::Cancelled
+    } else if let Some(None) = entry.answer {
+        let question = CreateMessageRequest::new(CreateMessageRequestParams::new(
+            vec![SamplingMessage::user_text("who are you?")],
+            20,
+        ));
+        TaskPayload::InputRequired {
+            input_requests: [(QUESTION.to_string(), InputRequest::CreateMessage(question))].into(),
+        }
     } else if Instant::now() >= entry.ends {
-        let result = CallToolResult::success(vec![ContentBlock::text(entry.message.clone())]);
+        let text = match &entry.answer {
+            Some(Some(answer)) => format!("{} ({answer})", entry.message),
+            _ => entry.message.clone(),
+        };
+        let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
+        let mut meta = JsonObject::new();
+        meta.insert("fixture/task".into(), json!(id));
+        result.meta = Some(MetaObject(meta));
         TaskPayload::Completed {
             result: serde_json::to_value(result)
                 .ok()
@@ -107,6 +136,16 @@ pub fn cancel(id: &str) -> Result<(), ErrorData> {
     Ok(())
 }
 
-pub fn update(id: &str) -> Result<(), ErrorData> {
-    tasks().get(id).map(|_| ()).ok_or_else(|| unknown(id))
+/// Takes the answer to the task's question, if it asked one.
+pub fn update(id: &str, responses: &InputResponses) -> Result<(), ErrorData> {
+    let mut tasks = tasks();
+    let entry = tasks.get_mut(id).ok_or_else(|| unknown(id))?;
+    if let (Some(None), Some(answer)) = (&entry.answer, responses.get(QUESTION)) {
+        let text = answer["content"]["text"]
+            .as_str()
+            .or_else(|| answer["content"][0]["text"].as_str())
+            .unwrap_or("no text");
+        entry.answer = Some(Some(text.to_string()));
+    }
+    Ok(())
 }
