@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::jobs::{fixture_backend, sqlite_jobs};
 use common::*;
-use eras_support::EraClient;
+use eras_support::{EraClient, Seen};
 use rmcp::model::*;
 use rmcp::service::{ClientLifecycleMode, ClientServiceExt, RunningService, ServiceError};
 use rmcp::transport::StreamableHttpClientTransport;
@@ -420,13 +420,16 @@ async fn a_shared_initialize_era_backends_tasks_reach_declaring_clients_and_othe
         "{auth}{}",
         stdio_backend("fx", "args = [\"--eras\"]\ntimeout = \"2s\"")
     ));
-    let alice = connect_as(
-        &gw.url,
-        Some("alice-token-1234"),
-        with_tasks(),
-        ClientLifecycleMode::Initialize,
+    let alice_handler = EraClient::new("alice", with_tasks());
+    let alice = rmcp::ServiceExt::serve(
+        alice_handler.clone(),
+        StreamableHttpClientTransport::from_config(
+            StreamableHttpClientTransportConfig::with_uri(gw.url.clone())
+                .auth_header("alice-token-1234"),
+        ),
     )
-    .await;
+    .await
+    .expect("alice connects");
     let created = task_of(
         call_once(
             &alice,
@@ -452,18 +455,28 @@ async fn a_shared_initialize_era_backends_tasks_reach_declaring_clients_and_othe
     .await
     .expect("bob connects");
     // Nor can Bob's other client, which takes tasks, use Alice's.
-    let bob_tasks = connect_as(
-        &gw.url,
-        Some("bob-token-12345"),
-        with_tasks(),
-        ClientLifecycleMode::Initialize,
+    let bob_tasks_handler = EraClient::new("bob-tasks", with_tasks());
+    let bob_tasks = rmcp::ServiceExt::serve(
+        bob_tasks_handler.clone(),
+        StreamableHttpClientTransport::from_config(
+            StreamableHttpClientTransportConfig::with_uri(gw.url.clone())
+                .auth_header("bob-token-12345"),
+        ),
     )
-    .await;
+    .await
+    .expect("bob's other client connects");
     let e = bob_tasks
         .get_task(GetTaskParams::new(created.task_id.as_str()))
         .await
         .expect_err("alice's task");
     assert!(e.to_string().contains("unknown task"), "{e}");
+    // The backend's notifications/tasks reach Alice's session, under the gateway's name.
+    alice_handler
+        .wait_for(
+            "the task's status notification",
+            |s| matches!(s, Seen::Task(id, TaskStatus::Completed) if *id == created.task_id),
+        )
+        .await;
 
     let call = |arguments: Value| {
         CallToolRequestParams::new("fx__task_sleep").with_arguments(args(arguments))
@@ -508,4 +521,12 @@ async fn a_shared_initialize_era_backends_tasks_reach_declaring_clients_and_othe
     let timed_out = format!("fx:fx-task-{}", n + 2);
     let ended = until_ended(&alice, &timed_out).await;
     assert_eq!(ended.task.status(), TaskStatus::Cancelled, "{ended:?}");
+    // Status notifications went to the session each task was handed to, and no other.
+    for handler in [&bob_tasks_handler, &bob_handler] {
+        assert!(
+            !handler.seen().iter().any(|s| matches!(s, Seen::Task(..))),
+            "{:?}",
+            handler.seen()
+        );
+    }
 }

@@ -6,7 +6,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use rmcp::model::{Prompt, Resource, ResourceTemplate, Tool};
+use rmcp::model::{
+    CallToolResult, ContentBlock, Prompt, Resource, ResourceContents, ResourceTemplate,
+    TaskPayload, Tool,
+};
 
 use crate::config::{BackendConfig, MAX_EXPOSED_NAME, exposed_name};
 
@@ -132,6 +135,47 @@ pub fn prefix_uri(prefix: &str, uri: &str) -> String {
         uri.to_string()
     } else {
         format!("{prefix}+{uri}")
+    }
+}
+
+/// Rewrites the backend's resource URIs in a result to their exposed form.
+pub fn prefix_contents(prefix: &str, contents: &mut [ResourceContents]) {
+    for c in contents {
+        match c {
+            ResourceContents::TextResourceContents { uri, .. }
+            | ResourceContents::BlobResourceContents { uri, .. } => {
+                *uri = prefix_uri(prefix, uri);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A content block with its resource URIs in their exposed form.
+pub fn prefix_block(prefix: &str, block: &mut ContentBlock) {
+    match block {
+        ContentBlock::ResourceLink(r) => r.uri = prefix_uri(prefix, &r.uri),
+        ContentBlock::Resource(e) => prefix_contents(prefix, std::slice::from_mut(&mut e.resource)),
+        _ => {}
+    }
+}
+
+/// A backend's finished task result with its resource links prefixed, as a
+/// direct call's content is.
+pub fn prefix_task_payload(prefix: &str, payload: &mut TaskPayload) {
+    if prefix.is_empty() {
+        return;
+    }
+    if let TaskPayload::Completed { result } = payload
+        && let Ok(mut r) =
+            serde_json::from_value::<CallToolResult>(serde_json::Value::Object(result.clone()))
+    {
+        for block in &mut r.content {
+            prefix_block(prefix, block);
+        }
+        if let Ok(serde_json::Value::Object(o)) = serde_json::to_value(r) {
+            *result = o;
+        }
     }
 }
 

@@ -372,6 +372,32 @@ impl ClientHandler for BackendClient {
         }
     }
 
+    /// A task's status goes to the session the task was handed to, under
+    /// the name that session knows it by; a task nobody was handed (one a
+    /// call waits for) is nobody's to hear of.
+    async fn on_task_status(
+        &self,
+        mut params: TaskStatusNotificationParams,
+        _: NotificationContext<RoleClient>,
+    ) {
+        let Some(backend) = self.backend.upgrade() else {
+            return;
+        };
+        let Some(session) = backend
+            .task_session(&params.task.task.task_id)
+            .and_then(|id| self.hub.session(id))
+        else {
+            return;
+        };
+        params.task.task.task_id = format!("{}:{}", backend.name(), params.task.task.task_id);
+        super::prefix_task_payload(&backend.config.prefix, &mut params.task.payload);
+        let notification =
+            ServerNotification::TaskStatusNotification(TaskStatusNotification::new(params));
+        if !session.enqueue(notification) {
+            tracing::debug!(backend = %backend.name(), "task status notification dropped: the session's queue is full");
+        }
+    }
+
     async fn on_custom_notification(
         &self,
         notification: CustomNotification,

@@ -39,7 +39,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use catalog::{Catalog, RawLists, prefix_uri};
+pub use catalog::{
+    Catalog, RawLists, prefix_block, prefix_contents, prefix_task_payload, prefix_uri,
+};
 pub use inprocess::{InProcessSets, NoSets, ServeFn};
 pub(crate) use needs::Needs;
 pub use needs::shared_capabilities;
@@ -320,12 +322,20 @@ impl Backend {
             .is_some_and(|i| i.capabilities.supports_tasks())
     }
 
-    /// Remembers which client a task of this backend was handed to.
-    pub fn task_made_for(&self, task: &str, client: Option<&str>) {
+    /// Remembers which client (and session) a task of this backend was handed to.
+    pub fn task_made_for(&self, task: &str, client: Option<&str>, session: u64) {
         self.task_owners
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .record(task, client);
+            .record(task, client, session);
+    }
+
+    /// The session a task was handed to, which gets its status notifications.
+    fn task_session(&self, task: &str) -> Option<u64> {
+        self.task_owners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .session(task)
     }
 
     /// Whether `client` may use this backend's task `task`: the one it was

@@ -26,22 +26,28 @@ use super::{Backend, CallError, Needs};
 /// How many handed-out tasks a backend remembers the client of.
 const OWNERS_KEPT: usize = 10_000;
 
-/// The client each handed-out task belongs to (by client id; `None` for an
-/// unauthenticated gateway, where every client is the same), oldest
-/// forgotten first.
+/// Whom each handed-out task belongs to, oldest forgotten first.
 #[derive(Default)]
 pub(super) struct TaskOwners {
-    owner: HashMap<String, Option<String>>,
+    owner: HashMap<String, Owner>,
     order: VecDeque<String>,
 }
 
+struct Owner {
+    /// The client id (`None` for an unauthenticated gateway, where every
+    /// client is the same).
+    client: Option<String>,
+    /// The session the task was handed to, which gets its status notifications.
+    session: u64,
+}
+
 impl TaskOwners {
-    pub(super) fn record(&mut self, task: &str, client: Option<&str>) {
-        if self
-            .owner
-            .insert(task.to_string(), client.map(str::to_string))
-            .is_none()
-        {
+    pub(super) fn record(&mut self, task: &str, client: Option<&str>, session: u64) {
+        let owner = Owner {
+            client: client.map(str::to_string),
+            session,
+        };
+        if self.owner.insert(task.to_string(), owner).is_none() {
             self.order.push_back(task.to_string());
         }
         while self.order.len() > OWNERS_KEPT {
@@ -54,7 +60,11 @@ impl TaskOwners {
     pub(super) fn allows(&self, task: &str, client: Option<&str>) -> bool {
         self.owner
             .get(task)
-            .is_none_or(|owner| owner.as_deref() == client)
+            .is_none_or(|owner| owner.client.as_deref() == client)
+    }
+
+    pub(super) fn session(&self, task: &str) -> Option<u64> {
+        self.owner.get(task).map(|o| o.session)
     }
 }
 
@@ -231,13 +241,14 @@ mod tests {
     #[test]
     fn a_task_belongs_to_the_client_it_was_handed_to() {
         let mut owners = TaskOwners::default();
-        owners.record("t1", Some("alice"));
+        owners.record("t1", Some("alice"), 7);
+        assert_eq!(owners.session("t1"), Some(7));
         assert!(owners.allows("t1", Some("alice")));
         assert!(!owners.allows("t1", Some("bob")));
         assert!(!owners.allows("t1", None));
         assert!(owners.allows("never-seen", Some("bob")));
         for n in 0..OWNERS_KEPT {
-            owners.record(&format!("x{n}"), None);
+            owners.record(&format!("x{n}"), None, 1);
         }
         assert!(owners.allows("t1", Some("bob")), "the oldest is forgotten");
         assert_eq!(owners.owner.len(), OWNERS_KEPT);

@@ -24,7 +24,8 @@ use super::parked::{Attached, Binding, Resumed, Running};
 use super::request::Req;
 use super::rounds::with_answers;
 use super::session::FrontSession;
-use crate::backend::{Backend, CallError, Origin, Sink, prefix_uri};
+use crate::backend::{Backend, CallError, Origin, Sink};
+pub(super) use crate::backend::{prefix_block, prefix_contents};
 use crate::builtin::status::VIEW_META_KEY;
 use crate::builtin::{
     ADMIN_META_KEY, AUTH_META_KEY, CLIENT_META_KEY, REQUEST_META_KEY, SESSION_META_KEY,
@@ -351,27 +352,6 @@ pub(super) enum Failure {
     Refused(ErrorData),
     /// The backend could not answer (or answered with a JSON-RPC error).
     Backend(CallError),
-}
-
-/// Rewrites the backend's resource URIs in a result to their exposed form.
-pub(super) fn prefix_contents(prefix: &str, contents: &mut [ResourceContents]) {
-    for c in contents {
-        match c {
-            ResourceContents::TextResourceContents { uri, .. }
-            | ResourceContents::BlobResourceContents { uri, .. } => {
-                *uri = prefix_uri(prefix, uri);
-            }
-            _ => {}
-        }
-    }
-}
-
-pub(super) fn prefix_block(prefix: &str, block: &mut ContentBlock) {
-    match block {
-        ContentBlock::ResourceLink(r) => r.uri = prefix_uri(prefix, &r.uri),
-        ContentBlock::Resource(e) => prefix_contents(prefix, std::slice::from_mut(&mut e.resource)),
-        _ => {}
-    }
 }
 
 /// Every JSON-RPC error a session answers with is made here.

@@ -117,7 +117,7 @@ impl FrontSession {
         if let CallToolResponse::Task(created) = response
             && let Some((backend, _)) = self.gateway.snapshot().route_tool(exposed)
         {
-            backend.task_made_for(&created.task.task_id, req.client_id());
+            backend.task_made_for(&created.task.task_id, req.client_id(), self.id);
             created.task.task_id = format!("{}:{}", backend.name(), created.task.task_id);
         }
     }
@@ -174,7 +174,10 @@ impl FrontSession {
             return match self.to_backend(req, context, backend, request).await? {
                 (backend, ServerResult::GetTaskResult(mut r)) => {
                     r.task.task.task_id = id.to_string();
-                    prefix_result(&backend.config.prefix, &mut r.task.payload);
+                    crate::backend::prefix_task_payload(
+                        &backend.config.prefix,
+                        &mut r.task.payload,
+                    );
                     Ok(r)
                 }
                 (backend, _) => Err(super::pipeline::wire::unexpected(&backend)),
@@ -250,24 +253,6 @@ impl FrontSession {
     /// Whose job namespace the task lives in: the authenticated client's.
     fn task_caller(&self, req: &Req) -> Caller {
         Caller::new(req.client_id().map(String::from), Some(self.id))
-    }
-}
-
-/// A backend's finished task result with its resource links prefixed, as a
-/// direct call's content is.
-fn prefix_result(prefix: &str, payload: &mut TaskPayload) {
-    if prefix.is_empty() {
-        return;
-    }
-    if let TaskPayload::Completed { result } = payload
-        && let Ok(mut r) = serde_json::from_value::<CallToolResult>(Value::Object(result.clone()))
-    {
-        for block in &mut r.content {
-            super::pipeline::prefix_block(prefix, block);
-        }
-        if let Ok(Value::Object(o)) = serde_json::to_value(r) {
-            *result = o;
-        }
     }
 }
 

@@ -29,6 +29,8 @@ pub enum Seen {
     ToolsChanged,
     Log(LoggingMessageNotificationParam),
     Updated(String),
+    /// `notifications/tasks`: the task's id and status.
+    Task(String, TaskStatus),
 }
 
 #[derive(Clone)]
@@ -102,6 +104,17 @@ impl ClientHandler for EraClient {
             self.capabilities.clone(),
             Implementation::new(self.name.clone(), "1"),
         )
+    }
+
+    async fn on_task_status(
+        &self,
+        params: TaskStatusNotificationParams,
+        _: NotificationContext<RoleClient>,
+    ) {
+        self.push(Seen::Task(
+            params.task.task.task_id.clone(),
+            params.task.task.status,
+        ));
     }
 
     async fn create_message(

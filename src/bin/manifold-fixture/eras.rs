@@ -86,7 +86,7 @@ pub async fn call(
             let declared = ctx
                 .client_capabilities()
                 .is_some_and(|c| c.supports_tasks());
-            Ok(super::tasks::sleep(&request.arguments, declared).await)
+            Ok(super::tasks::sleep(&request.arguments, declared, ctx.peer.clone()).await)
         }
         "app" => text("app shown".into()),
         "region" => text(

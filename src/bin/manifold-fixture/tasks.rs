@@ -45,8 +45,13 @@ pub fn tool() -> Tool {
     )
 }
 
-/// `task_sleep`: a task if the caller can take one.
-pub async fn sleep(args: &Option<JsonObject>, declared: bool) -> CallToolResponse {
+/// `task_sleep`: a task if the caller can take one. The task's end is also
+/// announced with `notifications/tasks` on `peer`.
+pub async fn sleep(
+    args: &Option<JsonObject>,
+    declared: bool,
+    peer: rmcp::Peer<rmcp::RoleServer>,
+) -> CallToolResponse {
     let ms = args
         .as_ref()
         .and_then(|a| a.get("ms"))
@@ -74,7 +79,7 @@ pub async fn sleep(args: &Option<JsonObject>, declared: bool) -> CallToolRespons
     let now = "2026-07-28T00:00:00Z";
     let task = Task::new(id.clone(), TaskStatus::Working, now, now).with_poll_interval_ms(50);
     tasks().insert(
-        id,
+        id.clone(),
         Entry {
             task: task.clone(),
             ends: Instant::now() + Duration::from_millis(ms),
@@ -83,6 +88,25 @@ pub async fn sleep(args: &Option<JsonObject>, declared: bool) -> CallToolRespons
             answer: ask.then_some(None),
         },
     );
+    let announced = id;
+    tokio::spawn(async move {
+        // Once the task has ended (or is stuck on its question, which keeps it working).
+        loop {
+            tokio::time::sleep(Duration::from_millis(ms.max(10))).await;
+            match get(&announced) {
+                Ok(got) if got.task.status().is_terminal() => {
+                    let note =
+                        TaskStatusNotification::new(TaskStatusNotificationParams::new(got.task));
+                    let _ = peer
+                        .send_notification(ServerNotification::TaskStatusNotification(note))
+                        .await;
+                    return;
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    });
     CallToolResponse::Task(CreateTaskResult::new(task))
 }
 
