@@ -15,6 +15,7 @@ mod connect;
 pub mod extras;
 mod http_tap;
 mod inprocess;
+mod lines;
 mod needs;
 mod open;
 mod ordering;

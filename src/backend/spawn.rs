@@ -25,6 +25,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::process::{ChildStdin, ChildStdout};
 
 use super::extras::ListTap;
+use super::lines::{Lines, Read, invalid_request};
 use crate::config::InheritEnv;
 use crate::config::redact::redact;
 
@@ -126,12 +127,11 @@ pub(super) async fn stdio(spec: StdioSpec<'_>) -> Result<(StdioTransport, Option
     let stdout = UntilExit {
         inner: stdout,
         exit: exit.clone(),
-        tap: spec.tap,
-        partial: Vec::new(),
     };
     Ok((
         StdioTransport {
-            inner: AsyncRwTransport::new_client(stdout, stdin),
+            writer: AsyncRwTransport::new_client(tokio::io::empty(), stdin),
+            lines: Lines::new(stdout, spec.tap),
             exit,
         },
         pid,
@@ -283,75 +283,38 @@ async fn watch_exit(name: String, mut child: Box<dyn ChildWrapper>, exit: Arc<Ex
 /// The child's stdout, which ends (EOF) once the child has exited and what
 /// it wrote before exiting has been read, even if a grandchild still holds
 /// the pipe open.
-///
-/// While a list request waits for its answer, the raw lines read go to the
-/// backend's [`ListTap`] too.
 struct UntilExit {
     inner: ChildStdout,
     exit: Arc<ExitFlag>,
-    tap: Option<Arc<ListTap>>,
-    /// The start of a line read for the tap whose end has not arrived.
-    partial: Vec<u8>,
-}
-
-/// Longest line the tap assembles (rmcp's own limit for a message).
-const TAP_MAX_LINE: usize = 16 * 1024 * 1024;
-
-/// Hands the complete lines in `bytes` to the tap while it waits for a
-/// list answer. A line whose start was read before the wait began arrives
-/// as a fragment, which the tap ignores: an answer never starts before
-/// its request was sent.
-fn feed_tap(tap: &ListTap, partial: &mut Vec<u8>, mut bytes: &[u8]) {
-    if partial.is_empty() && !tap.waiting() {
-        return;
-    }
-    while let Some(end) = bytes.iter().position(|&b| b == b'\n') {
-        partial.extend_from_slice(&bytes[..end]);
-        tap.read(partial);
-        partial.clear();
-        bytes = &bytes[end + 1..];
-        if !tap.waiting() {
-            return;
-        }
-    }
-    partial.extend_from_slice(bytes);
-    if partial.len() > TAP_MAX_LINE {
-        partial.clear();
-    }
 }
 
 impl AsyncRead for UntilExit {
     fn poll_read(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Pending => {
-                this.exit.waker.register(cx.waker());
-                if this.exit.is_set() {
+                self.exit.waker.register(cx.waker());
+                if self.exit.is_set() {
                     Poll::Ready(Ok(())) // nothing filled: EOF
                 } else {
                     Poll::Pending
                 }
-            }
-            Poll::Ready(Ok(())) => {
-                if let Some(tap) = &this.tap {
-                    feed_tap(tap, &mut this.partial, &buf.filled()[before..]);
-                }
-                Poll::Ready(Ok(()))
             }
             ready => ready,
         }
     }
 }
 
-/// The connection to a stdio child: rmcp's line transport over its pipes,
-/// whose `close` gives the child a moment to exit on its own.
+/// The connection to a stdio child: our line reader over its stdout
+/// (`lines.rs`), rmcp's line writer over its stdin, and a `close` that
+/// gives the child a moment to exit on its own.
 pub(super) struct StdioTransport {
-    inner: AsyncRwTransport<RoleClient, UntilExit, ChildStdin>,
+    /// rmcp's transport, used to write only (its read half is empty).
+    writer: AsyncRwTransport<RoleClient, tokio::io::Empty, ChildStdin>,
+    lines: Lines<UntilExit>,
     exit: Arc<ExitFlag>,
 }
 
@@ -362,17 +325,28 @@ impl Transport<RoleClient> for StdioTransport {
         &mut self,
         item: TxJsonRpcMessage<RoleClient>,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
-        self.inner.send(item)
+        self.lines.calls.sent(&item);
+        self.writer.send(item)
     }
 
-    fn receive(&mut self) -> impl Future<Output = Option<RxJsonRpcMessage<RoleClient>>> + Send {
-        self.inner.receive()
+    async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleClient>> {
+        loop {
+            match self.lines.next().await {
+                Read::Message(message) => return Some(message),
+                Read::Invalid => {
+                    if self.writer.send(invalid_request()).await.is_err() {
+                        return None;
+                    }
+                }
+                Read::End => return None,
+            }
+        }
     }
 
     async fn close(&mut self) -> Result<(), Self::Error> {
         // Closing stdin asks an MCP server to exit (the stdio shutdown of
         // the specification); the supervisor signals the group afterwards.
-        let closed = self.inner.close().await;
+        let closed = self.writer.close().await;
         let _ = tokio::time::timeout(EXIT_GRACE, self.exit.wait()).await;
         closed
     }
