@@ -337,7 +337,7 @@ run_growth() {
             per=$((tools / backends))
             body=""
             for ((i = 0; i < backends; i++)); do
-                body+="$(stdio_backend "b$i" "$fixture" "[\"--transport\", \"stdio\", \"--extra-tools\", \"$per\"]")"$'\n'
+                body+="$(stdio_backend "b$i" "$fixture" "[\"--transport\", \"stdio\", \"--extra-tools\", \"$per\", \"--only-extra-tools\"]")"$'\n'
             done
             # 100 fixtures start at once on 2 cores: give them time.
             gateway "gw-grow-$backends-$tools" $'connect_timeout = "120s"\n\n'"$body"

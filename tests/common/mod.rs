@@ -10,10 +10,12 @@
 //! - [`jobs`]: the `queue` tool and `POST /api/v1/execute`;
 //! - [`postgres`]: a database of its own on the real PostgreSQL;
 //! - [`audit`]: a local receiver for audit destinations and the audit counters;
-//! - [`cluster`]: gateway instances sharing sessions in Redis, and HAProxy in front.
+//! - [`cluster`]: gateway instances sharing sessions in Redis, and HAProxy in front;
+//! - [`child`]: a third-party program run to completion in bounded time, and its JSON output.
 #![allow(dead_code, deprecated)] // logging notifications are deprecated by SEP-2577 but are the ≤2025-11-25 wire protocol
 
 pub mod audit;
+pub mod child;
 pub mod cluster;
 pub mod http;
 pub mod jobs;

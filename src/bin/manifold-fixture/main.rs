@@ -41,6 +41,9 @@ pub(crate) struct Args {
     /// Add this many extra tools `tool_0` … (to exercise pagination).
     #[arg(long, default_value_t = 0)]
     pub(crate) extra_tools: usize,
+    /// List only the extra tools (benchmarks that count listed tools).
+    #[arg(long)]
+    pub(crate) only_extra_tools: bool,
     /// Serve `tools/list` in pages of this size (0: one page).
     #[arg(long, default_value_t = 0)]
     pub(crate) page_size: usize,

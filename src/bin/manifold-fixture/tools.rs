@@ -142,7 +142,11 @@ fn tool(name: impl Into<String>, description: &'static str, shape: Shape) -> Too
 
 /// The tools a fixture started with `args` lists.
 pub(crate) fn list(args: &Args) -> Vec<Tool> {
-    let mut tools: Vec<Tool> = BASE.iter().map(|&(n, d, s)| tool(n, d, s)).collect();
+    let mut tools: Vec<Tool> = if args.only_extra_tools {
+        Vec::new()
+    } else {
+        BASE.iter().map(|&(n, d, s)| tool(n, d, s)).collect()
+    };
     for i in 0..args.extra_tools {
         tools.push(tool(format!("tool_{i}"), "An extra tool", Shape::Empty));
     }
