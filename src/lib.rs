@@ -24,7 +24,8 @@
 //!   that coalesces `list_changed` by backend id. Names no backend type
 //!   ([`coordinator::ListSource`] is implemented above).
 //! - [`backend`]: one supervised rmcp client per backend over stdio, streamable HTTP, legacy
-//!   SSE or an in-process pipe ([`backend::InProcessSets`], implemented by the built-in sets),
+//!   SSE or an in-process pipe of typed messages ([`backend::InProcessSets`], implemented by the
+//!   built-in sets),
 //!   with per-backend list caches ([`backend::Catalog`]) and live settings; its transports are
 //!   wrapped so progress is routed in the order the backend sent it, before its answer, and
 //!   the raw list answers are tapped for the item fields rmcp's model drops ([`backend::extras`]);

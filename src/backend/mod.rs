@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 pub use catalog::{
     Catalog, RawLists, prefix_block, prefix_contents, prefix_task_payload, prefix_uri,
 };
-pub use inprocess::{InProcessSets, NoSets, ServeFn};
+pub use inprocess::{InProcessSets, NoSets, ServeFn, ServerEnd};
 pub(crate) use needs::Needs;
 pub use needs::shared_capabilities;
 

@@ -152,12 +152,11 @@ async fn open_transport(
                 .builtins
                 .get(set)
                 .ok_or_else(|| format!("no built-in tool set `{set}`"))?;
-            // The pipe lives as long as both ends: the set's task ends when
-            // our connection closes it.
-            let (ours, theirs) = tokio::io::duplex(64 * 1024);
+            // The set's task ends when our connection drops its end.
+            let (ours, theirs) = super::inprocess::pipe();
             tokio::spawn(serve(theirs));
             handler
-                .serve(ours)
+                .serve((ours.to_server, ours.from_server))
                 .await
                 .map_err(|e| format!("initialize failed: {e}"))
         }

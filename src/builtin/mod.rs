@@ -1,6 +1,6 @@
 //! Built-in tool sets: MCP servers that run inside the gateway process.
 //!
-//! Each set is an rmcp `ServerHandler` served over an in-memory duplex pipe
+//! Each set is an rmcp `ServerHandler` served over an in-process pipe of messages
 //! and mounted as an ordinary [`crate::backend::Backend`] with transport
 //! [`TransportConfig::Builtin`] and an empty prefix. The router, timeouts,
 //! progress, cancellation, list changes and the coordinator therefore treat
@@ -57,10 +57,10 @@ where
     F: Fn() -> S + Send + Sync + 'static,
 {
     let make = Arc::new(make);
-    Arc::new(move |io| {
+    Arc::new(move |end: crate::backend::ServerEnd| {
         let make = make.clone();
         Box::pin(async move {
-            match make().serve(io).await {
+            match make().serve(end.into_transport()).await {
                 Ok(running) => {
                     let _ = running.waiting().await;
                 }

@@ -66,8 +66,10 @@ pub struct Session {
     log_level: AtomicU8,
     /// Exposed resource URIs this session subscribed to.
     pub subscriptions: Mutex<HashSet<String>>,
-    /// Ordinary notifications, in order. Bounded: full means dropped.
-    queue: mpsc::Sender<ServerNotification>,
+    /// Ordinary notifications, in order. Bounded: full means dropped. Boxed:
+    /// the channel allocates its slots in blocks of 32 up front, which for a
+    /// 208-byte notification is 6.6 KB per idle session; for a box, 256 bytes.
+    queue: mpsc::Sender<Box<ServerNotification>>,
     /// List-changed flags, set by the coordinator and sent by the pump. Kept
     /// apart from the queue so they coalesce and are never lost to a full queue.
     pending_lists: AtomicU8,
@@ -172,7 +174,7 @@ impl Session {
 
     /// Queues a notification without waiting; false when the queue is full.
     pub fn enqueue(&self, notification: ServerNotification) -> bool {
-        self.queue.try_send(notification).is_ok()
+        self.queue.try_send(Box::new(notification)).is_ok()
     }
 
     /// Flags lists as changed; the pump sends one notification per kind.
@@ -205,7 +207,7 @@ impl Session {
 
 async fn pump(
     session: std::sync::Weak<Session>,
-    mut rx: mpsc::Receiver<ServerNotification>,
+    mut rx: mpsc::Receiver<Box<ServerNotification>>,
     closed: CancellationToken,
     counters: Arc<Counters>,
 ) {
@@ -239,6 +241,7 @@ async fn pump(
             next = rx.recv() => {
                 drop(s);
                 let Some(notification) = next else { return };
+                let notification = *notification;
                 let kind = kind_of(&notification);
                 let sent = tokio::time::timeout(SEND_TIMEOUT, peer.send_notification(stamped(notification, &stamp))).await;
                 let fate = if matches!(sent, Ok(Ok(()))) { Fate::Forwarded } else { Fate::Dropped };
