@@ -46,10 +46,12 @@
 # newest published), BENCH_SUPERGATEWAY (1; 0 leaves it out), BENCH_BASE_BIN (a directory
 # holding another build's `manifold`: adds manifold-base/everything, for before/after),
 # BENCH_ONLY (a regex: run only the call scenarios whose label matches), BENCH_NO_BUILD (1: use
-# the release binaries already built), BENCH_OUT (raw JSON lines;
+# the release binaries already built), BENCH_PROFILE (release; `dist` measures the whole-program
+# optimized build of Cargo.toml's [profile.dist]), BENCH_OUT (raw JSON lines;
 # target/bench-results.jsonl), BENCH_PLOT (target/bench-growth.png).
 set -euo pipefail
 
+PROFILE="${BENCH_PROFILE:-release}"
 PARTS=",${BENCH_PARTS:-calls,instr,idle,sessions,messaging,lists,growth},"
 DURATION="${BENCH_DURATION:-5s}"
 WARMUP="${BENCH_WARMUP:-1s}"
@@ -194,9 +196,9 @@ if part growth && ! "$python" -c 'import matplotlib' 2>/dev/null; then
 fi
 if [[ "${BENCH_NO_BUILD:-0}" != 1 ]]; then
     say "building release binaries and the benchmark examples"
-    cargo build --release --bins --example loadgen --example coordinator_bench --example messaging_bench >&2
+    cargo build --profile "$PROFILE" --bins --example loadgen --example coordinator_bench --example messaging_bench >&2
 fi
-built="${CARGO_TARGET_DIR:-$root/target}/release"
+built="${CARGO_TARGET_DIR:-$root/target}/$PROFILE"
 bin="$work/bin"
 mkdir -p "$bin"
 cp "$built/manifold" "$built/manifold-fixture" "$built/examples/loadgen" \

@@ -41,18 +41,6 @@ const EVERYTHING_ENTRY: &str = "node_modules/@modelcontextprotocol/server-everyt
 const INSPECTOR_CLI: &str = "node_modules/@modelcontextprotocol/inspector/cli/build/cli.js";
 const VENV_PYTHON: &str = "venv/bin/python";
 
-fn sorted(mut v: Vec<String>) -> Vec<String> {
-    v.sort();
-    v
-}
-
-fn text_contents(read: &ReadResourceResult) -> (&str, &str) {
-    match &read.contents[..] {
-        [ResourceContents::TextResourceContents { uri, text, .. }] => (uri, text),
-        other => panic!("expected one text content, got {other:?}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn server_everything_over_stdio_through_the_gateway() {
     let Some(entry) = require_dep(
@@ -227,7 +215,7 @@ async fn server_everything_over_stdio_through_the_gateway() {
         .read_resource(ReadResourceRequestParams::new(uri))
         .await
         .unwrap();
-    let (got_uri, body) = text_contents(&read);
+    let (got_uri, body) = only_text(&read);
     assert_eq!(got_uri, uri);
     assert!(body.starts_with("# Everything Server"), "{body}");
 
@@ -250,7 +238,7 @@ async fn server_everything_over_stdio_through_the_gateway() {
         .read_resource(ReadResourceRequestParams::new(uri))
         .await
         .unwrap();
-    let (got_uri, body) = text_contents(&read);
+    let (got_uri, body) = only_text(&read);
     assert_eq!(got_uri, uri);
     assert!(
         body.starts_with("Resource 3: This is a plaintext resource"),

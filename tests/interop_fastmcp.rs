@@ -189,18 +189,6 @@ impl ClientHandler for ProgressRecorder {
     }
 }
 
-fn sorted(mut v: Vec<String>) -> Vec<String> {
-    v.sort();
-    v
-}
-
-fn only_text(read: &ReadResourceResult) -> (&str, &str) {
-    match &read.contents[..] {
-        [ResourceContents::TextResourceContents { uri, text, .. }] => (uri, text),
-        other => panic!("expected one text content, got {other:?}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn fastmcp_server_over_stdio_through_the_gateway() {
     let Some(python) = fastmcp_python() else {

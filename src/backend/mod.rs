@@ -44,8 +44,7 @@ pub use catalog::{
     Catalog, RawLists, prefix_block, prefix_contents, prefix_task_payload, prefix_uri,
 };
 pub use inprocess::{InProcessSets, NoSets, ServeFn, ServerEnd};
-pub(crate) use needs::Needs;
-pub use needs::shared_capabilities;
+pub use needs::{ask_client, shared_capabilities};
 
 use crate::config::BackendConfig;
 use crate::coordinator::{Hub, ListKinds};

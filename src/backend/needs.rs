@@ -85,3 +85,53 @@ impl Needs {
         })
     }
 }
+
+/// Asks a client, all at once, the questions a backend put in an
+/// `InputRequired` result or an `input_required` task (`asked`), as ordinary
+/// sampling, elicitation or roots requests, each only if the client declared
+/// what it needs. `asker` names who asked ("it", "its task") and `client` the
+/// client, in the reason given when a question cannot be asked.
+pub async fn ask_client(
+    peer: &rmcp::Peer<rmcp::RoleServer>,
+    capabilities: &ClientCapabilities,
+    client: Option<&str>,
+    asker: &str,
+    asked: &InputRequests,
+    timeout: std::time::Duration,
+) -> Result<InputResponses, String> {
+    let mut questions = Vec::new();
+    for (key, input) in asked {
+        let request = match input.clone() {
+            InputRequest::CreateMessage(r) => ServerRequest::CreateMessageRequest(r),
+            InputRequest::Elicitation(r) => ServerRequest::ElicitRequest(r),
+            InputRequest::ListRoots(r) => ServerRequest::ListRootsRequest(r),
+            _ => {
+                return Err(format!(
+                    "{asker} asked for `{key}`, of a kind the gateway cannot relay"
+                ));
+            }
+        };
+        if let Some(missing) = Needs::of(&request).missing_in(capabilities) {
+            let who = client.map_or("this client".to_string(), |c| format!("client `{c}`"));
+            return Err(format!(
+                "{asker} asked the client for {missing}, which {who} does not support"
+            ));
+        }
+        let options = rmcp::service::PeerRequestOptions::with_timeout(timeout);
+        questions.push(async move {
+            let answer = peer
+                .send_request_with_option(request, options)
+                .await?
+                .await_response()
+                .await?;
+            Ok::<_, rmcp::service::ServiceError>((key.clone(), answer))
+        });
+    }
+    let answers = futures::future::try_join_all(questions)
+        .await
+        .map_err(|e| format!("the client did not answer the question {asker} asked: {e}"))?;
+    Ok(answers
+        .into_iter()
+        .map(|(key, answer)| (key, serde_json::to_value(answer).unwrap_or_default()))
+        .collect())
+}

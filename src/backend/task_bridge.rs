@@ -21,7 +21,7 @@ use rmcp::service::PeerRequestOptions;
 use rmcp::{Peer, RoleClient, RoleServer};
 use serde_json::Value;
 
-use super::{Backend, CallError, Needs};
+use super::{Backend, CallError};
 
 /// How many handed-out tasks a backend remembers the client of.
 const OWNERS_KEPT: usize = 10_000;
@@ -177,44 +177,16 @@ impl Backend {
         };
         let none = ClientCapabilities::default();
         let capabilities = waiting.capabilities.unwrap_or(&none);
-        let mut questions = Vec::new();
-        for (key, input) in asked {
-            let request = match input.clone() {
-                InputRequest::CreateMessage(r) => ServerRequest::CreateMessageRequest(r),
-                InputRequest::Elicitation(r) => ServerRequest::ElicitRequest(r),
-                InputRequest::ListRoots(r) => ServerRequest::ListRootsRequest(r),
-                _ => {
-                    return Err(failed(format!(
-                        "its task asked for `{key}`, of a kind the gateway cannot relay"
-                    )));
-                }
-            };
-            if let Some(missing) = Needs::of(&request).missing_in(capabilities) {
-                return Err(failed(format!(
-                    "its task asked the client for {missing}, which this client does not support"
-                )));
-            }
-            let options = PeerRequestOptions::with_timeout(waiting.relay_timeout);
-            questions.push(async move {
-                let answer = client
-                    .send_request_with_option(request, options)
-                    .await?
-                    .await_response()
-                    .await?;
-                Ok::<_, rmcp::service::ServiceError>((key.clone(), answer))
-            });
-        }
-        let answers = futures::future::try_join_all(questions)
-            .await
-            .map_err(|e| {
-                failed(format!(
-                    "the client did not answer its task's question: {e}"
-                ))
-            })?;
-        Ok(answers
-            .into_iter()
-            .map(|(key, answer)| (key, serde_json::to_value(answer).unwrap_or_default()))
-            .collect())
+        super::needs::ask_client(
+            client,
+            capabilities,
+            None,
+            "its task",
+            asked,
+            waiting.relay_timeout,
+        )
+        .await
+        .map_err(failed)
     }
 
     /// Asks the backend to cancel a task nobody waits for any more.

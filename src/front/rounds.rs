@@ -9,11 +9,11 @@
 
 use rmcp::RoleServer;
 use rmcp::model::*;
-use rmcp::service::{PeerRequestOptions, RequestContext, ServiceError};
+use rmcp::service::RequestContext;
 
 use super::request::Req;
 use super::session::FrontSession;
-use crate::backend::{Backend, CallError, Needs, Origin, Sink};
+use crate::backend::{Backend, CallError, Origin, Sink};
 
 /// The most rounds one request may take, as rmcp's own clients allow.
 const MAX_ROUNDS: usize = DEFAULT_MRTR_MAX_ROUNDS;
@@ -95,42 +95,18 @@ impl FrontSession {
             .map(|s| (s.client_name.clone(), s.capabilities.clone()));
         let (client, capabilities) = capabilities.unwrap_or_default();
         let timeout = self.gateway.server().relay_timeout;
-        let mut questions = Vec::new();
-        for (key, input) in asked.input_requests.iter().flatten() {
-            let request = match input.clone() {
-                InputRequest::CreateMessage(r) => ServerRequest::CreateMessageRequest(r),
-                InputRequest::Elicitation(r) => ServerRequest::ElicitRequest(r),
-                InputRequest::ListRoots(r) => ServerRequest::ListRootsRequest(r),
-                _ => {
-                    return Err(failed(format!(
-                        "it asked for `{key}`, of a kind the gateway cannot relay"
-                    )));
-                }
-            };
-            if let Some(missing) = Needs::of(&request).missing_in(&capabilities) {
-                return Err(failed(format!(
-                    "it asked the client for {missing}, which client `{client}` does not support"
-                )));
-            }
-            let options = PeerRequestOptions::with_timeout(timeout);
-            questions.push(async move {
-                let handle = context
-                    .peer
-                    .send_request_with_option(request, options)
-                    .await?;
-                let answer = handle.await_response().await?;
-                Ok::<_, ServiceError>((key.clone(), answer))
-            });
+        let asked = asked.input_requests.clone().unwrap_or_default();
+        let ask = crate::backend::ask_client(
+            &context.peer,
+            &capabilities,
+            Some(&client),
+            "it",
+            &asked,
+            timeout,
+        );
+        tokio::select! {
+            answers = ask => answers.map_err(failed),
+            _ = req.cancel.cancelled() => Err(CallError::Cancelled),
         }
-        let answers = tokio::select! {
-            answers = futures::future::try_join_all(questions) => answers,
-            _ = req.cancel.cancelled() => return Err(CallError::Cancelled),
-        };
-        let answers =
-            answers.map_err(|e| failed(format!("the client did not answer its question: {e}")))?;
-        Ok(answers
-            .into_iter()
-            .map(|(key, answer)| (key, serde_json::to_value(answer).unwrap_or_default()))
-            .collect())
     }
 }

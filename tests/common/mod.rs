@@ -287,3 +287,17 @@ pub fn require_or_skip(what: &str, present: bool) -> bool {
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
+
+/// `v`, sorted.
+pub fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+/// The URI and text of a resource read that returned exactly one text content.
+pub fn only_text(read: &rmcp::model::ReadResourceResult) -> (&str, &str) {
+    match &read.contents[..] {
+        [rmcp::model::ResourceContents::TextResourceContents { uri, text, .. }] => (uri, text),
+        other => panic!("expected one text content, got {other:?}"),
+    }
+}
