@@ -39,11 +39,21 @@ async fn connect_as(
     caps: ClientCapabilities,
     mode: ClientLifecycleMode,
 ) -> Era {
+    connect_handler(url, token, EraClient::new("tasks", caps), mode).await
+}
+
+/// Connects with this handler (kept by the caller to see what reached it).
+async fn connect_handler(
+    url: &str,
+    token: Option<&str>,
+    handler: EraClient,
+    mode: ClientLifecycleMode,
+) -> Era {
     let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_string());
     if let Some(token) = token {
         config = config.auth_header(token);
     }
-    EraClient::new("tasks", caps)
+    handler
         .serve_with_lifecycle(StreamableHttpClientTransport::from_config(config), mode)
         .await
         .expect("client connects")
@@ -420,16 +430,15 @@ async fn a_shared_initialize_era_backends_tasks_reach_declaring_clients_and_othe
         "{auth}{}",
         stdio_backend("fx", "args = [\"--eras\"]\ntimeout = \"2s\"")
     ));
+    let initialize = || ClientLifecycleMode::Initialize;
     let alice_handler = EraClient::new("alice", with_tasks());
-    let alice = rmcp::ServiceExt::serve(
+    let alice = connect_handler(
+        &gw.url,
+        Some("alice-token-1234"),
         alice_handler.clone(),
-        StreamableHttpClientTransport::from_config(
-            StreamableHttpClientTransportConfig::with_uri(gw.url.clone())
-                .auth_header("alice-token-1234"),
-        ),
+        initialize(),
     )
-    .await
-    .expect("alice connects");
+    .await;
     let created = task_of(
         call_once(
             &alice,
@@ -445,26 +454,23 @@ async fn a_shared_initialize_era_backends_tasks_reach_declaring_clients_and_othe
     );
 
     // Bob's client declares nothing: his calls wait for the backend's tasks.
-    let bob_handler = eras_support::EraClient::full("bob", false, false);
-    let mut config = StreamableHttpClientTransportConfig::with_uri(gw.url.clone());
-    config = config.auth_header("bob-token-12345");
-    let bob = rmcp::ServiceExt::serve(
+    let bob_handler = EraClient::full("bob", false, false);
+    let bob = connect_handler(
+        &gw.url,
+        Some("bob-token-12345"),
         bob_handler.clone(),
-        StreamableHttpClientTransport::from_config(config),
+        initialize(),
     )
-    .await
-    .expect("bob connects");
+    .await;
     // Nor can Bob's other client, which takes tasks, use Alice's.
     let bob_tasks_handler = EraClient::new("bob-tasks", with_tasks());
-    let bob_tasks = rmcp::ServiceExt::serve(
+    let bob_tasks = connect_handler(
+        &gw.url,
+        Some("bob-token-12345"),
         bob_tasks_handler.clone(),
-        StreamableHttpClientTransport::from_config(
-            StreamableHttpClientTransportConfig::with_uri(gw.url.clone())
-                .auth_header("bob-token-12345"),
-        ),
+        initialize(),
     )
-    .await
-    .expect("bob's other client connects");
+    .await;
     let e = bob_tasks
         .get_task(GetTaskParams::new(created.task_id.as_str()))
         .await

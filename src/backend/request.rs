@@ -12,12 +12,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::task_bridge::Waiting;
 use super::{Backend, CallError, Origin, Sink};
+use crate::coordinator::{CallEvent, Fate, Kind, RelayJob};
 
 /// The wait for a task made for a client that cannot take one.
 type TaskWait<'a> = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<ServerResult, CallError>> + Send + 'a>,
 >;
-use crate::coordinator::{CallEvent, Fate, Kind, RelayJob};
 
 /// How long an answer waits for the handlers of progress sent before it
 /// (they normally run within microseconds; a stuck one must not hold it).
