@@ -67,6 +67,19 @@ impl super::Backend {
     }
 }
 
+impl super::Backend {
+    /// The session a log message arriving now belongs to: a message while
+    /// one session's calls are in flight is taken as that session's (the
+    /// wire does not say which call caused it). The caller holds the
+    /// routing gate.
+    pub(super) fn log_caller(&self) -> Option<u64> {
+        match self.hub.calls.attribute(self.id, None) {
+            Attribution::Call(call) => Some(call.session()),
+            _ => None,
+        }
+    }
+}
+
 pub struct BackendClient {
     pub(super) backend: BackendRef,
     pub(super) hub: Arc<Hub>,
@@ -308,8 +321,8 @@ impl ClientHandler for BackendClient {
         self.list_changed(ListKinds::RESOURCES);
     }
 
-    /// Progress the transport could not route as it arrived (see
-    /// `ordering`): routed here, once the routing gate lets it.
+    /// Progress the transport did not route as it arrived (see `ordering`;
+    /// only when it could not reach the backend): routed here.
     async fn on_progress(
         &self,
         param: ProgressNotificationParam,
@@ -321,8 +334,6 @@ impl ClientHandler for BackendClient {
         let Some(backend) = self.backend.upgrade() else {
             return;
         };
-        // Marks this notification handled however the handler ends.
-        let _handled = backend.progress_order.handling(&param.progress_token);
         let _gate = backend.routing_gate.read().await;
         backend.route_progress(param);
     }
@@ -339,20 +350,13 @@ impl ClientHandler for BackendClient {
             return;
         }
         if let Some(backend) = self.backend.upgrade() {
-            // Over streamable HTTP the stream says which call caused it; over
-            // stdio and SSE a message while one session's calls are in
-            // flight is taken as that session's.
-            let caller = {
-                let _gate = backend.routing_gate.read().await;
-                match ctx.extensions.get::<InboundStreamOrigin>() {
-                    Some(InboundStreamOrigin::OutboundRequest(id)) => {
-                        self.hub.calls.caller_of(backend.id, id)
-                    }
-                    Some(InboundStreamOrigin::Unassociated) => None,
-                    None => match self.hub.calls.attribute(backend.id, None) {
-                        Attribution::Call(call) => Some(call.session()),
-                        _ => None,
-                    },
+            // Attributed as it arrived, before the answer after it could end
+            // the call (see `ordering`).
+            let caller = match ctx.extensions.get::<super::ordering::LogCaller>() {
+                Some(attributed) => attributed.0,
+                None => {
+                    let _gate = backend.routing_gate.read().await;
+                    backend.log_caller()
                 }
             };
             self.hub.log(backend.name(), backend.owner, caller, param);

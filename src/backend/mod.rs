@@ -185,9 +185,6 @@ pub struct Backend {
     /// for reading by notification handlers before they look a route up, so a
     /// backend that answers instantly cannot outrun the registration (rmcp notes, P4).
     pub(crate) routing_gate: tokio::sync::RwLock<()>,
-    /// Progress notifications received and not yet handled, so a call's
-    /// answer waits for the progress sent before it (see `ordering`).
-    pub(crate) progress_order: Arc<ordering::ProgressOrder>,
     /// Which client each task this backend made was handed to.
     task_owners: Mutex<task_bridge::TaskOwners>,
     /// Keeps the fields of listed items rmcp's model drops (see `extras`).
@@ -252,7 +249,6 @@ impl Backend {
             env: live.clone(),
             audit: env.audit.clone(),
             routing_gate: tokio::sync::RwLock::new(()),
-            progress_order: Arc::default(),
             list_tap: Arc::default(),
             task_owners: Mutex::default(),
             listen_uris: watch::Sender::new(Default::default()),

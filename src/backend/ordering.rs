@@ -1,99 +1,37 @@
-//! Progress a backend sends reaches the client in the order it was sent,
-//! and before the answer that follows it.
+//! What a backend sends during a call is routed as the connection reads
+//! it, in order, before the answer that follows it.
 //!
 //! rmcp's client reads a connection's messages in order, but hands each
 //! notification to its handler on a task of its own, while an answer
 //! completes the waiting request at once. Routed by those handlers,
 //! progress could overtake progress (and be coalesced away as not
-//! advancing), and under load the request could return, and its call be
-//! unregistered, before the progress sent just before its answer was
-//! routed: that progress was lost.
+//! advancing), and progress or a log message sent just before the answer
+//! could be handled after the call was unregistered: the progress was
+//! lost, and the log message, no longer tied to a call, went to every
+//! session allowed to see the backend instead of the caller alone.
 //!
-//! [`Ordered`] wraps the connection's transport and routes each progress
-//! notification to its call as it arrives, in order, marking it [`Routed`]
-//! so the handler skips it; rmcp still sees it (it resets the request's
-//! timeout). Only when a request is being registered at that moment (the
-//! routing gate is held for writing, and a receive must not wait) is the
-//! notification left to the handler, counted as pending for its token
-//! ([`ProgressOrder`]); the answer then waits ([`ProgressOrder::settle`])
-//! until the handler ran.
+//! [`Ordered`] wraps the connection's transport. A progress notification is
+//! routed to its call as it arrives and marked [`Routed`] so the handler
+//! skips it (rmcp still sees it: it resets the request's timeout); a log
+//! message is attributed to its caller as it arrives ([`LogCaller`]) and
+//! delivered by the handler. Both wait for the routing gate, which a call
+//! holds for writing while it is sent and registered; the message being
+//! routed is held in the wrapper meanwhile, so a receive that rmcp drops
+//! (it does when it has something to send) loses nothing.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use super::BackendRef;
 use super::extras::ListTap;
 use rmcp::RoleClient;
-use rmcp::model::{ProgressToken, ServerJsonRpcMessage, ServerNotification};
+use rmcp::model::{ServerJsonRpcMessage, ServerNotification};
 use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
 use rmcp::transport::Transport;
-use tokio::sync::Notify;
 
-/// Progress notifications received and not yet handled, by the backend's token.
-#[derive(Default)]
-pub(crate) struct ProgressOrder {
-    pending: Mutex<HashMap<ProgressToken, u32>>,
-    handled: Notify,
-}
-
-impl ProgressOrder {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ProgressToken, u32>> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// One more notification for `token` arrived (called in arrival order).
-    fn received(&self, token: &ProgressToken) {
-        *self.lock().entry(token.clone()).or_default() += 1;
-    }
-
-    /// Marks one notification for `token` handled when the guard drops.
-    pub(crate) fn handling(self: &Arc<Self>, token: &ProgressToken) -> Handling {
-        Handling {
-            order: self.clone(),
-            token: token.clone(),
-        }
-    }
-
-    /// Waits until every notification for `token` received so far is
-    /// handled, at most `limit` (a handler stuck elsewhere must not hold an
-    /// answer up).
-    pub(crate) async fn settle(&self, token: &ProgressToken, limit: Duration) {
-        let wait = async {
-            loop {
-                let handled = self.handled.notified();
-                tokio::pin!(handled);
-                handled.as_mut().enable();
-                if !self.lock().contains_key(token) {
-                    return;
-                }
-                handled.await;
-            }
-        };
-        let _ = tokio::time::timeout(limit, wait).await;
-    }
-}
-
-/// Held by a progress handler; marks its notification handled on drop.
-pub(crate) struct Handling {
-    order: Arc<ProgressOrder>,
-    token: ProgressToken,
-}
-
-impl Drop for Handling {
-    fn drop(&mut self) {
-        {
-            let mut pending = self.order.lock();
-            if let Some(n) = pending.get_mut(&self.token) {
-                *n -= 1;
-                if *n == 0 {
-                    pending.remove(&self.token);
-                }
-            }
-        }
-        self.order.handled.notify_waiters();
-    }
-}
+/// The session a log message was attributed to as it arrived (`None`: no
+/// call's, so every session allowed to see the backend may get it).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LogCaller(pub Option<u64>);
 
 /// Marks a progress notification the transport already routed.
 #[derive(Clone, Copy, Debug)]
@@ -106,6 +44,8 @@ pub(crate) struct Ordered<T> {
     inner: T,
     backend: BackendRef,
     tap: Option<Arc<ListTap>>,
+    /// A message read and waiting for the routing gate.
+    held: Option<RxJsonRpcMessage<RoleClient>>,
 }
 
 impl<T> Ordered<T> {
@@ -118,6 +58,7 @@ impl<T> Ordered<T> {
             inner,
             backend,
             tap,
+            held: None,
         }
     }
 }
@@ -135,23 +76,34 @@ impl<T: Transport<RoleClient>> Transport<RoleClient> for Ordered<T> {
         self.inner.send(item)
     }
 
-    /// Cancel-safe as the inner transport is: rmcp drops this future when
-    /// it has something to send, so nothing awaits after a message is taken.
+    /// Cancel-safe: the inner transport's receive is, and a message waiting
+    /// for the routing gate stays in `held` until the next call.
     async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleClient>> {
-        let mut message = self.inner.receive().await?;
-        if let ServerJsonRpcMessage::Notification(n) = &mut message
-            && let ServerNotification::ProgressNotification(p) = &mut n.notification
-            && let Some(backend) = self.backend.upgrade()
-        {
-            match backend.routing_gate.try_read() {
-                Ok(_gate) => {
+        let message = match self.held.take() {
+            Some(message) => message,
+            None => self.inner.receive().await?,
+        };
+        if !routed_on_arrival(&message) {
+            return Some(message);
+        }
+        let Some(backend) = self.backend.upgrade() else {
+            return Some(message);
+        };
+        let message = self.held.insert(message);
+        let _gate = backend.routing_gate.read().await;
+        if let ServerJsonRpcMessage::Notification(n) = message {
+            match &mut n.notification {
+                ServerNotification::ProgressNotification(p) => {
                     backend.route_progress(p.params.clone());
                     p.extensions.insert(Routed);
                 }
-                Err(_) => backend.progress_order.received(&p.params.progress_token),
+                ServerNotification::LoggingMessageNotification(l) => {
+                    l.extensions.insert(LogCaller(backend.log_caller()));
+                }
+                _ => {}
             }
         }
-        Some(message)
+        self.held.take()
     }
 
     fn close(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
@@ -159,34 +111,14 @@ impl<T: Transport<RoleClient>> Transport<RoleClient> for Ordered<T> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rmcp::model::NumberOrString;
-
-    #[tokio::test]
-    async fn settle_waits_for_the_handlers_of_its_own_token_only() {
-        let order = Arc::new(ProgressOrder::default());
-        let mine = ProgressToken(NumberOrString::Number(1));
-        let other = ProgressToken(NumberOrString::Number(2));
-        order.received(&mine);
-        order.received(&other);
-        let handler = order.handling(&mine);
-        let _stuck = order.handling(&other);
-        let waiting = tokio::spawn({
-            let (order, mine) = (order.clone(), mine.clone());
-            async move { order.settle(&mine, Duration::from_secs(10)).await }
-        });
-        tokio::task::yield_now().await;
-        assert!(!waiting.is_finished(), "a handler is still pending");
-        drop(handler);
-        tokio::time::timeout(Duration::from_secs(5), waiting)
-            .await
-            .expect("settled once its token's handler ran")
-            .unwrap();
-        // Bounded however long another handler takes.
-        let started = std::time::Instant::now();
-        order.settle(&other, Duration::from_millis(50)).await;
-        assert!(started.elapsed() < Duration::from_secs(5));
-    }
+/// Whether `message` is routed as it arrives: progress and log messages.
+fn routed_on_arrival(message: &RxJsonRpcMessage<RoleClient>) -> bool {
+    matches!(
+        message,
+        ServerJsonRpcMessage::Notification(n) if matches!(
+            n.notification,
+            ServerNotification::ProgressNotification(_)
+                | ServerNotification::LoggingMessageNotification(_)
+        )
+    )
 }

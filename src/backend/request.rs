@@ -19,10 +19,6 @@ type TaskWait<'a> = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<ServerResult, CallError>> + Send + 'a>,
 >;
 
-/// How long an answer waits for the handlers of progress sent before it
-/// (they normally run within microseconds; a stuck one must not hold it).
-const PROGRESS_SETTLE: Duration = Duration::from_millis(500);
-
 impl Backend {
     /// Forwards one request for a client and waits for its answer, the
     /// backend's timeout, or the client's cancellation, whichever comes first.
@@ -90,7 +86,6 @@ impl Backend {
             (handle, route)
         };
         let id = handle.id.clone();
-        let progress_token = handle.progress_token.clone();
         let response = handle.await_response();
         tokio::pin!(response);
         let mut relays = FuturesUnordered::new();
@@ -121,7 +116,7 @@ impl Backend {
                         task_limit.as_mut().reset(tokio::time::Instant::now() + self.timeout());
                         continue;
                     }
-                    self.before_answer(origin.progress_token.is_some(), &progress_token, client, &mut events).await;
+                    self.before_answer(client, &mut events).await;
                     return result;
                 }
                 result = async {
@@ -130,7 +125,7 @@ impl Backend {
                         None => std::future::pending().await,
                     }
                 }, if bridged.is_some() => {
-                    self.before_answer(origin.progress_token.is_some(), &progress_token, client, &mut events).await;
+                    self.before_answer(client, &mut events).await;
                     return result;
                 }
                 () = &mut task_limit, if bridged.is_some() => {
@@ -171,14 +166,9 @@ impl Backend {
     /// Lets the progress sent before an answer reach the client first.
     async fn before_answer(
         &self,
-        asked_progress: bool,
-        token: &rmcp::model::ProgressToken,
         client: Option<&Peer<RoleServer>>,
         events: &mut tokio::sync::mpsc::Receiver<CallEvent>,
     ) {
-        if asked_progress {
-            self.progress_order.settle(token, PROGRESS_SETTLE).await;
-        }
         match client {
             Some(client) => self.flush_progress(client, events).await,
             // A parked call's waiting request is another task: let what the backend

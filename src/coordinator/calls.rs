@@ -181,17 +181,6 @@ impl Calls {
         self.lock().by_token.get(&(backend, token.clone())).cloned()
     }
 
-    /// The session whose call a notification belongs to, when the transport
-    /// says which backend request's stream carried it (streamable HTTP).
-    pub fn caller_of(&self, backend: u64, origin: &RequestId) -> Option<u64> {
-        self.lock()
-            .by_backend
-            .get(&backend)?
-            .iter()
-            .find(|c| &c.backend_request == origin)
-            .map(|c| c.session())
-    }
-
     /// The call a server→client request belongs to. `origin` is the backend
     /// request whose stream carried it, when the transport says (streamable HTTP).
     pub fn attribute(&self, backend: u64, origin: Option<&RequestId>) -> Attribution {
