@@ -130,7 +130,7 @@ impl Backend {
                 }
                 () = &mut task_limit, if bridged.is_some() => {
                     if let Some((task, _)) = bridged.take() {
-                        self.cancel_task(&peer, &task).await;
+                        Box::pin(self.cancel_task(&peer, &task)).await;
                     }
                     return Err(CallError::Timeout { backend: self.name().to_string(), timeout: self.timeout() });
                 }
@@ -148,13 +148,13 @@ impl Backend {
                 Some(()) = relays.next(), if !relays.is_empty() => {}
                 _ = origin.cancel.cancelled() => {
                     if let Some((task, _)) = bridged.take() {
-                        self.cancel_task(&peer, &task).await;
+                        Box::pin(self.cancel_task(&peer, &task)).await;
                         return Err(CallError::Cancelled);
                     }
                     let reason = origin.cancel_reason.and_then(|r| r.get().cloned());
                     let reason = reason.unwrap_or_else(|| "cancelled by the client".into());
                     let param = CancelledNotificationParam::new(Some(id), Some(reason));
-                    if let Err(e) = peer.notify_cancelled(param).await {
+                    if let Err(e) = Box::pin(peer.notify_cancelled(param)).await {
                         tracing::debug!(backend = %self.name(), error = %e, "could not forward cancellation");
                     }
                     return Err(CallError::Cancelled);
@@ -183,7 +183,7 @@ impl Backend {
     }
 
     /// Forwards the progress still queued for the call, ahead of its answer
-    /// (its handlers ran: see `settle` above).
+    /// (routed as it arrived: see `ordering`).
     async fn flush_progress(
         &self,
         client: &Peer<RoleServer>,
@@ -221,16 +221,20 @@ impl Backend {
         }
     }
 
-    async fn forward_progress(
-        &self,
-        client: &Peer<RoleServer>,
+    /// Boxed: rmcp's send future is large, and it is awaited at several
+    /// points of [`Backend::request`], whose future would hold room for each.
+    fn forward_progress<'a>(
+        &'a self,
+        client: &'a Peer<RoleServer>,
         param: rmcp::model::ProgressNotificationParam,
-    ) {
-        let fate = match client.notify_progress(param).await {
-            Ok(()) => Fate::Forwarded,
-            Err(_) => Fate::Dropped,
-        };
-        self.hub.counters.add(Kind::Progress, fate, 1);
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            let fate = match client.notify_progress(param).await {
+                Ok(()) => Fate::Forwarded,
+                Err(_) => Fate::Dropped,
+            };
+            self.hub.counters.add(Kind::Progress, fate, 1);
+        })
     }
 
     pub(super) fn map_error(&self, e: ServiceError) -> CallError {

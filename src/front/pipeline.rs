@@ -141,8 +141,9 @@ impl FrontSession {
             && shared.config.isolation == crate::config::Isolation::Shared;
         let (backend, outcome) = match mrtr {
             Some(mrtr) if parks => {
-                self.forward_parked(shared, own, mrtr, build, context, req)
-                    .await?
+                // Boxed, as the other rare paths below: inline, their state
+                // would be in every forwarded request's future (see `Req::run`).
+                Box::pin(self.forward_parked(shared, own, mrtr, build, context, req)).await?
             }
             mrtr => {
                 let mut request = build(own, self.forwarded_meta(context, &shared, req));
@@ -189,8 +190,7 @@ impl FrontSession {
             (backend.speaks_2026() && !super::modern::is_modern(context)).then(|| request.clone());
         let result = match (backend.request(request, origin).await, rounds) {
             (Ok(ServerResult::InputRequiredResult(asked)), Some(request)) => {
-                self.answer_rounds(&backend, request, asked, context, req)
-                    .await
+                Box::pin(self.answer_rounds(&backend, request, asked, context, req)).await
             }
             (result, _) => result,
         };

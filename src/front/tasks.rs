@@ -81,7 +81,9 @@ impl FrontSession {
         if let Err(e) = self.target(req, Target::Tool(&request.name)) {
             return Some(Err(e));
         }
-        Some(self.start_task(req, request).await)
+        // Boxed: the job store's future is large, and inline it would make
+        // every `tools/call` future that large (see `Req::run`).
+        Some(Box::pin(self.start_task(req, request)).await)
     }
 
     async fn start_task(
