@@ -1,6 +1,6 @@
 //! The `manifold` command line: serve | stdio | check | import.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -71,7 +71,12 @@ fn init_tracing(json: bool, default_filter: &str) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let registry = tracing_subscriber::registry().with(manifold::builtin::bus::layer());
-    let fmt = tracing_subscriber::fmt::layer().with_writer(|| RedactingStderr);
+    // Colours only on a terminal (and not with NO_COLOR): a log file or a
+    // journal gets plain text, and the formatter skips the styling work.
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_ansi(colour)
+        .with_writer(|| RedactingStderr);
     if json {
         registry.with(fmt.json().with_filter(filter)).init();
     } else {

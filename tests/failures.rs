@@ -200,6 +200,12 @@ async fn a_backend_whose_command_is_missing_is_down_with_the_reason_and_the_rest
         logs.contains("backend down") && logs.contains("manifold-no-such-command"),
         "{logs}"
     );
+    // The log goes to a pipe here, as to a file or a journal: plain text.
+    assert!(
+        !logs.contains('\u{1b}'),
+        "terminal escape codes in a log that is not a terminal:\n{logs}"
+    );
+    assert!(logs.contains("backend=ghost"), "{logs}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
