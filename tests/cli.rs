@@ -185,6 +185,19 @@ fn stdio_mode_speaks_only_protocol_on_stdout() {
         call = recv();
     }
     assert_eq!(call["result"]["content"][0]["text"], "over stdio", "{call}");
+    // Params that do not fit the method: invalid params naming it, as over HTTP.
+    send(
+        &mut stdin,
+        serde_json::json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":5}}),
+    );
+    let mut bad = recv();
+    while bad.get("id") != Some(&serde_json::json!(3)) {
+        assert!(bad.get("method").is_some(), "unexpected line {bad}");
+        bad = recv();
+    }
+    assert_eq!(bad["error"]["code"], -32602, "{bad}");
+    let text = bad["error"]["message"].as_str().unwrap_or_default();
+    assert!(text.starts_with("Invalid params for `tools/call`"), "{bad}");
     drop(stdin);
     let status = child.wait().expect("exit");
     assert!(status.success(), "{status}");

@@ -1,17 +1,18 @@
-//! A request's params checked against its method at the edge, before rmcp.
+//! A request's params checked against its method.
 //!
 //! rmcp reads a request whose params do not fit its method's type (`tools/call`
-//! with `"name": 5`) as a custom request and answers -32601 (method not
-//! found); the JSON-RPC answer is -32602 (invalid params). This module names
-//! the mismatch so the body layer can answer -32602 itself. It also bounds
-//! what a client may make a session keep for its whole life: the
-//! `clientInfo` and `capabilities` of its `initialize`.
-//!
-//! Only a request rmcp would misread is refused: a typed parse that fails is
-//! confirmed with rmcp's own parse of the message before we answer.
+//! with `"name": 5`) as a custom request, which would be answered -32601
+//! (method not found); the JSON-RPC answer is -32602 (invalid params).
+//! [`misfit`] names the mismatch for the session's custom-request handler,
+//! which only such requests reach, so a well-formed request is parsed once,
+//! by rmcp, and over HTTP and stdio alike. [`check`], at the HTTP edge before
+//! rmcp, bounds what a client may make a session keep for its whole life:
+//! the `clientInfo` and `capabilities` of its `initialize` (a misread
+//! `initialize` is refused there too: no session is made for it).
 
 #![allow(deprecated)] // logging and subscriptions are deprecated by SEP-2577 but are the ≤2025-11-25 wire protocol
 
+use rmcp::ErrorData;
 use rmcp::model::*;
 use serde::de::DeserializeOwned;
 
@@ -29,29 +30,46 @@ pub enum ParamsError {
     TooLarge { size: usize },
 }
 
-/// Checks the params of a request (`body` is the whole JSON-RPC message)
-/// for the methods rmcp parses into a type; other methods pass.
+/// Checks an `initialize` request (`body` is the whole JSON-RPC message);
+/// other methods pass (see [`misfit`]).
 pub fn check(method: &str, body: &[u8]) -> Result<(), ParamsError> {
-    let parsed = match method {
-        "initialize" => return check_initialize(body),
-        "ping" => typed::<PingRequest>(body),
-        "completion/complete" => typed::<CompleteRequest>(body),
-        "logging/setLevel" => typed::<SetLevelRequest>(body),
-        "prompts/get" => typed::<GetPromptRequest>(body),
-        "prompts/list" => typed::<ListPromptsRequest>(body),
-        "resources/list" => typed::<ListResourcesRequest>(body),
-        "resources/templates/list" => typed::<ListResourceTemplatesRequest>(body),
-        "resources/read" => typed::<ReadResourceRequest>(body),
-        "resources/subscribe" => typed::<SubscribeRequest>(body),
-        "resources/unsubscribe" => typed::<UnsubscribeRequest>(body),
-        "tools/call" => typed::<CallToolRequest>(body),
-        "tools/list" => typed::<ListToolsRequest>(body),
+    match method {
+        "initialize" => check_initialize(body),
         _ => Ok(()),
-    };
-    parsed.map_err(|detail| ParamsError::Mismatch {
+    }
+}
+
+/// The -32602 answer for a request rmcp took for a custom one because its
+/// params do not fit its method; `None` for a method rmcp does not type.
+pub fn misfit(method: &str, params: Option<&serde_json::Value>) -> Option<ErrorData> {
+    let message = serde_json::json!({"method": method, "params": params});
+    let detail = match method {
+        "ping" => typed::<PingRequest>(message),
+        "completion/complete" => typed::<CompleteRequest>(message),
+        "logging/setLevel" => typed::<SetLevelRequest>(message),
+        "prompts/get" => typed::<GetPromptRequest>(message),
+        "prompts/list" => typed::<ListPromptsRequest>(message),
+        "resources/list" => typed::<ListResourcesRequest>(message),
+        "resources/templates/list" => typed::<ListResourceTemplatesRequest>(message),
+        "resources/read" => typed::<ReadResourceRequest>(message),
+        "resources/subscribe" => typed::<SubscribeRequest>(message),
+        "resources/unsubscribe" => typed::<UnsubscribeRequest>(message),
+        "tools/call" => typed::<CallToolRequest>(message),
+        "tools/list" => typed::<ListToolsRequest>(message),
+        _ => return None,
+    }?;
+    let error = ParamsError::Mismatch {
         method: method.to_string(),
         detail,
-    })
+    };
+    Some(ErrorData::invalid_params(error.to_string(), None))
+}
+
+/// serde's explanation of why `message` is not a `T`.
+fn typed<T: DeserializeOwned>(message: serde_json::Value) -> Option<String> {
+    serde_json::from_value::<T>(message)
+        .err()
+        .map(|e| e.to_string())
 }
 
 fn check_initialize(body: &[u8]) -> Result<(), ParamsError> {
@@ -81,16 +99,6 @@ fn check_initialize(body: &[u8]) -> Result<(), ParamsError> {
     Ok(())
 }
 
-/// `Err` with serde's explanation when the message does not parse as `T`
-/// and rmcp would take it for a custom request.
-fn typed<T: DeserializeOwned>(body: &[u8]) -> Result<(), String> {
-    match serde_json::from_slice::<T>(body) {
-        Ok(_) => Ok(()),
-        Err(e) if misread(body) => Err(e.to_string()),
-        Err(_) => Ok(()),
-    }
-}
-
 /// Whether rmcp parses the message as a custom request (it would answer
 /// "method not found" to a method it knows).
 fn misread(body: &[u8]) -> bool {
@@ -109,23 +117,21 @@ mod tests {
 
     #[test]
     fn params_that_do_not_fit_the_method_are_named() {
-        let bad = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":5}}"#;
-        let e = check("tools/call", bad).unwrap_err().to_string();
-        assert!(e.starts_with("Invalid params for `tools/call`: "), "{e}");
-        let good = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{}}}"#;
-        assert!(check("tools/call", good).is_ok());
-        let bad =
-            br#"{"jsonrpc":"2.0","id":1,"method":"logging/setLevel","params":{"level":"loud"}}"#;
-        assert!(check("logging/setLevel", bad).is_err());
-        let list = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
-        assert!(check("tools/list", list).is_ok());
+        let e = misfit("tools/call", Some(&serde_json::json!({"name": 5}))).unwrap();
+        assert_eq!(e.code, ErrorCode::INVALID_PARAMS);
         assert!(
-            check(
-                "x/custom",
-                br#"{"jsonrpc":"2.0","id":1,"method":"x/custom","params":{"a":1}}"#
-            )
-            .is_ok()
+            e.message.starts_with("Invalid params for `tools/call`: "),
+            "{e:?}"
         );
+        assert!(
+            misfit(
+                "logging/setLevel",
+                Some(&serde_json::json!({"level": "loud"}))
+            )
+            .is_some()
+        );
+        assert!(misfit("resources/read", None).is_some());
+        assert!(misfit("x/custom", Some(&serde_json::json!({"a": 1}))).is_none());
     }
 
     #[test]

@@ -534,6 +534,19 @@ impl ServerHandler for FrontSession {
         req.run(self.remove_subscription(&req, &request.uri)).await
     }
 
+    /// rmcp takes a request for a method it types but whose params do not
+    /// fit for a custom request: that gets -32602 naming the mismatch, any
+    /// other method -32601 (as rmcp's default).
+    async fn on_custom_request(
+        &self,
+        request: CustomRequest,
+        _: RequestContext<RoleServer>,
+    ) -> Result<CustomResult, ErrorData> {
+        let misfit = super::params::misfit(&request.method, request.params.as_ref());
+        Err(misfit
+            .unwrap_or_else(|| ErrorData::new(ErrorCode::METHOD_NOT_FOUND, request.method, None)))
+    }
+
     async fn on_roots_list_changed(&self, _: NotificationContext<RoleServer>) {
         let snapshot = self.gateway.snapshot_full();
         let private = self.gateway.private.of_session(self.id);

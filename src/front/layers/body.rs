@@ -186,7 +186,9 @@ where
                         &format!("method `{method}` is not part of protocol version 2026-07-28"),
                     ));
                 }
-                // rmcp would misread params that do not fit their method.
+                // What `initialize` may make a session keep is bounded, and a
+                // misread `initialize` refused before a session is made for it
+                // (other methods' misfits are answered by the session: `params`).
                 if rpc.is_request()
                     && let Some(method) = &rpc.method
                     && let Err(e) = params::check(method, &bytes)
