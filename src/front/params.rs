@@ -5,7 +5,7 @@
 //! (method not found); the JSON-RPC answer is -32602 (invalid params).
 //! [`misfit`] names the mismatch for the session's custom-request handler,
 //! which only such requests reach, so a well-formed request is parsed once,
-//! by rmcp, and over HTTP and stdio alike. [`check`], at the HTTP edge before
+//! by rmcp, and over HTTP and stdio alike. [`check_initialize`], at the HTTP edge before
 //! rmcp, bounds what a client may make a session keep for its whole life:
 //! the `clientInfo` and `capabilities` of its `initialize` (a misread
 //! `initialize` is refused there too: no session is made for it).
@@ -28,15 +28,6 @@ pub enum ParamsError {
         "Invalid params for `initialize`: clientInfo and capabilities take {size} bytes; a session may keep at most {MAX_INITIALIZE_BYTES} bytes of them"
     )]
     TooLarge { size: usize },
-}
-
-/// Checks an `initialize` request (`body` is the whole JSON-RPC message);
-/// other methods pass (see [`misfit`]).
-pub fn check(method: &str, body: &[u8]) -> Result<(), ParamsError> {
-    match method {
-        "initialize" => check_initialize(body),
-        _ => Ok(()),
-    }
 }
 
 /// The -32602 answer for a request rmcp took for a custom one because its
@@ -72,7 +63,9 @@ fn typed<T: DeserializeOwned>(message: serde_json::Value) -> Option<String> {
         .map(|e| e.to_string())
 }
 
-fn check_initialize(body: &[u8]) -> Result<(), ParamsError> {
+/// Checks an `initialize` request (`body` is the whole JSON-RPC message);
+/// other methods' params are checked by the session (see [`misfit`]).
+pub fn check_initialize(body: &[u8]) -> Result<(), ParamsError> {
     let request = match serde_json::from_slice::<InitializeRequest>(body) {
         Ok(r) => r,
         Err(e) => {
@@ -142,11 +135,8 @@ mod tests {
                 "clientInfo":{"name":name,"version":"1"}}})
             .to_string()
         };
-        assert!(check("initialize", init("ok").as_bytes()).is_ok());
-        let e = check(
-            "initialize",
-            init(&"n".repeat(MAX_INITIALIZE_BYTES)).as_bytes(),
-        );
+        assert!(check_initialize(init("ok").as_bytes()).is_ok());
+        let e = check_initialize(init(&"n".repeat(MAX_INITIALIZE_BYTES)).as_bytes());
         assert!(matches!(e, Err(ParamsError::TooLarge { .. })), "{e:?}");
     }
 }

@@ -1,7 +1,7 @@
 //! Reads the body of a POST to the MCP endpoint, bounded by `[server]
 //! max_request_bytes` (413 past it; read per request, so a reload applies), answers malformed JSON with JSON-RPC
-//! -32700, answers a request whose params do not fit its method with -32602
-//! (see `front/params.rs`), and notes what the message asks for ([`Rpc`])
+//! -32700, answers an `initialize` too large to keep or whose params do not
+//! fit with -32602 (see `front/params.rs`), and notes what the message asks for ([`Rpc`])
 //! for the limits, the span and the routes. Every other request's body is dropped unread: no
 //! route but MCP POST takes one.
 //!
@@ -190,8 +190,8 @@ where
                 // misread `initialize` refused before a session is made for it
                 // (other methods' misfits are answered by the session: `params`).
                 if rpc.is_request()
-                    && let Some(method) = &rpc.method
-                    && let Err(e) = params::check(method, &bytes)
+                    && rpc.method.as_deref() == Some("initialize")
+                    && let Err(e) = params::check_initialize(&bytes)
                 {
                     let id = rpc.id.clone().unwrap_or_default();
                     let refusal = Rejection::InvalidParams {
