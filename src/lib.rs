@@ -41,9 +41,10 @@
 //! - [`reload`]: startup and every reload on one path (empty gateway + apply(config)); file and
 //!   SIGHUP triggers; [`reload::ConfigListener`] for what else follows the config.
 //! - [`front`]: the client side. [`front::http`] serves MCP streamable HTTP through the tower
-//!   stack [`front::stack`] (trace, metrics, origin, auth, body, scope, limits) and rmcp's
-//!   `StreamableHttpService` (a request answered by one message gets it as plain JSON, not
-//!   an SSE stream); [`front::oauth`] checks OAuth access tokens (`[auth.oauth]`) and serves
+//!   stack [`front::stack`] (trace, metrics, origin, auth, body, scope, limits); a request of a
+//!   session held here is read once by its method and handed to the session table directly,
+//!   everything else goes to rmcp's `StreamableHttpService` (either way, a request answered
+//!   by one message gets it as plain JSON, not an SSE stream); [`front::oauth`] checks OAuth access tokens (`[auth.oauth]`) and serves
 //!   the protected-resource metadata; [`front::stdio`] serves one client over stdio. Each client session
 //!   (or request, for a 2026-07-28 client) is a [`front::FrontSession`] (over stdio wrapped in
 //!   [`front::FrontService`], which puts listed items' extra fields back); its requests take one

@@ -1,6 +1,7 @@
 //! Issue 11 (decision 0013): a POSTed request whose first message is its
 //! answer gets plain JSON; one that streams first (progress) keeps its SSE
-//! stream, whole and in order. Raw HTTP against the real gateway binary with
+//! stream, whole and in order, and so does one silent past the 15 s
+//! keep-alive (decision 0019). Raw HTTP against the real gateway binary with
 //! the fixture over stdio.
 
 mod common;
@@ -132,4 +133,42 @@ async fn a_call_that_sends_progress_first_stays_an_sse_stream() {
     let last = messages.last().expect("messages");
     assert_eq!(last["id"], 9, "the answer comes last: {text}");
     assert_eq!(last["result"]["content"][0]["text"], "3 steps done");
+}
+
+#[tokio::test]
+async fn a_call_silent_past_the_keep_alive_becomes_an_sse_stream_with_keep_alive_comments() {
+    // The answer comes after 17 s; the keep-alive is 15 s. A client (or a
+    // proxy between) that saw no byte for that long could give up, so the
+    // answer becomes a stream that carries a keep-alive comment first.
+    let (gw, _cfg) = gateway(&stdio_backend("fx", ""));
+    let session = open(&gw.url).await;
+    let call = json!({"jsonrpc": "2.0", "id": 11, "method": "tools/call",
+        "params": {"name": "fx__sleep", "arguments": {"ms": 17_000}}});
+    let started = std::time::Instant::now();
+    let r = post(&gw.url, Some(&session), call)
+        .send()
+        .await
+        .expect("call");
+    assert_eq!(r.status(), 200);
+    assert!(content_type(&r).starts_with("text/event-stream"), "{r:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(17),
+        "the stream starts before the answer"
+    );
+    let text = r.text().await.unwrap();
+    let comment = text.find("\n:").or(text.starts_with(':').then_some(0));
+    let answer = text.find("\"id\":11").expect("the answer is in the stream");
+    assert!(
+        comment.is_some_and(|c| c < answer),
+        "a keep-alive comment comes before the answer: {text}"
+    );
+    let last: Value = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(str::trim)
+        .rfind(|d| !d.is_empty())
+        .map(|d| serde_json::from_str(d).unwrap())
+        .unwrap();
+    assert_eq!(last["id"], 11);
+    assert!(last["result"].is_object(), "{text}");
 }

@@ -24,7 +24,9 @@ use crate::store::sessions::SharedSessions;
 /// How long open connections get to finish after shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-fn mcp_service(front: &Front, shutdown: &CancellationToken) -> Mcp {
+/// rmcp's service and the session table it serves from (the direct path
+/// serves from it too).
+fn mcp_service(front: &Front, shutdown: &CancellationToken) -> (Mcp, Arc<Sessions>) {
     let mut local = LocalSessionManager::default();
     let server = front.gateway.server();
     local.session_config.keep_alive = Some(server.session_idle_timeout);
@@ -63,7 +65,8 @@ fn mcp_service(front: &Front, shutdown: &CancellationToken) -> Mcp {
         shutdown.clone(),
     );
     share_list_changes(&front.gateway.hub, &sessions, shutdown);
-    StreamableHttpService::new(move || Ok(factory.session()), sessions, config)
+    let mcp = StreamableHttpService::new(move || Ok(factory.session()), sessions.clone(), config);
+    (mcp, sessions)
 }
 
 /// With shared sessions, tells the other instances when this one's lists
@@ -114,13 +117,14 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     front.shutdown = shutdown.child_token();
-    let mcp = mcp_service(&front, &shutdown);
+    let (mcp, sessions) = mcp_service(&front, &shutdown);
     // Read at start only: the listener's limits do not change on reload.
     let limits = {
         let s = front.gateway.server();
         ConnLimits::new(s.header_timeout, s.idle_timeout, s.max_connections)
     };
-    let front = super::stack::build(front, mcp);
+    let direct = super::direct::Direct::new(sessions, shutdown.child_token());
+    let front = super::stack::build(front, mcp, direct);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
     loop {

@@ -2,7 +2,8 @@
 //!
 //! HTTP requests go through [`stack`] (trace, metrics, origin, auth, body,
 //! scope, limits; one layer per file in [`layers`]) to [`routes`], and MCP messages
-//! from there to rmcp and one [`FrontSession`] per client, whose forwarded
+//! from there to rmcp (requests of sessions held here straight to the session table,
+//! `direct.rs`) and one [`FrontSession`] per client, whose forwarded
 //! requests all take the path of `pipeline.rs`. [`policy`] holds the auth and
 //! limits in force (it follows reloads as a `ConfigListener`), with
 //! [`oauth`] for `[auth.oauth]` access tokens; [`reject`] turns refusals
@@ -11,6 +12,7 @@
 mod audit;
 pub mod conn;
 pub mod console;
+mod direct;
 pub mod drain;
 pub mod execute;
 pub mod http;

@@ -5,7 +5,8 @@
 //! (method not found); the JSON-RPC answer is -32602 (invalid params).
 //! [`misfit`] names the mismatch for the session's custom-request handler,
 //! which only such requests reach, so a well-formed request is parsed once,
-//! by rmcp, and over HTTP and stdio alike. [`check_initialize`], at the HTTP edge before
+//! and over HTTP and stdio alike. [`typed_request`] is that parse by method,
+//! which the HTTP front's direct path (`direct.rs`) uses instead of rmcp's. [`check_initialize`], at the HTTP edge before
 //! rmcp, bounds what a client may make a session keep for its whole life:
 //! the `clientInfo` and `capabilities` of its `initialize` (a misread
 //! `initialize` is refused there too: no session is made for it).
@@ -14,7 +15,7 @@
 
 use rmcp::ErrorData;
 use rmcp::model::*;
-use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
 
 /// The most `initialize` may bring in `clientInfo` and `capabilities`
 /// together, serialized; a session keeps both until it ends.
@@ -33,22 +34,9 @@ pub enum ParamsError {
 /// The -32602 answer for a request rmcp took for a custom one because its
 /// params do not fit its method; `None` for a method rmcp does not type.
 pub fn misfit(method: &str, params: Option<&serde_json::Value>) -> Option<ErrorData> {
-    let message = serde_json::json!({"method": method, "params": params});
-    let detail = match method {
-        "ping" => typed::<PingRequest>(message),
-        "completion/complete" => typed::<CompleteRequest>(message),
-        "logging/setLevel" => typed::<SetLevelRequest>(message),
-        "prompts/get" => typed::<GetPromptRequest>(message),
-        "prompts/list" => typed::<ListPromptsRequest>(message),
-        "resources/list" => typed::<ListResourcesRequest>(message),
-        "resources/templates/list" => typed::<ListResourceTemplatesRequest>(message),
-        "resources/read" => typed::<ReadResourceRequest>(message),
-        "resources/subscribe" => typed::<SubscribeRequest>(message),
-        "resources/unsubscribe" => typed::<UnsubscribeRequest>(message),
-        "tools/call" => typed::<CallToolRequest>(message),
-        "tools/list" => typed::<ListToolsRequest>(message),
-        _ => return None,
-    }?;
+    let message =
+        serde_json::json!({"jsonrpc": "2.0", "id": 0, "method": method, "params": params});
+    let detail = typed_request(method, message)?.err()?.to_string();
     let error = ParamsError::Mismatch {
         method: method.to_string(),
         detail,
@@ -56,11 +44,43 @@ pub fn misfit(method: &str, params: Option<&serde_json::Value>) -> Option<ErrorD
     Some(ErrorData::invalid_params(error.to_string(), None))
 }
 
-/// serde's explanation of why `message` is not a `T`.
-fn typed<T: DeserializeOwned>(message: serde_json::Value) -> Option<String> {
-    serde_json::from_value::<T>(message)
-        .err()
-        .map(|e| e.to_string())
+/// A JSON-RPC request read as the type of its `method`, as rmcp types it;
+/// `None` for a method rmcp does not type (a custom request). rmcp's own
+/// parse tries every request type in turn until one fits (`ClientRequest` is
+/// untagged); for a method this table names, the one type that can fit is
+/// the one tried here, so a message that reads here reads the same there.
+/// `initialize` and `server/discover` are left out: they are rmcp's alone.
+pub fn typed_request<'de, D: Deserializer<'de>>(
+    method: &str,
+    message: D,
+) -> Option<Result<JsonRpcRequest<ClientRequest>, D::Error>> {
+    fn read<'de, T, D>(message: D) -> Result<JsonRpcRequest<ClientRequest>, D::Error>
+    where
+        T: Deserialize<'de> + Into<ClientRequest>,
+        D: Deserializer<'de>,
+    {
+        let r = JsonRpcRequest::<T>::deserialize(message)?;
+        Ok(JsonRpcRequest {
+            jsonrpc: r.jsonrpc,
+            id: r.id,
+            request: r.request.into(),
+        })
+    }
+    Some(match method {
+        "ping" => read::<PingRequest, D>(message),
+        "completion/complete" => read::<CompleteRequest, D>(message),
+        "logging/setLevel" => read::<SetLevelRequest, D>(message),
+        "prompts/get" => read::<GetPromptRequest, D>(message),
+        "prompts/list" => read::<ListPromptsRequest, D>(message),
+        "resources/list" => read::<ListResourcesRequest, D>(message),
+        "resources/templates/list" => read::<ListResourceTemplatesRequest, D>(message),
+        "resources/read" => read::<ReadResourceRequest, D>(message),
+        "resources/subscribe" => read::<SubscribeRequest, D>(message),
+        "resources/unsubscribe" => read::<UnsubscribeRequest, D>(message),
+        "tools/call" => read::<CallToolRequest, D>(message),
+        "tools/list" => read::<ListToolsRequest, D>(message),
+        _ => return None,
+    })
 }
 
 /// Checks an `initialize` request (`body` is the whole JSON-RPC message);

@@ -11,7 +11,8 @@
 //! with `[auth.oauth]`. `/status` shows a client that is not an admin only
 //! the backends it may use and its own sessions. `/ui` and `/ui/api/*` are
 //! the console (`console/`). Before rmcp sees a POST, an `initialize` past
-//! `limits.max_sessions` gets 503; rmcp's 415 for a well-formed
+//! `limits.max_sessions` gets 503, and a request of a session held here is
+//! served by `direct.rs` without rmcp's service when it can be; rmcp's 415 for a well-formed
 //! JSON body that is not a JSON-RPC message becomes -32600, its plain-text
 //! 400s become JSON-RPC errors, and its 202 to a DELETE becomes 204.
 //! `server/discover` and the rest of the 2026-07-28 protocol go to rmcp like
@@ -31,6 +32,7 @@ use tower::Service;
 
 use super::Front;
 use super::console::Console;
+use super::direct::{Direct, Served};
 use super::layers::{Caller, Route, Rpc};
 use super::policy::Client;
 use super::reject::{Body, Rejection, codes, json_response, jsonrpc_error, text};
@@ -49,11 +51,14 @@ pub struct Routes {
     invoker: Arc<tokio::sync::OnceCell<Arc<super::invoke::GatewayInvoker>>>,
     /// `/ui` and `/ui/api/*`.
     console: Arc<Console>,
+    /// Requests of sessions held here, served without rmcp's HTTP service.
+    direct: Arc<Direct>,
 }
 
 impl Routes {
-    pub fn new(front: Front, mcp: Mcp) -> Self {
+    pub fn new(front: Front, mcp: Mcp, direct: Direct) -> Self {
         Self {
+            direct: Arc::new(direct),
             console: Arc::new(Console::new(front.clone())),
             front,
             mcp: Arc::new(mcp),
@@ -231,6 +236,15 @@ impl Routes {
                 return Rejection::TooManySessions { limit, id }.into_response();
             }
         }
+        let req = match &rpc {
+            Some(rpc) => match self.direct.serve(rpc, req).await {
+                Served::Answered(response) => {
+                    return super::listed::lift_in_answer(rpc.method.as_deref(), response).await;
+                }
+                Served::Declined(req) => req,
+            },
+            None => req,
+        };
         let id = rpc.as_ref().and_then(|r| r.id.clone());
         // A 2026-07-28 request's handler is built inside `handle`, and learns its client here.
         let caller = req.extensions().get::<Caller>().map(|c| c.0.clone());

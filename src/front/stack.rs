@@ -14,6 +14,7 @@ use tower::util::BoxCloneSyncService;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 
 use super::Front;
+use super::direct::Direct;
 use super::layers::auth::AuthLayer;
 use super::layers::body::BodyLayer;
 use super::layers::limits::LimitsLayer;
@@ -31,7 +32,7 @@ pub const INSTANCE_HEADER: http::HeaderName = http::HeaderName::from_static("x-m
 pub type FrontService = BoxCloneSyncService<Request<Incoming>, Response<Body>, Infallible>;
 
 /// The policy (auth and limits) is the front's, passed into the layers that enforce it.
-pub fn build(front: Front, mcp: Mcp) -> FrontService {
+pub fn build(front: Front, mcp: Mcp, direct: Direct) -> FrontService {
     let gateway = front.gateway.clone();
     let server = gateway.server();
     let policy = front.policy.clone();
@@ -75,6 +76,6 @@ pub fn build(front: Front, mcp: Mcp) -> FrontService {
         .layer(ScopeLayer::new(gateway.clone()))
         // After the body: only JSON-RPC requests count against limits.
         .layer(LimitsLayer::new(policy))
-        .service(Routes::new(front, mcp));
+        .service(Routes::new(front, mcp, direct));
     BoxCloneSyncService::new(stack)
 }
