@@ -169,9 +169,15 @@ impl FrontSession {
         context: &RequestContext<RoleServer>,
         req: &Req,
     ) -> (Arc<Backend>, Result<ServerResult, CallError>) {
-        let backend = match self.serving(shared.clone(), &context.peer).await {
-            Ok(b) => b,
-            Err(e) => return (shared, Err(e)),
+        // A shared backend serves every session; the per-session lookup
+        // (which may start a connection) is boxed, as the rare paths below.
+        let backend = if shared.config.isolation == crate::config::Isolation::PerSession {
+            match Box::pin(self.serving(shared.clone(), &context.peer)).await {
+                Ok(b) => b,
+                Err(e) => return (shared, Err(e)),
+            }
+        } else {
+            shared.clone()
         };
         let origin = Origin {
             session: self.id,

@@ -141,6 +141,9 @@ impl Routes {
         }
     }
 
+    /// The routes other than a request served by `direct.rs` are boxed where
+    /// awaited: inline, their state would make every request's future (moved
+    /// into its box on each request) several times larger (decision 0013).
     async fn route(self, req: Request<Full<Bytes>>) -> Response<Body> {
         let route = Route::get(&req);
         let drain = &self.front.drain;
@@ -163,7 +166,7 @@ impl Routes {
             }
             (Route::Mcp, method) => {
                 let delete = method == Method::DELETE;
-                let response = edge_errors(self.mcp.handle(req).await, None).await;
+                let response = edge_errors(Box::pin(self.mcp.handle(req)).await, None).await;
                 // Clients expect 200 or 204 for a session's end (the Python
                 // SDK logs "Session termination failed: 202").
                 if delete && response.status() == StatusCode::ACCEPTED {
@@ -179,7 +182,7 @@ impl Routes {
                 status["parked"] = self.front.parked.status();
                 json_response(StatusCode::OK, redacted(status))
             }
-            (Route::Console | Route::ConsoleApi, _) => self.console.handle(req).await,
+            (Route::Console | Route::ConsoleApi, _) => Box::pin(self.console.handle(req)).await,
             (Route::Readyz, &Method::GET) => {
                 let gateway = &self.front.gateway;
                 let ready = gateway.is_settled();
@@ -199,13 +202,14 @@ impl Routes {
                 };
                 json_response(status, body)
             }
-            (Route::AdminReload, &Method::POST) => self.reload().await,
+            (Route::AdminReload, &Method::POST) => Box::pin(self.reload()).await,
             (Route::Execute, &Method::POST) => {
                 let in_flight = drain.track();
-                let response = super::execute::handle(&self.front, &self.invoker, req).await;
+                let response =
+                    Box::pin(super::execute::handle(&self.front, &self.invoker, req)).await;
                 response.map(|body| super::conn::TrackedBody::new(body, in_flight).boxed())
             }
-            (Route::Logs, &Method::GET) => self.logs(&req).await,
+            (Route::Logs, &Method::GET) => Box::pin(self.logs(&req)).await,
             (Route::ResourceMetadata, &Method::GET) => self.resource_metadata(req.uri().path()),
             (Route::Metrics, &Method::GET) => Response::builder()
                 .header(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)
@@ -248,9 +252,7 @@ impl Routes {
         let id = rpc.as_ref().and_then(|r| r.id.clone());
         // A 2026-07-28 request's handler is built inside `handle`, and learns its client here.
         let caller = req.extensions().get::<Caller>().map(|c| c.0.clone());
-        let handled = super::modern::CALLER
-            .scope(caller, self.mcp.handle(req))
-            .await;
+        let handled = Box::pin(super::modern::CALLER.scope(caller, self.mcp.handle(req))).await;
         let response = edge_errors(handled, id).await;
         let Some(rpc) = rpc else { return response };
         if response.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
