@@ -83,7 +83,7 @@ impl Direct {
         {
             return Served::Declined(req);
         }
-        let (mut parts, body) = req.into_parts();
+        let (parts, body) = req.into_parts();
         let bytes = match body.collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(never) => match never {},
@@ -94,7 +94,6 @@ impl Direct {
         let id = request.id.clone();
         // Extensions the layers set (the caller, the span) travel with the
         // request parts, as rmcp's service passes them.
-        parts.extensions.remove::<Rpc>();
         request.request.extensions_mut().insert(parts);
         let message = ClientJsonRpcMessage::Request(request);
         let stream = match self.sessions.create_stream(&session, message).await {
