@@ -42,7 +42,8 @@
 //!   SIGHUP triggers; [`reload::ConfigListener`] for what else follows the config.
 //! - [`front`]: the client side. [`front::http`] serves MCP streamable HTTP through the tower
 //!   stack [`front::stack`] (trace, metrics, origin, auth, body, scope, limits); a request of a
-//!   session held here is read once by its method and handed to the session table directly,
+//!   session held here is read once by its method and, once the session has initialized here,
+//!   handed to its handler in the connection's task (decision 0020),
 //!   everything else goes to rmcp's `StreamableHttpService` (either way, a request answered
 //!   by one message gets it as plain JSON, not an SSE stream); [`front::oauth`] checks OAuth access tokens (`[auth.oauth]`) and serves
 //!   the protected-resource metadata; [`front::stdio`] serves one client over stdio. Each client session

@@ -1,13 +1,17 @@
 //! Issue 11 (decision 0013): a POSTed request whose first message is its
 //! answer gets plain JSON; one that streams first (progress) keeps its SSE
 //! stream, whole and in order, and so does one silent past the 15 s
-//! keep-alive (decision 0019). Raw HTTP against the real gateway binary with
-//! the fixture over stdio.
+//! keep-alive (decision 0019). A call the direct path makes itself (decision
+//! 0020) still finishes, and is audited, when its client goes away, and a
+//! session used only for such calls stays alive past its idle timeout. Raw
+//! HTTP against the real gateway binary with the fixture over stdio.
 
 mod common;
 
+use common::http::get_json;
 use common::*;
 use serde_json::{Value, json};
+use std::time::{Duration, Instant};
 
 fn post(url: &str, session: Option<&str>, body: Value) -> reqwest::RequestBuilder {
     let mut req = reqwest::Client::new()
@@ -171,4 +175,66 @@ async fn a_call_silent_past_the_keep_alive_becomes_an_sse_stream_with_keep_alive
         .unwrap();
     assert_eq!(last["id"], 11);
     assert!(last["result"].is_object(), "{text}");
+}
+
+#[tokio::test]
+async fn a_call_whose_client_goes_away_still_finishes_and_is_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    let (gw, _cfg) = gateway(&format!(
+        "[audit]\nlocal = \"sqlite\"\npath = {:?}\nbatch_interval = \"10ms\"\n\n{}",
+        db.display().to_string(),
+        stdio_backend("fx", "")
+    ));
+    let session = open(&gw.url).await;
+    let call = json!({"jsonrpc": "2.0", "id": 21, "method": "tools/call",
+        "params": {"name": "fx__sleep", "arguments": {"ms": 1_000}}});
+    // The client gives up (and closes its connection) long before the answer.
+    let gave_up = post(&gw.url, Some(&session), call)
+        .timeout(Duration::from_millis(200))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "{gave_up:?}");
+    let body = eventually("the abandoned call's audit entry", 15, async || {
+        let (_, b) = get_json(&gw.url, "/api/v1/logs?tool=fx__sleep", None).await;
+        (b["count"].as_u64() == Some(1)).then_some(b)
+    })
+    .await;
+    let entry = &body["entries"][0];
+    assert_eq!(entry["status"], "success", "{body:#}");
+}
+
+#[tokio::test]
+async fn a_session_used_only_for_calls_outlives_its_idle_timeout() {
+    let (gw, _cfg) = gateway(&format!(
+        "[server]\nsession_idle_timeout = \"2s\"\n\n{}",
+        stdio_backend("fx", "")
+    ));
+    let session = open(&gw.url).await;
+    let echo = |id: u64| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "fx__echo", "arguments": {"message": "still here"}}})
+    };
+    // Calls for twice the idle timeout: the session stays, though rmcp's own
+    // session worker sees only some of them.
+    let started = Instant::now();
+    let mut id = 100;
+    while started.elapsed() < Duration::from_secs(4) {
+        id += 1;
+        let r = post(&gw.url, Some(&session), echo(id))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "call {id} after {:?}", started.elapsed());
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["result"]["content"][0]["text"], "still here", "{body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Left idle, it ends.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let r = post(&gw.url, Some(&session), echo(id + 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "an idle session ends: {r:?}");
 }

@@ -45,6 +45,7 @@ pub use catalog::{
 };
 pub use inprocess::{InProcessSets, NoSets, ServeFn, ServerEnd};
 pub use needs::{ask_client, shared_capabilities};
+pub use request::CLIENT_REQUEST;
 
 use crate::config::BackendConfig;
 use crate::coordinator::{Hub, ListKinds};

@@ -14,6 +14,14 @@ use super::task_bridge::Waiting;
 use super::{Backend, CallError, Origin, Sink};
 use crate::coordinator::{CallEvent, Fate, Kind, RelayJob};
 
+tokio::task_local! {
+    /// The client's request a call runs for, set where the front runs the
+    /// call outside rmcp's own request task (its direct path, decision
+    /// 0020). The requests relayed to the client name it, as rmcp names the
+    /// request of the task it runs, so they travel with that request's answer.
+    pub static CLIENT_REQUEST: rmcp::model::RequestId;
+}
+
 /// The wait for a task made for a client that cannot take one.
 type TaskWait<'a> = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<ServerResult, CallError>> + Send + 'a>,
@@ -255,10 +263,16 @@ impl Backend {
 /// to the backend's handler. Runs inside the client's call task.
 async fn relay(client: Peer<RoleServer>, job: RelayJob, timeout: Duration) {
     let RelayJob {
-        request,
+        mut request,
         reply,
         cancel,
     } = job;
+    if let Ok(id) = CLIENT_REQUEST.try_with(Clone::clone) {
+        use rmcp::model::GetExtensions;
+        request
+            .extensions_mut()
+            .insert(rmcp::service::OriginatingRequestId(id));
+    }
     let handle = match client
         .send_request_with_option(request, PeerRequestOptions::with_timeout(timeout))
         .await

@@ -9,11 +9,21 @@
 //! requests most calls are (an initialize-era request, in a session held
 //! here, with well-formed params), this path does the same work once:
 //! the body is read as the type its `method` names
-//! ([`params::typed_request`](super::params::typed_request)), handed to the
-//! session table ([`Sessions`], which keeps its in-flight id claim), and
-//! the session's messages for the request become the answer: plain JSON when
-//! the first message is the answer, otherwise an SSE stream as rmcp writes
-//! it (priming event, event ids, `retry`, keep-alive comments).
+//! ([`params::typed_request`](super::params::typed_request)) and then:
+//!
+//! - once the session has initialized here, its handler is called in this
+//!   task ([`Call`], decision 0020): no hand-off to rmcp's session worker,
+//!   service loop and per-request task. What the call sends before its
+//!   answer (progress, requests to the client) is taken off the session's
+//!   transport ([`Divert`]) and written first, as SSE; otherwise the answer
+//!   is plain JSON. A client's `notifications/cancelled` is noted here on its
+//!   way to rmcp, which does not know these calls;
+//! - otherwise (the session's first requests, or one whose rmcp worker has
+//!   been idle a quarter of its timeout) it is handed to the session table
+//!   ([`Sessions`], which keeps its in-flight id claim), and the session's
+//!   messages for the request become the answer: plain JSON when the first
+//!   message is the answer, otherwise an SSE stream as rmcp writes it
+//!   (priming event, event ids, `retry`, keep-alive comments).
 //!
 //! Everything else is declined and goes to rmcp unchanged: `initialize`,
 //! notifications and responses, 2026-07-28 requests (by header or `_meta`),
@@ -40,11 +50,17 @@ use rmcp::model::{
 use rmcp::transport::common::server_side_http::{ServerSseMessage, SessionId};
 use rmcp::transport::streamable_http_server::SessionManager;
 use sse_stream::Sse;
+use std::future::Future;
 use tokio_util::sync::CancellationToken;
+
+use rmcp::service::{RequestContext, Service as _};
+use rmcp::{Peer, RoleServer};
 
 use super::layers::Rpc;
 use super::reject::{Body, codes, jsonrpc_error};
-use super::sessions::Sessions;
+use super::session::FrontSession;
+use super::sessions::{Divert, Held, InFlight, Sessions};
+use crate::backend::CLIENT_REQUEST;
 
 /// How long a request's stream may stay silent before the client gets it
 /// as SSE with keep-alive comments (rmcp's default, which we keep).
@@ -71,6 +87,9 @@ impl Direct {
 
     /// Serves `req` (whose body the body layer read as `rpc`), or declines it.
     pub async fn serve(&self, rpc: &Rpc, req: Request<Full<Bytes>>) -> Served {
+        if rpc.id.is_none() && rpc.method.as_deref() == Some("notifications/cancelled") {
+            return Served::Declined(self.note_cancel(req).await);
+        }
         let Some((session, method)) = eligible(rpc, req.headers()) else {
             return Served::Declined(req);
         };
@@ -92,6 +111,21 @@ impl Direct {
             return Served::Declined(Request::from_parts(parts, Full::new(bytes)));
         };
         let id = request.id.clone();
+        if let Some(held) = self.sessions.held(&session)
+            && held.worker_fresh(self.sessions.idle_timeout() / 4)
+            && let Some((handler, peer)) = held.handler()
+            && let Some(claim) = self.sessions.claim_request(&session, &id)
+        {
+            self.sessions.touch(&session);
+            let call = Call {
+                held,
+                handler,
+                peer,
+                claim,
+                shutdown: self.shutdown.clone(),
+            };
+            return Served::Answered(call.run(request, parts).await);
+        }
         // Extensions the layers set (the caller, the span) travel with the
         // request parts, as rmcp's service passes them.
         request.request.extensions_mut().insert(parts);
@@ -142,20 +176,180 @@ impl Direct {
                 }
             }
         }
-        let body = Events {
+        sse(Events {
             head: Some(Bytes::from(head)).filter(|h| !h.is_empty()),
             stream,
             keep_alive: Box::pin(tokio::time::sleep(KEEP_ALIVE)),
             shutdown: Box::pin(self.shutdown.clone().cancelled_owned()),
-        };
-        Response::builder()
-            .status(StatusCode::OK)
-            .header(header::CONTENT_TYPE, "text/event-stream")
-            .header(header::CACHE_CONTROL, "no-cache")
-            .header("x-accel-buffering", "no")
-            .body(BodyExt::boxed(body))
-            .unwrap_or_default()
+        })
     }
+
+    /// Lets a call the direct path serves hear of the client's cancellation
+    /// (rmcp's session does not know the call); rmcp then gets the
+    /// notification as well.
+    async fn note_cancel(&self, req: Request<Full<Bytes>>) -> Request<Full<Bytes>> {
+        let Some(held) = req
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| self.sessions.held(&SessionId::from(s.to_owned())))
+        else {
+            return req;
+        };
+        let (parts, body) = req.into_parts();
+        let bytes = match body.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(never) => match never {},
+        };
+        #[derive(serde::Deserialize)]
+        struct Cancelled {
+            params: rmcp::model::CancelledNotificationParam,
+        }
+        if let Ok(Cancelled { params }) = serde_json::from_slice(&bytes)
+            && let Some(id) = params.request_id
+            && held.calls.cancel(&id)
+        {
+            tracing::debug!(request = %id, "client cancelled a call of the direct path");
+        }
+        Request::from_parts(parts, Full::new(bytes))
+    }
+}
+
+/// A request the direct path answers by calling the session's handler
+/// itself, in the connection's task (decision 0020): no hop through rmcp's
+/// session worker, service loop and per-request task.
+struct Call {
+    held: Arc<Held>,
+    handler: Arc<FrontSession>,
+    peer: Peer<RoleServer>,
+    claim: InFlight,
+    /// Ends an open SSE answer at shutdown.
+    shutdown: CancellationToken,
+}
+
+impl Call {
+    async fn run(
+        self,
+        request: rmcp::model::JsonRpcRequest<rmcp::model::ClientRequest>,
+        parts: http::request::Parts,
+    ) -> Response<Body> {
+        let Self {
+            held,
+            handler,
+            peer,
+            claim,
+            shutdown,
+        } = self;
+        let id = request.id;
+        let mut inner = request.request;
+        // As rmcp's service loop builds a handler's context.
+        let meta = std::mem::take(inner.get_meta_mut());
+        let mut extensions = std::mem::take(inner.extensions_mut());
+        extensions.insert(parts);
+        // Cancelled by the client's notification, or when the session ends.
+        let cancel = held.closed.child_token();
+        let (to, mut from) = tokio::sync::mpsc::unbounded_channel();
+        let diverted = Divert::register(
+            &held,
+            id.clone(),
+            meta.get_progress_token(),
+            to.clone(),
+            cancel.clone(),
+        );
+        let mut context = RequestContext::new(id.clone(), peer);
+        context.ct = cancel;
+        context.meta = meta;
+        context.extensions = extensions;
+        let work = CLIENT_REQUEST.scope(id.clone(), async move {
+            let result = handler.handle_request(inner, context).await;
+            // What the call sent before its answer has been taken by now.
+            drop(diverted);
+            drop(claim);
+            match result {
+                Ok(result) => ServerJsonRpcMessage::response(result, id),
+                Err(error) => ServerJsonRpcMessage::error(error, Some(id)),
+            }
+        });
+        let mut work = Detached(Some(Box::pin(work)));
+        let silent = tokio::time::sleep(KEEP_ALIVE);
+        tokio::pin!(silent);
+        let head = tokio::select! {
+            biased;
+            answer = &mut work => match from.try_recv() {
+                Err(_) => return json(Some(&answer)),
+                // Sent before the answer, in the same step: it goes first.
+                Ok(first) => {
+                    let _ = to.send(answer);
+                    event(ServerSseMessage::from_message(first))
+                }
+            },
+            Some(first) = from.recv() => event(ServerSseMessage::from_message(first)),
+            // Silent this long: the client gets a stream now, with a
+            // keep-alive comment, as on rmcp's path.
+            () = &mut silent => Bytes::from_static(b":\n\n"),
+        };
+        // The call sent something before its answer (or kept silent): the
+        // answer becomes an SSE stream, and the call goes on in a task of its own.
+        if let Some(work) = work.0.take() {
+            tokio::spawn(async move {
+                let _ = to.send(work.await);
+            });
+        } else {
+            drop(to);
+        }
+        let rest = futures::stream::unfold(from, |mut from| async move {
+            let m = from.recv().await?;
+            Some((ServerSseMessage::from_message(m), from))
+        });
+        let body = Events {
+            head: Some(head),
+            stream: Box::pin(rest),
+            keep_alive: Box::pin(tokio::time::sleep(KEEP_ALIVE)),
+            shutdown: Box::pin(shutdown.cancelled_owned()),
+        };
+        sse(body)
+    }
+}
+
+/// A call's work, which goes on in a task of its own if its answer is no
+/// longer awaited (the client went away): the call still ends as it would
+/// (audited, its slot released), and only its answer is lost.
+struct Detached(Option<Pin<Box<dyn Future<Output = ServerJsonRpcMessage> + Send>>>);
+
+impl Future for Detached {
+    type Output = ServerJsonRpcMessage;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<ServerJsonRpcMessage> {
+        let Some(work) = self.0.as_mut() else {
+            return Poll::Pending;
+        };
+        let answer = std::task::ready!(work.as_mut().poll(cx));
+        self.0 = None;
+        Poll::Ready(answer)
+    }
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        if let Some(work) = self.0.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                let _ = work.await;
+            });
+        }
+    }
+}
+
+/// An SSE answer.
+fn sse(body: Events) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .header("x-accel-buffering", "no")
+        .body(BodyExt::boxed(body))
+        .unwrap_or_default()
 }
 
 type Messages = Pin<Box<dyn Stream<Item = ServerSseMessage> + Send + Sync>>;

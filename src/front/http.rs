@@ -53,6 +53,7 @@ fn mcp_service(front: &Front, shutdown: &CancellationToken) -> (Mcp, Arc<Session
     }
     let factory = front.clone();
     let sessions = Arc::new(Sessions::new(local, instance, shared));
+    let table = sessions.clone();
     // The session owner table prunes itself against the live sessions, and
     // learns of sessions shared through Redis.
     front.policy.sessions.track(&sessions);
@@ -65,7 +66,11 @@ fn mcp_service(front: &Front, shutdown: &CancellationToken) -> (Mcp, Arc<Session
         shutdown.clone(),
     );
     share_list_changes(&front.gateway.hub, &sessions, shutdown);
-    let mcp = StreamableHttpService::new(move || Ok(factory.session()), sessions.clone(), config);
+    let mcp = StreamableHttpService::new(
+        move || Ok(factory.http_session(&table)),
+        sessions.clone(),
+        config,
+    );
     (mcp, sessions)
 }
 

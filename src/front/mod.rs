@@ -2,8 +2,8 @@
 //!
 //! HTTP requests go through [`stack`] (trace, metrics, origin, auth, body,
 //! scope, limits; one layer per file in [`layers`]) to [`routes`], and MCP messages
-//! from there to rmcp (requests of sessions held here straight to the session table,
-//! `direct.rs`) and one [`FrontSession`] per client, whose forwarded
+//! from there to rmcp, or, for requests of sessions held here, straight to the
+//! session's handler (`direct.rs`), one [`FrontSession`] per client, whose forwarded
 //! requests all take the path of `pipeline.rs`. [`policy`] holds the auth and
 //! limits in force (it follows reloads as a `ConfigListener`), with
 //! [`oauth`] for `[auth.oauth]` access tokens; [`reject`] turns refusals
@@ -95,5 +95,15 @@ impl Front {
             self.parked.clone(),
             self.reloader.clone(),
         )
+    }
+
+    /// A handler for an HTTP session of `sessions`: it tells the table at
+    /// `initialize`, so that the direct path can call it.
+    pub(crate) fn http_session(&self, sessions: &Arc<sessions::Sessions>) -> Arc<FrontSession> {
+        Arc::new_cyclic(|me| {
+            let mut session = self.session();
+            session.attach = Some((me.clone(), sessions.clone()));
+            session
+        })
     }
 }

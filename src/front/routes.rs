@@ -41,7 +41,7 @@ use super::sessions::Sessions;
 use crate::gateway::View;
 use crate::reload::ReloadError;
 
-pub type Mcp = StreamableHttpService<FrontSession, Sessions>;
+pub type Mcp = StreamableHttpService<std::sync::Arc<FrontSession>, Sessions>;
 
 #[derive(Clone)]
 pub struct Routes {

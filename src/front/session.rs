@@ -46,6 +46,12 @@ pub struct FrontSession {
     /// without auth). Later requests must come from the same client, so a
     /// leaked session id is no use with another token.
     client: OnceLock<Option<Arc<str>>>,
+    /// Over HTTP: this handler and the session table it tells at
+    /// `initialize`, so that the direct path can call it (decision 0020).
+    pub(super) attach: Option<(
+        std::sync::Weak<FrontSession>,
+        Arc<super::sessions::Sessions>,
+    )>,
 }
 
 impl FrontSession {
@@ -66,6 +72,7 @@ impl FrontSession {
             session: OnceLock::new(),
             caller: super::modern::current_caller(),
             client: OnceLock::new(),
+            attach: None,
         }
     }
 
@@ -168,6 +175,11 @@ impl ServerHandler for FrontSession {
             let mut result = self.negotiate_initialize(&request)?;
             session.set_protocol(result.protocol_version.to_string());
             let _ = self.session.set(session);
+            if let Some((me, sessions)) = &self.attach
+                && let Some(super::sessions::SessionName(name)) = context.extensions.get()
+            {
+                sessions.attach(name, me.clone(), context.peer.clone());
+            }
             tracing::debug!(client = %request.client_info.name, "session initialized");
             if req.restricted().is_some() {
                 let visible = |b: &str| req.sees_backend(b);

@@ -14,12 +14,15 @@
 //!   its copy (and with it the session's per-session backends).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
-use rmcp::ErrorData;
-use rmcp::model::{ClientJsonRpcMessage, RequestId, ServerJsonRpcMessage};
+use rmcp::model::{
+    ClientJsonRpcMessage, GetExtensions, ProgressToken, RequestId, ServerJsonRpcMessage,
+    ServerNotification,
+};
+use rmcp::service::{OriginatingRequestId, TxJsonRpcMessage};
 use rmcp::transport::common::server_side_http::{ServerSseMessage, SessionId};
 use rmcp::transport::streamable_http_server::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::{
@@ -29,8 +32,10 @@ use rmcp::transport::streamable_http_server::session::store::{
     SessionState, SessionStore, SessionStoreError,
 };
 use rmcp::transport::streamable_http_server::session::{EventStore, RestoreOutcome};
+use rmcp::{ErrorData, Peer, RoleServer};
 use tokio_util::sync::CancellationToken;
 
+use super::session::FrontSession;
 use crate::store::sessions::SharedSessions;
 
 /// The `Mcp-Session-Id` of the session an `initialize` starts (or restores),
@@ -46,10 +51,198 @@ pub struct Sessions {
     /// The JSON-RPC ids of the requests in flight in each session (see
     /// [`Sessions::claim`]).
     in_flight: Arc<Mutex<HashSet<(SessionId, RequestId)>>>,
+    /// What the direct path needs of each session held here (see [`Held`]).
+    held: Arc<Mutex<HashMap<SessionId, Arc<Held>>>>,
+}
+
+/// A session held here, as the direct path calls it (decision 0020): its
+/// handler and client handle once it is initialized, the calls it is
+/// serving itself, and when rmcp's session worker last heard of it.
+pub struct Held {
+    handler: OnceLock<(Weak<FrontSession>, Peer<RoleServer>)>,
+    /// Calls answered by the direct path, by their request id.
+    pub calls: Divert,
+    /// When a message last went through rmcp's session worker, whose idle
+    /// timer ends the session (`server.session_idle_timeout`).
+    worker_seen: Mutex<Instant>,
+    /// Cancelled when the session ends, as rmcp cancels its own calls then.
+    pub closed: CancellationToken,
+}
+
+impl Held {
+    /// The session's handler and client handle, once initialized and alive.
+    pub fn handler(&self) -> Option<(Arc<FrontSession>, Peer<RoleServer>)> {
+        let (handler, peer) = self.handler.get()?;
+        Some((handler.upgrade()?, peer.clone()))
+    }
+
+    /// Whether rmcp's worker heard of the session within `within`.
+    pub fn worker_fresh(&self, within: Duration) -> bool {
+        lock(&self.worker_seen).elapsed() < within
+    }
+
+    fn saw_worker(&self) {
+        *lock(&self.worker_seen) = Instant::now();
+    }
+}
+
+/// The calls of a session that the direct path serves: what the session
+/// sends for one of them (its progress, its requests to the client) goes to
+/// that call's own answer instead of rmcp's session worker, and a client's
+/// cancellation reaches it.
+#[derive(Default)]
+pub struct Divert(Mutex<Calls>);
+
+#[derive(Default)]
+struct Calls {
+    by_id: HashMap<RequestId, Call>,
+    by_token: HashMap<ProgressToken, RequestId>,
+}
+
+struct Call {
+    to: tokio::sync::mpsc::UnboundedSender<ServerJsonRpcMessage>,
+    cancel: tokio_util::sync::CancellationToken,
+    token: Option<ProgressToken>,
+}
+
+/// A call's place in its session's [`Divert`], removed when dropped.
+pub struct Diverted {
+    held: Arc<Held>,
+    id: RequestId,
+}
+
+impl Drop for Diverted {
+    fn drop(&mut self) {
+        let mut calls = lock(&self.held.calls.0);
+        if let Some(call) = calls.by_id.remove(&self.id)
+            && let Some(token) = call.token
+        {
+            calls.by_token.remove(&token);
+        }
+    }
+}
+
+impl Divert {
+    /// Takes the session's messages for call `id` (and its progress token)
+    /// until the returned guard is dropped.
+    pub fn register(
+        held: &Arc<Held>,
+        id: RequestId,
+        token: Option<ProgressToken>,
+        to: tokio::sync::mpsc::UnboundedSender<ServerJsonRpcMessage>,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> Diverted {
+        let mut calls = lock(&held.calls.0);
+        if let Some(token) = &token {
+            calls.by_token.insert(token.clone(), id.clone());
+        }
+        calls.by_id.insert(id.clone(), Call { to, cancel, token });
+        Diverted {
+            held: held.clone(),
+            id,
+        }
+    }
+
+    /// Cancels call `id` if the direct path serves it.
+    pub fn cancel(&self, id: &RequestId) -> bool {
+        match lock(&self.0).by_id.get(id) {
+            Some(call) => {
+                call.cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The message back when no call of the direct path wants it.
+    fn take(&self, message: ServerJsonRpcMessage) -> Option<ServerJsonRpcMessage> {
+        let calls = lock(&self.0);
+        if calls.by_id.is_empty() {
+            return Some(message);
+        }
+        let id = match &message {
+            ServerJsonRpcMessage::Request(r) => r
+                .request
+                .extensions()
+                .get::<OriginatingRequestId>()
+                .map(|o| &o.0),
+            ServerJsonRpcMessage::Notification(n) => match &n.notification {
+                ServerNotification::ProgressNotification(p) => {
+                    calls.by_token.get(&p.params.progress_token)
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        match id.and_then(|id| calls.by_id.get(id)) {
+            // A call whose answer has gone: the message is dropped, as rmcp
+            // drops what comes for a closed request stream.
+            Some(call) => {
+                let _ = call.to.send(message);
+                None
+            }
+            None => Some(message),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// rmcp's session transport, with what belongs to the direct path's calls
+/// taken out on the way ([`Divert`]); forgets its session when dropped.
+pub struct SessionTransport {
+    inner: LocalTransport,
+    held: Arc<Held>,
+    table: Weak<Mutex<HashMap<SessionId, Arc<Held>>>>,
+    id: SessionId,
+}
+
+impl Drop for SessionTransport {
+    fn drop(&mut self) {
+        self.held.closed.cancel();
+        if let Some(table) = self.table.upgrade() {
+            let mut table = lock(&table);
+            if table
+                .get(&self.id)
+                .is_some_and(|h| Arc::ptr_eq(h, &self.held))
+            {
+                table.remove(&self.id);
+            }
+        }
+    }
+}
+
+impl rmcp::transport::Transport<RoleServer> for SessionTransport {
+    type Error = <LocalTransport as rmcp::transport::Transport<RoleServer>>::Error;
+
+    fn send(
+        &mut self,
+        item: TxJsonRpcMessage<RoleServer>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        let sent = self.held.calls.take(item).map(|item| self.inner.send(item));
+        async move {
+            match sent {
+                Some(sent) => sent.await,
+                None => Ok(()),
+            }
+        }
+    }
+
+    fn receive(
+        &mut self,
+    ) -> impl Future<Output = Option<rmcp::service::RxJsonRpcMessage<RoleServer>>> + Send {
+        self.inner.receive()
+    }
+
+    fn close(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        self.inner.close()
+    }
 }
 
 /// Holds a request's id in its session until the request's stream ends.
-struct InFlight {
+pub struct InFlight {
     table: Arc<Mutex<HashSet<(SessionId, RequestId)>>>,
     key: (SessionId, RequestId),
 }
@@ -88,6 +281,63 @@ impl Sessions {
                 touched: Mutex::new(HashMap::new()),
             }),
             in_flight: Arc::default(),
+            held: Arc::default(),
+        }
+    }
+
+    /// The direct path's view of session `id`, if this instance holds it.
+    pub fn held(&self, id: &SessionId) -> Option<Arc<Held>> {
+        lock(&self.held).get(id).cloned()
+    }
+
+    /// Records the handler and client handle of session `name` at its
+    /// `initialize`, so the direct path can call it.
+    pub fn attach(&self, name: &str, handler: Weak<FrontSession>, peer: Peer<RoleServer>) {
+        let id: SessionId = name.to_string().into();
+        if let Some(held) = self.held(&id) {
+            let _ = held.handler.set((handler, peer));
+        }
+    }
+
+    /// Claims request `request` in `session` for the direct path (see
+    /// [`Sessions::claim`]); `None` when its id is already in flight.
+    pub fn claim_request(&self, session: &SessionId, request: &RequestId) -> Option<InFlight> {
+        let key = (session.clone(), request.clone());
+        lock(&self.in_flight).insert(key.clone()).then(|| InFlight {
+            table: self.in_flight.clone(),
+            key,
+        })
+    }
+
+    /// How long rmcp's worker lets a session sit idle.
+    pub fn idle_timeout(&self) -> Duration {
+        self.local
+            .session_config
+            .keep_alive
+            .unwrap_or(Duration::MAX)
+    }
+
+    /// A session transport that lets the direct path take its calls' messages.
+    fn wrap(&self, id: &SessionId, inner: LocalTransport) -> SessionTransport {
+        let held = Arc::new(Held {
+            handler: OnceLock::new(),
+            calls: Divert::default(),
+            worker_seen: Mutex::new(Instant::now()),
+            closed: CancellationToken::new(),
+        });
+        lock(&self.held).insert(id.clone(), held.clone());
+        SessionTransport {
+            inner,
+            held,
+            table: Arc::downgrade(&self.held),
+            id: id.clone(),
+        }
+    }
+
+    /// Notes that a message of session `id` goes through rmcp's worker.
+    fn via_worker(&self, id: &SessionId) {
+        if let Some(held) = self.held(id) {
+            held.saw_worker();
         }
     }
 
@@ -136,7 +386,7 @@ impl Sessions {
     }
 
     /// Pushes back the shared expiry of `id` when it is due; never waits.
-    fn touch(&self, id: &SessionId) {
+    pub fn touch(&self, id: &SessionId) {
         let Some(shared) = &self.shared else { return };
         let due = {
             let mut touched = shared.lock_touched();
@@ -171,13 +421,13 @@ impl Shared {
     }
 }
 
-type Transport = <LocalSessionManager as SessionManager>::Transport;
+type LocalTransport = <LocalSessionManager as SessionManager>::Transport;
 
 impl SessionManager for Sessions {
     type Error = LocalSessionManagerError;
-    type Transport = Transport;
+    type Transport = SessionTransport;
 
-    async fn create_session(&self) -> Result<(SessionId, Transport), Self::Error> {
+    async fn create_session(&self) -> Result<(SessionId, SessionTransport), Self::Error> {
         // rmcp's local manager mints plain UUIDs; its restore path creates a
         // session under an id of our choosing, which is how ids name the
         // instance that minted them.
@@ -186,6 +436,7 @@ impl SessionManager for Sessions {
             if let RestoreOutcome::Restored(transport) =
                 self.local.restore_session(id.clone()).await?
             {
+                let transport = self.wrap(&id, transport);
                 return Ok((id, transport));
             }
             // A UUID collision: mint another.
@@ -220,6 +471,7 @@ impl SessionManager for Sessions {
         message: ClientJsonRpcMessage,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
         self.touch(id);
+        self.via_worker(id);
         let Some(claim) = self.claim(id, &message) else {
             let request_id = match &message {
                 ClientJsonRpcMessage::Request(r) => Some(r.id.clone()),
@@ -261,6 +513,7 @@ impl SessionManager for Sessions {
         message: ClientJsonRpcMessage,
     ) -> Result<(), Self::Error> {
         self.touch(id);
+        self.via_worker(id);
         self.local.accept_message(id, message).await
     }
 
@@ -269,6 +522,7 @@ impl SessionManager for Sessions {
         id: &SessionId,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
         self.touch(id);
+        self.via_worker(id);
         self.local.create_standalone_stream(id).await
     }
 
@@ -278,17 +532,22 @@ impl SessionManager for Sessions {
         last_event_id: String,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
         self.touch(id);
+        self.via_worker(id);
         self.local.resume(id, last_event_id).await
     }
 
     async fn restore_session(
         &self,
         id: SessionId,
-    ) -> Result<RestoreOutcome<Transport>, Self::Error> {
+    ) -> Result<RestoreOutcome<SessionTransport>, Self::Error> {
         let Some(shared) = &self.shared else {
             return Ok(RestoreOutcome::NotSupported);
         };
-        let outcome = self.local.restore_session(id.clone()).await?;
+        let outcome = match self.local.restore_session(id.clone()).await? {
+            RestoreOutcome::Restored(t) => RestoreOutcome::Restored(self.wrap(&id, t)),
+            RestoreOutcome::AlreadyPresent => RestoreOutcome::AlreadyPresent,
+            _ => RestoreOutcome::NotSupported,
+        };
         if let RestoreOutcome::Restored(_) = &outcome {
             tracing::info!(session = %id, "session restored from the shared session store");
             crate::metrics::session_moved("restored");
