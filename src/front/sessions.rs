@@ -299,8 +299,9 @@ impl Sessions {
         }
     }
 
-    /// Claims request `request` in `session` for the direct path (see
-    /// [`Sessions::claim`]); `None` when its id is already in flight.
+    /// Claims request `request` in `session` for the direct path (as
+    /// `create_stream` claims the requests it takes); `None` when its id is
+    /// already in flight.
     pub fn claim_request(&self, session: &SessionId, request: &RequestId) -> Option<InFlight> {
         let key = (session.clone(), request.clone());
         lock(&self.in_flight).insert(key.clone()).then(|| InFlight {
