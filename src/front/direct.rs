@@ -102,11 +102,7 @@ impl Direct {
         {
             return Served::Declined(req);
         }
-        let (parts, body) = req.into_parts();
-        let bytes = match body.collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(never) => match never {},
-        };
+        let (parts, bytes) = split(req).await;
         let Some(mut request) = read(method, &bytes) else {
             return Served::Declined(Request::from_parts(parts, Full::new(bytes)));
         };
@@ -196,11 +192,7 @@ impl Direct {
         else {
             return req;
         };
-        let (parts, body) = req.into_parts();
-        let bytes = match body.collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(never) => match never {},
-        };
+        let (parts, bytes) = split(req).await;
         #[derive(serde::Deserialize)]
         struct Cancelled {
             params: rmcp::model::CancelledNotificationParam,
@@ -394,6 +386,15 @@ fn accepts_json_and_sse(headers: &HeaderMap) -> bool {
         }
     }
     json && sse
+}
+
+/// A request's parts and its (already buffered) body.
+async fn split(req: Request<Full<Bytes>>) -> (http::request::Parts, Bytes) {
+    let (parts, body) = req.into_parts();
+    match body.collect().await {
+        Ok(collected) => (parts, collected.to_bytes()),
+        Err(never) => match never {},
+    }
 }
 
 /// The request read by its method, when it reads and names no protocol

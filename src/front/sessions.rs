@@ -101,7 +101,7 @@ struct Calls {
 
 struct Call {
     to: tokio::sync::mpsc::UnboundedSender<ServerJsonRpcMessage>,
-    cancel: tokio_util::sync::CancellationToken,
+    cancel: CancellationToken,
     token: Option<ProgressToken>,
 }
 
@@ -130,7 +130,7 @@ impl Divert {
         id: RequestId,
         token: Option<ProgressToken>,
         to: tokio::sync::mpsc::UnboundedSender<ServerJsonRpcMessage>,
-        cancel: tokio_util::sync::CancellationToken,
+        cancel: CancellationToken,
     ) -> Diverted {
         let mut calls = lock(&held.calls.0);
         if let Some(token) = &token {
@@ -249,10 +249,7 @@ pub struct InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.table
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.key);
+        lock(&self.table).remove(&self.key);
     }
 }
 
@@ -350,18 +347,7 @@ impl Sessions {
         let ClientJsonRpcMessage::Request(request) = message else {
             return Some(None);
         };
-        let key = (id.clone(), request.id.clone());
-        let fresh = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key.clone());
-        fresh.then(|| {
-            Some(InFlight {
-                table: self.in_flight.clone(),
-                key,
-            })
-        })
+        self.claim_request(id, &request.id).map(Some)
     }
 
     pub fn instance(&self) -> &Arc<str> {
@@ -418,7 +404,7 @@ impl Sessions {
 
 impl Shared {
     fn lock_touched(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Instant>> {
-        self.touched.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.touched)
     }
 }
 
