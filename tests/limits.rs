@@ -188,6 +188,50 @@ async fn the_request_timeout_ends_a_call_with_a_jsonrpc_error() {
     client.cancel().await.unwrap();
 }
 
+/// What the gateway logs while it serves a call carries the request's span:
+/// its id, method, tool, backend and session (decision 0021: the handler runs
+/// inside the HTTP request's span without entering it again).
+#[tokio::test(flavor = "multi_thread")]
+async fn what_a_call_logs_names_its_request_method_tool_backend_and_session() {
+    let file = write_config(&stdio_backend("fx", "timeout = \"1s\""));
+    let mut gw = gateway_logging(&file.path, "info,rmcp=warn,manifold=debug");
+    wait_blocking("the gateway to be ready", 60, || {
+        http_get(&gw.url, "/readyz").0 == 200
+    });
+    let client = client(&gw.url).await;
+    // Two calls: the backend's timeout makes each a tool error, logged by
+    // the handler as `call failed`.
+    for _ in 0..2 {
+        let r = client.call_tool(sleep_call(3000)).await.unwrap();
+        assert_eq!(r.is_error, Some(true), "{r:?}");
+    }
+    client.cancel().await.unwrap();
+    let mut lines = Vec::new();
+    wait_blocking("both failures to be logged", 10, || {
+        lines.extend(gw.stderr_lines());
+        lines.iter().filter(|l| l.contains("call failed")).count() >= 2
+    });
+    for failed in lines.iter().filter(|l| l.contains("call failed")) {
+        for field in [
+            "request{request_id=",
+            "route=\"mcp\"",
+            "method=\"tools/call\"",
+            "tool=\"fx__sleep\"",
+            "backend=fx",
+            " session=",
+        ] {
+            assert!(failed.contains(field), "no `{field}` in: {failed}");
+        }
+    }
+    // The response is logged in the same span.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("http response") && l.contains("tool=\"fx__sleep\"")),
+        "{lines:#?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backends_max_concurrent_queues_calls_and_says_when_it_stays_busy() {
     let (gw, _cfg) = gateway(&format!(

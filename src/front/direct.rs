@@ -52,12 +52,14 @@ use rmcp::transport::streamable_http_server::SessionManager;
 use sse_stream::Sse;
 use std::future::Future;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use rmcp::service::{RequestContext, Service as _};
 use rmcp::{Peer, RoleServer};
 
-use super::layers::Rpc;
+use super::layers::{RequestSpan, Rpc};
 use super::reject::{Body, codes, jsonrpc_error};
+use super::request::PolledInSpan;
 use super::session::FrontSession;
 use super::sessions::{Divert, Held, InFlight, Sessions};
 use crate::backend::CLIENT_REQUEST;
@@ -237,7 +239,14 @@ impl Call {
         // As rmcp's service loop builds a handler's context.
         let meta = std::mem::take(inner.get_meta_mut());
         let mut extensions = std::mem::take(inner.extensions_mut());
+        // The handler runs in this future, which the trace layer polls in
+        // the request's span; moved to a task of its own, it takes the span.
+        let span = parts
+            .extensions
+            .get::<RequestSpan>()
+            .map_or_else(tracing::Span::none, |s| s.0.clone());
         extensions.insert(parts);
+        extensions.insert(PolledInSpan);
         // Cancelled by the client's notification, or when the session ends.
         let cancel = held.closed.child_token();
         let (to, mut from) = tokio::sync::mpsc::unbounded_channel();
@@ -262,7 +271,7 @@ impl Call {
                 Err(error) => ServerJsonRpcMessage::error(error, Some(id)),
             }
         });
-        let mut work = Detached(Some(Box::pin(work)));
+        let mut work = Detached(Some(Box::pin(work)), span);
         let silent = tokio::time::sleep(KEEP_ALIVE);
         tokio::pin!(silent);
         let head = tokio::select! {
@@ -282,10 +291,11 @@ impl Call {
         };
         // The call sent something before its answer (or kept silent): the
         // answer becomes an SSE stream, and the call goes on in a task of its own.
-        if let Some(work) = work.0.take() {
-            tokio::spawn(async move {
-                let _ = to.send(work.await);
-            });
+        if let Some(task) = work.0.take() {
+            let task = async move {
+                let _ = to.send(task.await);
+            };
+            tokio::spawn(task.instrument(work.1.clone()));
         } else {
             drop(to);
         }
@@ -306,7 +316,10 @@ impl Call {
 /// A call's work, which goes on in a task of its own if its answer is no
 /// longer awaited (the client went away): the call still ends as it would
 /// (audited, its slot released), and only its answer is lost.
-struct Detached(Option<Pin<Box<dyn Future<Output = ServerJsonRpcMessage> + Send>>>);
+struct Detached(
+    Option<Pin<Box<dyn Future<Output = ServerJsonRpcMessage> + Send>>>,
+    tracing::Span,
+);
 
 impl Future for Detached {
     type Output = ServerJsonRpcMessage;
@@ -326,9 +339,10 @@ impl Drop for Detached {
         if let Some(work) = self.0.take()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
-            runtime.spawn(async move {
+            let task = async move {
                 let _ = work.await;
-            });
+            };
+            runtime.spawn(task.instrument(self.1.clone()));
         }
     }
 }

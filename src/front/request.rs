@@ -2,10 +2,12 @@
 //! proved), in which span, until when (`limits.request_timeout`), and how it
 //! ended (counted in the metrics).
 //!
-//! rmcp runs the session handler in its own task, not the HTTP request's, so
-//! what the layers learned arrives through the request's `http::request::Parts`
-//! that rmcp puts in the context's extensions. Over stdio there are none:
-//! no client id and a fresh span.
+//! What the layers learned arrives through the request's `http::request::Parts`
+//! in the context's extensions, where rmcp (or the direct path, which builds
+//! the context as rmcp does) puts them. On rmcp's path the handler runs in a
+//! task of rmcp's and enters the request's span itself; on the direct path it
+//! runs inside the HTTP request's future, already in that span (decision
+//! 0021). Over stdio there are no parts: no client id and a fresh span.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,9 +22,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tracing::field::Empty;
 
-use super::layers::{Caller, RequestSpan};
+use super::layers::{Caller, RequestSpan, Rpc};
 use super::policy::Client;
 use super::reject::codes;
+
+/// Marks a request whose handler runs inside the HTTP request's own future,
+/// which [`layers::trace`](super::layers::trace) polls inside the request's
+/// span (the direct path, decision 0020). Whoever moves such work to another
+/// task instruments it with the span.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct PolledInSpan;
 
 /// How long a timed-out call gets to tell its backend it was cancelled.
 const CANCEL_GRACE: Duration = Duration::from_millis(250);
@@ -32,6 +41,10 @@ pub(super) struct Req {
     pub client: Option<Arc<Client>>,
     method: &'static str,
     span: tracing::Span,
+    /// The request's future is already polled inside `span` (the direct
+    /// path runs the handler in the HTTP request's own future), so the work
+    /// need not enter it again.
+    in_span: bool,
     pub(super) started: Instant,
     timeout: Option<Duration>,
     /// Given to the backend call: cancelled when the client cancels the
@@ -75,8 +88,23 @@ impl Req {
                     client = Empty
                 )
             });
-        span.record("session", &*session_name);
-        span.record("method", method);
+        // Each record reformats the span's fields: only what the HTTP
+        // layers did not already record (decision 0021).
+        if parts
+            .and_then(|p| p.headers.get("mcp-session-id"))
+            .map(|v| v.as_bytes())
+            != Some(session_name.as_bytes())
+        {
+            span.record("session", tracing::field::display(&*session_name));
+        }
+        if parts
+            .and_then(|p| p.extensions.get::<Rpc>())
+            .and_then(|r| r.method.as_deref())
+            != Some(method)
+        {
+            span.record("method", method);
+        }
+        let in_span = ctx.extensions.get::<PolledInSpan>().is_some();
         let correlation_id = parts
             .and_then(|p| p.extensions.get::<super::layers::RequestId>())
             .map(|r| r.0.clone())
@@ -86,6 +114,7 @@ impl Req {
             client,
             method,
             span,
+            in_span,
             started: Instant::now(),
             timeout,
             cancel: ctx.ct.child_token(),
@@ -136,7 +165,8 @@ impl Req {
 
     /// Notes the backend the request was routed to (span and metrics).
     pub fn routed(&self, backend: &str) {
-        self.span.record("backend", backend);
+        self.span
+            .record("backend", tracing::field::display(backend));
         let _ = self.backend.set(backend.to_string());
     }
 
@@ -188,6 +218,7 @@ impl Req {
     ) -> Result<T, ErrorData> {
         let result = match self.refused.get() {
             Some(e) => Err(e.clone()),
+            None if self.in_span => self.within_time(work).await,
             None => self.within_time(work.instrument(self.span.clone())).await,
         };
         let outcome = match &result {

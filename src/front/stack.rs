@@ -7,7 +7,6 @@
 use std::convert::Infallible;
 
 use http::{Request, Response};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
@@ -21,7 +20,7 @@ use super::layers::limits::LimitsLayer;
 use super::layers::metrics::MetricsLayer;
 use super::layers::origin::{OriginLayer, OriginPolicy};
 use super::layers::scope::ScopeLayer;
-use super::layers::trace::{LogResponse, MakeId, REQUEST_ID_HEADER, RequestSpans, tag};
+use super::layers::trace::{MakeId, REQUEST_ID_HEADER, TraceLayer};
 use super::reject::Body;
 use super::routes::{Mcp, Routes};
 
@@ -38,10 +37,6 @@ pub fn build(front: Front, mcp: Mcp, direct: Direct) -> FrontService {
     let policy = front.policy.clone();
     let instance = http::HeaderValue::from_str(&server.instance_id).ok();
     let stack = ServiceBuilder::new()
-        // Back to our body type: tower-http's `Trace` wraps it to see the body end.
-        .map_response(|r: Response<_>| {
-            r.map(|b: tower_http::trace::ResponseBody<Body, _, (), (), ()>| b.boxed())
-        })
         // An id and a span first, so that everything below logs inside them.
         .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeId))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
@@ -52,16 +47,7 @@ pub fn build(front: Front, mcp: Mcp, direct: Direct) -> FrontService {
             }
             r
         })
-        .layer(
-            tower_http::trace::TraceLayer::new_for_http()
-                .make_span_with(RequestSpans::new(&server.path))
-                .on_request(())
-                .on_response(LogResponse)
-                .on_body_chunk(())
-                .on_eos(())
-                .on_failure(()),
-        )
-        .map_request(tag(server.path.as_str().into()))
+        .layer(TraceLayer::new(&server.path))
         // Outside the refusing steps, so refusals are counted.
         .layer(MetricsLayer)
         // Before auth: a rebinding page must not even learn whether a token works.

@@ -190,15 +190,18 @@ pub fn gateway_at(path: &Path) -> Proc {
 /// Starts the gateway and returns as soon as it accepts connections, before
 /// its backends have finished connecting.
 pub fn gateway_unready(path: &Path) -> Proc {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info,rmcp=warn".into());
+    gateway_logging(path, &filter)
+}
+
+/// Starts the gateway with this log filter (`RUST_LOG`), before it is ready.
+pub fn gateway_logging(path: &Path, filter: &str) -> Proc {
     let mut cmd = Command::new(bin("manifold"));
     cmd.arg("serve")
         .arg("--config")
         .arg(path)
         .args(["--listen", "127.0.0.1:0"]);
-    cmd.env(
-        "RUST_LOG",
-        std::env::var("RUST_LOG").unwrap_or_else(|_| "info,rmcp=warn".into()),
-    );
+    cmd.env("RUST_LOG", filter);
     spawn_listening(cmd)
 }
 

@@ -144,7 +144,8 @@ impl<S> Checked<S> {
             Err(failure) => return Ok(self.refuse(&auth, &req, failure)),
         };
         if let Some(span) = req.extensions().get::<RequestSpan>() {
-            span.0.record("client", &*who.client.id);
+            span.0
+                .record("client", tracing::field::display(&*who.client.id));
         }
         if is_admin_path(req.uri().path()) && !who.client.admin {
             return Ok(not_admin(&who));

@@ -1,7 +1,7 @@
 //! The tower layers of the HTTP front, one per file, composed in
 //! [`super::stack`] in the order they run:
 //!
-//! 1. [`trace`]: a request id and a span for every request (tower-http `SetRequestId`, `PropagateRequestId` and `Trace`).
+//! 1. [`trace`]: a request id (tower-http `SetRequestId`, `PropagateRequestId`) and a span for every request, entered while the request is polled (decision 0021).
 //! 2. [`metrics`]: HTTP requests and response times by route.
 //! 3. [`origin`]: `Host` and browser `Origin` checks (DNS-rebinding protection).
 //! 4. [`auth`]: bearer tokens (static, or OAuth access tokens) → the client id.
