@@ -57,7 +57,7 @@ use tracing::Instrument;
 use rmcp::service::{RequestContext, Service as _};
 use rmcp::{Peer, RoleServer};
 
-use super::layers::{RequestSpan, Rpc};
+use super::layers::{RequestSpan, Rpc, SESSION_HEADER};
 use super::reject::{Body, codes, jsonrpc_error};
 use super::request::PolledInSpan;
 use super::session::FrontSession;
@@ -188,7 +188,7 @@ impl Direct {
     async fn note_cancel(&self, req: Request<Full<Bytes>>) -> Request<Full<Bytes>> {
         let Some(held) = req
             .headers()
-            .get("mcp-session-id")
+            .get(SESSION_HEADER)
             .and_then(|v| v.to_str().ok())
             .and_then(|s| self.sessions.held(&SessionId::from(s.to_owned())))
         else {
@@ -367,7 +367,7 @@ fn eligible<'r>(rpc: &'r Rpc, headers: &HeaderMap) -> Option<(SessionId, &'r str
     if rpc.id.is_none() || rpc.modern || matches!(method, "initialize" | "server/discover") {
         return None;
     }
-    let session = headers.get("mcp-session-id")?.to_str().ok()?;
+    let session = headers.get(SESSION_HEADER)?.to_str().ok()?;
     if let Some(version) = headers.get("mcp-protocol-version") {
         let version = version.to_str().ok()?;
         let known = ProtocolVersion::KNOWN_VERSIONS

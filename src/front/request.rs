@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tracing::field::Empty;
 
-use super::layers::{Caller, RequestSpan, Rpc};
+use super::layers::{Caller, RequestSpan, Rpc, SESSION_HEADER};
 use super::policy::Client;
 use super::reject::codes;
 
@@ -75,35 +75,31 @@ impl Req {
         let client = parts
             .and_then(|p| p.extensions.get::<Caller>())
             .map(|c| c.0.clone());
-        let span = parts
-            .and_then(|p| p.extensions.get::<RequestSpan>())
-            .map(|s| s.0.clone())
-            .unwrap_or_else(|| {
-                tracing::info_span!(
-                    "request",
-                    method,
-                    session = &*session_name,
-                    tool = Empty,
-                    backend = Empty,
-                    client = Empty
-                )
-            });
-        // Each record reformats the span's fields: only what the HTTP
-        // layers did not already record (decision 0021).
-        if parts
-            .and_then(|p| p.headers.get("mcp-session-id"))
-            .map(|v| v.as_bytes())
-            != Some(session_name.as_bytes())
-        {
-            span.record("session", tracing::field::display(&*session_name));
-        }
-        if parts
-            .and_then(|p| p.extensions.get::<Rpc>())
-            .and_then(|r| r.method.as_deref())
-            != Some(method)
-        {
-            span.record("method", method);
-        }
+        let http_span =
+            parts.and_then(|p| p.extensions.get::<RequestSpan>().map(|s| (p, s.0.clone())));
+        let span = match http_span {
+            // Each record reformats the span's fields: only what the HTTP
+            // layers did not already record (decision 0021).
+            Some((p, span)) => {
+                if p.headers.get(SESSION_HEADER).map(|v| v.as_bytes())
+                    != Some(session_name.as_bytes())
+                {
+                    span.record("session", tracing::field::display(&*session_name));
+                }
+                if p.extensions.get::<Rpc>().and_then(|r| r.method.as_deref()) != Some(method) {
+                    span.record("method", method);
+                }
+                span
+            }
+            None => tracing::info_span!(
+                "request",
+                method,
+                session = &*session_name,
+                tool = Empty,
+                backend = Empty,
+                client = Empty
+            ),
+        };
         let in_span = ctx.extensions.get::<PolledInSpan>().is_some();
         let correlation_id = parts
             .and_then(|p| p.extensions.get::<super::layers::RequestId>())

@@ -229,7 +229,7 @@ impl Routes {
         let rpc = req.extensions().get::<Rpc>().cloned();
         if let Some(rpc) = &rpc
             && rpc.method.as_deref() == Some("initialize")
-            && !req.headers().contains_key("mcp-session-id")
+            && !req.headers().contains_key(super::layers::SESSION_HEADER)
         {
             let limit = self.front.policy.limits().config.max_sessions;
             // Checked on arrival: initializes in flight together may pass

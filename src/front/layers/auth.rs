@@ -27,7 +27,7 @@ use futures::future::{BoxFuture, FutureExt};
 use http::{Method, Request, Response, StatusCode, header};
 use tower::{Layer, Service};
 
-use super::{Caller, OAuthToken, RemoteAddr, RequestSpan, Route};
+use super::{Caller, OAuthToken, RemoteAddr, RequestSpan, Route, SESSION_HEADER};
 use crate::front::oauth::OAuthError;
 use crate::front::oauth::metadata;
 use crate::front::policy::{Auth as Tokens, AuthFailure, Authenticated, Policy};
@@ -64,9 +64,6 @@ pub struct Auth<S> {
     audit: crate::audit::Audit,
 }
 
-/// The MCP session header (rmcp's name for it).
-const HEADER_SESSION_ID: &str = "mcp-session-id";
-
 /// `/admin` and everything under it needs an admin token.
 fn is_admin_path(path: &str) -> bool {
     path == "/admin" || path.starts_with("/admin/")
@@ -75,7 +72,7 @@ fn is_admin_path(path: &str) -> bool {
 /// The session a request names, if any.
 fn session_id<B>(req: &Request<B>) -> Option<String> {
     req.headers()
-        .get(HEADER_SESSION_ID)
+        .get(SESSION_HEADER)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }
 
@@ -239,7 +236,7 @@ impl<S> Checked<S> {
             None if opens_session => {
                 if let Some(id) = response
                     .headers()
-                    .get(HEADER_SESSION_ID)
+                    .get(SESSION_HEADER)
                     .and_then(|v| v.to_str().ok())
                 {
                     sessions.bind_shared(id, client.id.clone()).await;

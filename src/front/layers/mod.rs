@@ -106,6 +106,9 @@ impl Route {
     }
 }
 
+/// The header that names a request's MCP session (`Mcp-Session-Id`).
+pub const SESSION_HEADER: http::HeaderName = http::HeaderName::from_static("mcp-session-id");
+
 /// The request's id, echoed in the `x-request-id` response header.
 #[derive(Clone, Debug)]
 pub struct RequestId(pub Arc<str>);

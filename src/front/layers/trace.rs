@@ -26,11 +26,8 @@ use tower_http::request_id::{MakeRequestId, RequestId as TowerRequestId};
 use tracing::Span;
 use tracing::field::Empty;
 
-use super::{RequestId, RequestSpan, Route};
+use super::{RequestId, RequestSpan, Route, SESSION_HEADER};
 use crate::front::reject::Body;
-
-/// The header that names an existing session.
-const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -109,6 +106,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let started = Instant::now();
         let route = Route::of(req.uri().path(), &self.mcp_path);
         let id: Arc<str> = request_id(&req).into();
         let session = req
@@ -134,7 +132,7 @@ where
         Traced {
             inner,
             span,
-            started: Instant::now(),
+            started,
         }
     }
 }
