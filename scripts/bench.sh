@@ -10,6 +10,7 @@
 #              scenarios (all on 127.0.0.1, driven by examples/loadgen.rs):
 #                fixture-direct            manifold-fixture over streamable HTTP, no gateway
 #                manifold/fixture-stdio    Manifold -> manifold-fixture over stdio (fx__echo)
+#                floor/fixture-stdio       the least HTTP-to-stdio relay (examples/floor_relay.rs), for reference
 #                manifold/fixture-http     Manifold -> manifold-fixture over HTTP  (fxh__echo)
 #                manifold/everything       Manifold -> server-everything over stdio
 #                mcp-proxy/everything      the mcp-proxy crate -> the same server over stdio
@@ -196,13 +197,15 @@ if part growth && ! "$python" -c 'import matplotlib' 2>/dev/null; then
 fi
 if [[ "${BENCH_NO_BUILD:-0}" != 1 ]]; then
     say "building release binaries and the benchmark examples"
-    cargo build --profile "$PROFILE" --bins --example loadgen --example coordinator_bench --example messaging_bench >&2
+    cargo build --profile "$PROFILE" --bins --example loadgen --example coordinator_bench --example messaging_bench \
+        --example floor_relay >&2
 fi
 built="${CARGO_TARGET_DIR:-$root/target}/$PROFILE"
 bin="$work/bin"
 mkdir -p "$bin"
 cp "$built/manifold" "$built/manifold-fixture" "$built/examples/loadgen" \
-    "$built/examples/coordinator_bench" "$built/examples/messaging_bench" "$bin/"
+    "$built/examples/coordinator_bench" "$built/examples/messaging_bench" \
+    "$built/examples/floor_relay" "$bin/"
 loadgen="$bin/loadgen"
 fixture="$bin/manifold-fixture"
 everything="$root/.test-deps/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
@@ -220,6 +223,12 @@ run_calls() {
 
     gateway gw-fx-stdio "$(stdio_backend fx "$fixture" '["--transport", "stdio"]')"
     label=manifold/fixture-stdio; labels+=("$label"); url[$label]="$URL"; tool[$label]="fx__echo"; cpu[$label]="$PID"
+
+    # The least relay from HTTP to the same fixture over stdio (examples/floor_relay.rs): what
+    # the extra process hop costs on this machine, apart from any gateway's work.
+    start floor "$bin/floor_relay" --listen 127.0.0.1:0 -- "$fixture" --transport stdio
+    wait_listening floor
+    label=floor/fixture-stdio; labels+=("$label"); url[$label]="$URL"; tool[$label]="echo"; cpu[$label]="$PID"
 
     gateway gw-fx-http "$(printf '[backends.fxh]\ntransport = "http"\nurl = "%s"\n' "$fixture_url")"
     label=manifold/fixture-http; labels+=("$label"); url[$label]="$URL"; tool[$label]="fxh__echo"; cpu[$label]="$PID"

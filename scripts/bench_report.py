@@ -9,6 +9,7 @@ import argparse
 import json
 
 MANIFOLD, PEER, CEILING = "manifold/everything", "mcp-proxy/everything", "stdio-direct/everything"
+FLOOR = "floor/fixture-stdio"
 
 
 def median_run(runs):
@@ -61,8 +62,9 @@ def print_calls(points, runs, args):
     print(f"\nSide by side ({args.peer} is the peer; the ceiling is server-everything driven "
           "over stdio with no gateway):\n")
     print("| c | Manifold calls/s (p50) | peer calls/s (p50) | Manifold ÷ peer | "
+          "÷ peer, round by round | "
           "Manifold CPU µs/call | peer CPU µs/call | ceiling calls/s (p50) |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---|---:|---:|---:|")
     for c in levels:
         m, p, ceil = points.get((MANIFOLD, c)), points.get((PEER, c)), points.get((CEILING, c))
         if not (m and p):
@@ -70,9 +72,20 @@ def print_calls(points, runs, args):
         ceiling = f"{ceil['calls_per_s']:,.0f} ({ceil['p50_ms']:.2f} ms)" if ceil else "n/a"
         print(f"| {c} | {m['calls_per_s']:,.0f} ({m['p50_ms']:.2f} ms) | "
               f"{p['calls_per_s']:,.0f} ({p['p50_ms']:.2f} ms) | "
-              f"{m['calls_per_s'] / p['calls_per_s']:.2f}× | "
+              f"{m['calls_per_s'] / p['calls_per_s']:.2f}× | {paired(runs, c)} | "
               f"{fmt(m.get('cpu_us_per_call'), '.1f')} | {fmt(p.get('cpu_us_per_call'), '.1f')} | "
               f"{ceiling} |")
+
+
+def paired(runs, c):
+    """Manifold's calls/s over the peer's within each round (the two ran minutes apart at
+    most, so drift on the machine cancels), and the median of those ratios."""
+    ms, ps = runs.get((MANIFOLD, c), []), runs.get((PEER, c), [])
+    ratios = [m["calls_per_s"] / p["calls_per_s"] for m, p in zip(ms, ps) if p["calls_per_s"]]
+    if not ratios:
+        return "n/a"
+    middle = sorted(ratios)[len(ratios) // 2]
+    return " / ".join(f"{r:.2f}" for r in ratios) + f" (median {middle:.2f})"
 
 
 def print_instr(rows):
@@ -194,6 +207,14 @@ def aims(rows, points):
         check(f"{backend}: throughput vs direct at c=64 (>= 60%)",
               ratio(get(f"manifold/{backend}", 64, "calls_per_s"),
                     get("fixture-direct", 64, "calls_per_s")), ".0%", lambda v: v >= 0.6)
+    # The least relay (examples/floor_relay.rs): what the process hop alone costs here.
+    a, b = get(FLOOR, 1, "p50_ms"), get("fixture-direct", 1, "p50_ms")
+    if a is not None and b is not None:
+        checks.append(("floor relay over stdio: added p50 at c=1 (reference)",
+                       fmt((a - b) * 1000, ".0f"), "info"))
+        checks.append(("floor relay over stdio: throughput vs direct at c=64 (reference)",
+                       fmt(ratio(get(FLOOR, 64, "calls_per_s"),
+                                 get("fixture-direct", 64, "calls_per_s")), ".0%"), "info"))
     instr = {r["label"]: r["instr_per_call"] for r in rows if "instr_per_call" in r}
     if "instr/manifold" in instr and "instr/mcp-proxy" in instr:
         check("instructions per call vs peer (<= 1x)",

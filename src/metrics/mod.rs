@@ -15,7 +15,8 @@
 
 pub mod window;
 
-use std::sync::{LazyLock, Mutex};
+use std::collections::HashSet;
+use std::sync::{LazyLock, Mutex, RwLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -30,15 +31,15 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    method: String,
-    backend: String,
+    method: &'static str,
+    backend: &'static str,
     outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LatencyLabels {
-    method: String,
-    backend: String,
+    method: &'static str,
+    backend: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -236,24 +237,45 @@ static SCRAPE: Mutex<()> = Mutex::new(());
 /// (lists, `initialize`); `outcome` is one of `ok`, `error`, `tool_error`,
 /// `denied`, `timeout`. Calls that reached a backend also go into its
 /// rolling [`window`].
-pub fn request(method: &str, backend: &str, outcome: &'static str, took: Duration) {
+pub fn request(method: &'static str, backend: &str, outcome: &'static str, took: Duration) {
     if !backend.is_empty() && outcome != "denied" {
         window::observe(backend, took);
     }
+    let backend = backend_label(backend);
     let m = &*METRICS;
     m.requests
         .get_or_create(&RequestLabels {
-            method: method.to_string(),
-            backend: backend.to_string(),
+            method,
+            backend,
             outcome,
         })
         .inc();
     m.request_seconds
-        .get_or_create(&LatencyLabels {
-            method: method.to_string(),
-            backend: backend.to_string(),
-        })
+        .get_or_create(&LatencyLabels { method, backend })
         .observe(took.as_secs_f64());
+}
+
+/// A backend's name as a label value that lives as long as the process.
+///
+/// Each distinct name is kept once, so looking up a call's labels allocates
+/// nothing (building them from owned strings took four allocations per
+/// call). Names come from the config, so there are few of them; a name a
+/// reload removed stays, as its series in the registry do.
+fn backend_label(name: &str) -> &'static str {
+    static NAMES: LazyLock<RwLock<HashSet<&'static str>>> = LazyLock::new(Default::default);
+    if name.is_empty() {
+        return "";
+    }
+    if let Some(kept) = NAMES.read().unwrap_or_else(|p| p.into_inner()).get(name) {
+        return kept;
+    }
+    let mut names = NAMES.write().unwrap_or_else(|p| p.into_inner());
+    if let Some(kept) = names.get(name) {
+        return kept;
+    }
+    let kept: &'static str = Box::leak(name.into());
+    names.insert(kept);
+    kept
 }
 
 /// One HTTP response sent; `route` is a fixed label (`mcp`, `healthz`, …).
