@@ -161,6 +161,7 @@ free_port() {
 }
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+status_kib() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; } # PID FIELD
 load1() { cut -d' ' -f1 /proc/loadavg; }
 
 # gateway NAME CONFIG_BODY : writes a config, starts `manifold serve` on port 0, sets URL and PID.
@@ -315,7 +316,11 @@ run_idle() {
     gateway gw-idle "$body"
     wait_ready "$URL"
     sleep "$IDLE_SECS"
-    printf '{"label":"idle-rss-10-stdio-backends","rss_kb":%s,"load1":%s}\n' "$(rss_kib "$PID")" "$(load1)" >>"$out"
+    # Besides VmRSS, its two parts: anonymous memory (heap, stacks: the gateway's own) and
+    # file-backed pages (the binary's code and data as mapped, shared with any other process
+    # running the same file and reclaimable by the kernel).
+    printf '{"label":"idle-rss-10-stdio-backends","rss_kb":%s,"anon_kb":%s,"file_kb":%s,"load1":%s}\n' \
+        "$(rss_kib "$PID")" "$(status_kib "$PID" RssAnon)" "$(status_kib "$PID" RssFile)" "$(load1)" >>"$out"
     stop "$PID"
 }
 

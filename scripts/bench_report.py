@@ -105,8 +105,12 @@ def print_others(rows):
     for r in rows:
         label = r.get("label")
         if label == "idle-rss-10-stdio-backends":
+            parts = ""
+            if "anon_kb" in r and "file_kb" in r:
+                parts = (f": {r['anon_kb'] * 1024 / 1e6:.1f} MB anonymous (heap, stacks), "
+                         f"{r['file_kb'] * 1024 / 1e6:.1f} MB file-backed (mapped pages of the binary and its shared libraries)")
             print(f"\nIdle RSS of the gateway with 10 stdio fixture backends: "
-                  f"{r['rss_kb'] * 1024 / 1e6:.1f} MB ({r['rss_kb']} KiB; load {r['load1']})")
+                  f"{r['rss_kb'] * 1024 / 1e6:.1f} MB ({r['rss_kb']} KiB; load {r['load1']}){parts}")
         elif label == "idle-sessions":
             print(f"\nIdle sessions: {r['sessions']:,}, each with its GET stream open: gateway RSS "
                   f"{r['rss_before_kb']:,} → {r['rss_after_kb']:,} KiB, "
