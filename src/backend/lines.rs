@@ -80,7 +80,12 @@ pub(super) enum Read {
 pub(super) struct Lines<R> {
     reader: R,
     buf: Vec<u8>,
-    /// How far `buf` is known to hold no newline.
+    /// Where the unread part of `buf` begins: the lines before it have been
+    /// handed out. Read lines are dropped from `buf` only before the next
+    /// read, so that a read that brought many lines moves the rest once, not
+    /// once per line.
+    start: usize,
+    /// How far `buf` is known to hold no newline (from `start`).
     scanned: usize,
     /// Discarding the rest of a line that was too long.
     skipping: bool,
@@ -93,6 +98,7 @@ impl<R: AsyncRead + Unpin> Lines<R> {
         Self {
             reader,
             buf: Vec::with_capacity(READ_CHUNK),
+            start: 0,
             scanned: 0,
             skipping: false,
             calls: Arc::default(),
@@ -109,15 +115,19 @@ impl<R: AsyncRead + Unpin> Lines<R> {
                     self.skipping = false;
                     None
                 } else {
-                    self.parse(end)
+                    self.parse(self.start, end)
                 };
-                self.buf.drain(..=end);
-                self.scanned = 0;
+                self.start = end + 1;
+                self.scanned = self.start;
                 match parsed {
                     Some(read) => return read,
                     None => continue,
                 }
             }
+            // Everything read has been handed out but a partial line: drop
+            // what was handed out before reading more.
+            self.buf.drain(..self.start);
+            self.start = 0;
             self.scanned = self.buf.len();
             if self.buf.len() > MAX_LINE {
                 tracing::error!(
@@ -140,9 +150,9 @@ impl<R: AsyncRead + Unpin> Lines<R> {
         }
     }
 
-    /// The line `buf[..end]`; `None` to skip it.
-    fn parse(&self, end: usize) -> Option<Read> {
-        let line = &self.buf[..end];
+    /// The line `buf[start..end]`; `None` to skip it.
+    fn parse(&self, start: usize, end: usize) -> Option<Read> {
+        let line = &self.buf[start..end];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
         if line.is_empty() {
@@ -263,6 +273,58 @@ mod tests {
         let out = all(input, &[1]).await;
         assert_eq!(out.len(), 1);
         assert!(out[0].contains("taskId"), "{}", out[0]);
+    }
+
+    /// Gives its bytes `step` at a time, as a pipe may.
+    struct Trickle {
+        data: Vec<u8>,
+        at: usize,
+        step: usize,
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let n = self
+                .step
+                .min(self.data.len() - self.at)
+                .min(buf.remaining());
+            let at = self.at;
+            buf.put_slice(&self.data[at..at + n]);
+            self.at += n;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn lines_split_across_reads_and_many_in_one_read_come_out_whole_and_in_order() {
+        let mut input = Vec::new();
+        for id in 0..200 {
+            input.extend_from_slice(
+                format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},\"result\":{{}}}}\n").as_bytes(),
+            );
+        }
+        // Pieces that split lines anywhere, pieces holding many lines, and all at once.
+        for step in [1, 7, 100, 4096, input.len()] {
+            let reader = Trickle {
+                data: input.clone(),
+                at: 0,
+                step,
+            };
+            let mut lines = Lines::new(reader, None);
+            let mut ids = Vec::new();
+            while let Read::Message(m) = lines.next().await {
+                match m {
+                    ServerJsonRpcMessage::Response(r) => ids.push(r.id.to_string()),
+                    other => panic!("not a response: {other:?}"),
+                }
+            }
+            let want: Vec<String> = (0..200).map(|i| i.to_string()).collect();
+            assert_eq!(ids, want, "pieces of {step} bytes");
+        }
     }
 
     #[tokio::test]

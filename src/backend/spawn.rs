@@ -334,7 +334,10 @@ impl Transport<RoleClient> for StdioTransport {
             match self.lines.next().await {
                 Read::Message(message) => return Some(message),
                 Read::Invalid => {
-                    if self.writer.send(invalid_request()).await.is_err() {
+                    // Boxed: rmcp makes this future anew on each turn of its
+                    // loop, so everything in it is moved each time; the reply's
+                    // send (a message and a lock) is rare and would triple it.
+                    if Box::pin(self.writer.send(invalid_request())).await.is_err() {
                         return None;
                     }
                 }
