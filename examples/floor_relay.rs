@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io::Write as _;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
@@ -46,7 +46,7 @@ struct Relay {
     next_id: AtomicU64,
     /// The child's first `initialize` result, for the clients after the first.
     initialized: tokio::sync::OnceCell<Value>,
-    initialized_sent: std::sync::atomic::AtomicBool,
+    initialized_sent: AtomicBool,
 }
 
 fn main() -> anyhow::Result<()> {

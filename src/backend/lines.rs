@@ -85,7 +85,8 @@ pub(super) struct Lines<R> {
     /// read, so that a read that brought many lines moves the rest once, not
     /// once per line.
     start: usize,
-    /// How far `buf` is known to hold no newline (from `start`).
+    /// The index in `buf` up to which it is known to hold no newline (at
+    /// least `start`).
     scanned: usize,
     /// Discarding the rest of a line that was too long.
     skipping: bool,
