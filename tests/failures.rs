@@ -113,6 +113,66 @@ async fn a_backend_that_never_answers_times_out_with_a_tool_error() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn progress_keeps_a_call_alive_past_its_timeout_and_a_silent_call_is_cancelled_at_the_backend()
+ {
+    let http = fixture("http", &[]);
+    let config = format!(
+        "{}{}",
+        stdio_backend("fx", "timeout = \"1s\"\nargs = [\"--meta-tool\"]"),
+        url_backend("web", "http", &http.url, "timeout = \"1s\"")
+    );
+    let (gw, _cfg) = gateway(&config);
+    let client = client(&gw.url).await;
+    // A stdio call is sent by the gateway itself (decision 0022): its id
+    // and progress token are numbers from 2^32 up, never rmcp's.
+    let meta = client
+        .call_tool(CallToolRequestParams::new("fx__meta"))
+        .await
+        .unwrap();
+    let meta: serde_json::Value = serde_json::from_str(&first_text(&meta)).unwrap();
+    assert!(
+        meta["progressToken"].as_i64().is_some_and(|t| t >= 1 << 32),
+        "{meta}"
+    );
+    for prefix in ["fx", "web"] {
+        // Six steps 400 ms apart: 2.4 s in all, never 1 s without progress.
+        let started = Instant::now();
+        let r = client
+            .call_tool(
+                CallToolRequestParams::new(format!("{prefix}__progress"))
+                    .with_arguments(args(json!({"steps": 6, "delay_ms": 400}))),
+            )
+            .await
+            .unwrap();
+        assert_eq!(first_text(&r), "6 steps done", "{prefix}: {r:?}");
+        assert!(started.elapsed() >= Duration::from_secs(2), "{prefix}");
+        // Silent for 1 s: timed out, and the backend is told to stop.
+        let r = client
+            .call_tool(CallToolRequestParams::new(format!("{prefix}__wait_cancel")))
+            .await
+            .unwrap();
+        assert_eq!(
+            first_text(&r),
+            format!("backend `{prefix}` did not answer within 1s")
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let stats = client
+                .call_tool(CallToolRequestParams::new(format!("{prefix}__stats")))
+                .await
+                .unwrap();
+            let stats: serde_json::Value = serde_json::from_str(&first_text(&stats)).unwrap();
+            if stats["cancelled"] == 1 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{prefix}: {stats}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_backend_that_exits_mid_call_fails_that_call_and_spares_the_others() {
     // A long restart delay keeps the crashed backend down while we look.
     let config = format!(

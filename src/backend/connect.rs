@@ -13,7 +13,7 @@ use super::{Backend, BackendEnv, BackendRef, BackendState, Catalog, LiveEnv};
 use crate::config::DownBackends;
 use crate::coordinator::ListKinds;
 
-use super::open::{Running, open};
+use super::open::{Opened, open};
 
 /// How long a closing connection may take before its child is killed.
 const CLOSE_GRACE: Duration = Duration::from_secs(3);
@@ -181,7 +181,7 @@ async fn run_once(
     let failed = Outcome::Failed {
         connected_for: Duration::ZERO,
     };
-    let (running, shutdown) = match connect(weak, env, capabilities, pid).await {
+    let (Opened { running, wire }, shutdown) = match connect(weak, env, capabilities, pid).await {
         Ok(connected) => connected,
         Err(outcome) => return outcome,
     };
@@ -197,6 +197,7 @@ async fn run_once(
     };
     backend.server_info.store(peer.peer_info());
     backend.peer.store(Some(Arc::new(peer.clone())));
+    backend.wire.store(wire);
     let fill = tokio::time::timeout(env.connect_timeout, backend.refresh(ListKinds::ALL)).await;
     let up = match fill {
         Ok(Ok(())) => Ok(()),
@@ -205,6 +206,7 @@ async fn run_once(
     };
     if let Err(reason) = up {
         backend.peer.store(None);
+        backend.wire.store(None);
         backend.set_state(BackendState::Down(reason));
         ct.cancel();
         let _ = tokio::time::timeout(CLOSE_GRACE * 3, &mut waiting).await;
@@ -245,7 +247,7 @@ async fn connect(
     env: &BackendEnv,
     capabilities: &rmcp::model::ClientCapabilities,
     pid: &Arc<AtomicU32>,
-) -> Result<(Running, tokio_util::sync::CancellationToken), Outcome> {
+) -> Result<(Opened, tokio_util::sync::CancellationToken), Outcome> {
     let failed = Outcome::Failed {
         connected_for: Duration::ZERO,
     };
@@ -265,16 +267,17 @@ async fn connect(
         roots_cache: tokio::sync::Mutex::new(None),
     };
     let attempt = async {
-        let running = open(&config, env, weak, handler, |p| {
+        let opened = open(&config, env, weak, handler, |p| {
             backend.pid.store(p, Ordering::Relaxed);
             pid.store(p, Ordering::Relaxed);
         })
         .await?;
-        running
+        opened
+            .running
             .peer()
             .set_response_cache_config(ClientCacheConfig::disabled())
             .await;
-        Ok::<_, String>(running)
+        Ok::<_, String>(opened)
     };
     tokio::select! {
         _ = shutdown.cancelled() => {
@@ -310,6 +313,7 @@ fn ended(
         return Outcome::Stopped;
     };
     backend.peer.store(None);
+    backend.wire.store(None);
     match reason {
         None => {
             backend.catalog.store(Arc::new(Catalog::default()));

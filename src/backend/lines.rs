@@ -53,12 +53,17 @@ impl CallIds {
         if let ClientJsonRpcMessage::Request(r) = message
             && matches!(r.request, ClientRequest::CallToolRequest(_))
         {
-            let mut ids = self.lock();
-            if ids.len() >= MAX_OPEN_CALLS {
-                ids.clear(); // their answers just take the general path
-            }
-            ids.insert(r.id.clone());
+            self.sent_call(r.id.clone());
         }
+    }
+
+    /// Notes the `tools/call` sent as `id`.
+    pub(super) fn sent_call(&self, id: RequestId) {
+        let mut ids = self.lock();
+        if ids.len() >= MAX_OPEN_CALLS {
+            ids.clear(); // their answers just take the general path
+        }
+        ids.insert(id);
     }
 
     fn answered(&self, id: &RequestId) -> bool {

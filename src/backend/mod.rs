@@ -24,6 +24,7 @@ pub mod spawn;
 pub mod sse;
 mod stderr;
 mod task_bridge;
+mod wire;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -199,6 +200,10 @@ pub struct Backend {
     state: watch::Sender<BackendState>,
     /// The live connection's handle, `None` while not connected. Read on every call.
     peer: ArcSwapOption<Peer<RoleClient>>,
+    /// The live stdio connection's write half, on which calls are sent
+    /// without rmcp's service loop (decision 0022); `None` for the other
+    /// transports and while not connected.
+    wire: ArcSwapOption<wire::Wire>,
     catalog: ArcSwap<Catalog>,
     /// The lists as the backend sent them, so one kind can be refreshed alone.
     raw: Mutex<RawLists>,
@@ -255,6 +260,7 @@ impl Backend {
             listen_uris: watch::Sender::new(Default::default()),
             state,
             peer: ArcSwapOption::empty(),
+            wire: ArcSwapOption::empty(),
             catalog: ArcSwap::from_pointee(Catalog::default()),
             raw: Mutex::new(RawLists::default()),
             refresh_lock: tokio::sync::Mutex::new(()),

@@ -2,6 +2,7 @@
 //! HTTP, SSE, and the in-process built-in sets.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use rmcp::model::ProtocolVersion;
 use rmcp::service::{ClientInitializeError, ClientLifecycleMode, ClientServiceExt, RunningService};
@@ -14,9 +15,17 @@ use super::BackendEnv;
 use super::BackendRef;
 use super::client::BackendClient;
 use super::ordering::Ordered;
+use super::wire::Wire;
 use crate::config::{BackendConfig, Lifecycle, Secret, TransportConfig};
 
 pub(super) type Running = RunningService<RoleClient, BackendClient>;
+
+/// An open connection: rmcp's service, and for a stdio backend the write
+/// half the gateway sends calls on itself (`wire.rs`).
+pub(super) struct Opened {
+    pub running: Running,
+    pub wire: Option<Arc<Wire>>,
+}
 
 /// Opens the connection. The error becomes the backend's `down` reason,
 /// shown by `/readyz` and `/status`: secrets are taken out of it.
@@ -34,7 +43,7 @@ pub(super) async fn open(
     backend: &BackendRef,
     handler: impl Fn() -> BackendClient,
     on_pid: impl Fn(u32),
-) -> Result<Running, String> {
+) -> Result<Opened, String> {
     open_transport(config, env, backend, handler, on_pid)
         .await
         .map_err(|e| crate::config::redact::redact(&e).into_owned())
@@ -104,7 +113,11 @@ async fn open_transport(
     backend: &BackendRef,
     handler: impl Fn() -> BackendClient,
     on_pid: impl Fn(u32),
-) -> Result<Running, String> {
+) -> Result<Opened, String> {
+    let running = |running| Opened {
+        running,
+        wire: None,
+    };
     match &config.transport {
         TransportConfig::Stdio {
             command,
@@ -113,6 +126,9 @@ async fn open_transport(
             cwd,
             inherit_env,
         } => {
+            // The last child started is the one served (`serve_either` may
+            // start a second one to connect another way).
+            let wire = Mutex::new(None);
             let spawn = || async {
                 let (proc, pid) = super::spawn::stdio(super::spawn::StdioSpec {
                     name: &config.name,
@@ -127,9 +143,12 @@ async fn open_transport(
                 if let Some(pid) = pid {
                     on_pid(pid);
                 }
+                *wire.lock().unwrap_or_else(|p| p.into_inner()) = Some(proc.wire());
                 Ok(proc)
             };
-            serve_either(config.lifecycle, backend, handler, spawn).await
+            let running = serve_either(config.lifecycle, backend, handler, spawn).await?;
+            let wire = wire.lock().unwrap_or_else(|p| p.into_inner()).take();
+            Ok(Opened { running, wire })
         }
         TransportConfig::Http { url, headers } => {
             let headers = header_map(headers)?;
@@ -144,7 +163,9 @@ async fn open_transport(
                 };
                 Ok(StreamableHttpClientTransport::with_client(client, cfg))
             };
-            serve_either(config.lifecycle, backend, handler, connect).await
+            serve_either(config.lifecycle, backend, handler, connect)
+                .await
+                .map(running)
         }
         TransportConfig::Builtin { set } => {
             let handler = handler();
@@ -158,6 +179,7 @@ async fn open_transport(
             handler
                 .serve((ours.to_server, ours.from_server))
                 .await
+                .map(running)
                 .map_err(|e| format!("initialize failed: {e}"))
         }
         TransportConfig::Sse { url, headers } => {
@@ -177,6 +199,7 @@ async fn open_transport(
             handler
                 .serve(Ordered::new(transport, backend.clone()))
                 .await
+                .map(running)
                 .map_err(|e| format!("initialize failed: {e}"))
         }
     }

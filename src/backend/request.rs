@@ -1,6 +1,7 @@
 //! One forwarded request: a call slot, the request itself, and while it
 //! runs its progress and the backend's requests relayed to the client.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -12,6 +13,7 @@ use rmcp::{Peer, RoleServer};
 use tokio_util::sync::CancellationToken;
 
 use super::task_bridge::Waiting;
+use super::wire::{Sent, Wire};
 use super::{Backend, CallError, Origin, Sink};
 use crate::coordinator::{CallEvent, Fate, Kind, RelayJob};
 
@@ -73,29 +75,51 @@ impl Backend {
                 (None, (events, unused), Some((client, registered)))
             }
         };
-        let (handle, _route) = {
-            let _gate = self.routing_gate.write().await;
-            let handle = peer
-                .send_request_with_option(request, options)
-                .await
-                .map_err(|e| self.map_error(e))?;
-            let (parked, registered) = parked.unzip();
-            let (route, call) = self.hub.calls.register(
-                self.id,
-                handle.progress_token.clone(),
-                handle.id.clone(),
-                origin.session,
-                origin.progress_token.clone(),
-                events_tx,
-                parked,
-            );
-            if let Some(registered) = registered {
-                let _ = registered.set(call);
+        let (sent, _route) = match self.direct_wire(&request) {
+            // Sent here: the route is registered before the request is
+            // written, so nothing the backend sends about it finds none.
+            Some(wire) => {
+                let id = wire.next_id();
+                let (parked, registered) = parked.unzip();
+                let (route, call) = self.hub.calls.register(
+                    self.id,
+                    rmcp::model::ProgressToken(id.clone()),
+                    id.clone(),
+                    origin.session,
+                    origin.progress_token.clone(),
+                    events_tx,
+                    parked,
+                );
+                if let Some(registered) = registered {
+                    let _ = registered.set(call);
+                }
+                let pending = wire.call(request, id).map_err(|e| self.map_error(e))?;
+                (Sent::Direct(pending), route)
             }
-            (handle, route)
+            None => {
+                let _gate = self.routing_gate.write().await;
+                let handle = peer
+                    .send_request_with_option(request, options)
+                    .await
+                    .map_err(|e| self.map_error(e))?;
+                let (parked, registered) = parked.unzip();
+                let (route, call) = self.hub.calls.register(
+                    self.id,
+                    handle.progress_token.clone(),
+                    handle.id.clone(),
+                    origin.session,
+                    origin.progress_token.clone(),
+                    events_tx,
+                    parked,
+                );
+                if let Some(registered) = registered {
+                    let _ = registered.set(call);
+                }
+                (Sent::Rmcp(handle), route)
+            }
         };
-        let id = handle.id.clone();
-        let response = handle.await_response();
+        let id = sent.id().clone();
+        let response = sent.answer(&peer, self.timeout());
         tokio::pin!(response);
         // Boxed: the set keeps a stub of its future type, made even when
         // empty, and most calls relay nothing (an unboxed relay future made
@@ -173,6 +197,25 @@ impl Backend {
                 }
             }
         }
+    }
+
+    /// The stdio connection to send `request` on without rmcp's service
+    /// loop (decision 0022), if it can be: a stdio backend that connected
+    /// with `initialize` (a 2026-07-28 one gets rmcp's per-request `_meta`),
+    /// and a request whose answer needs nothing of rmcp's (lists feed the
+    /// backend's list tap, which watches rmcp's sends).
+    fn direct_wire(&self, request: &ClientRequest) -> Option<Arc<Wire>> {
+        let direct = matches!(
+            request,
+            ClientRequest::CallToolRequest(_)
+                | ClientRequest::GetPromptRequest(_)
+                | ClientRequest::ReadResourceRequest(_)
+                | ClientRequest::CompleteRequest(_)
+        );
+        if !direct || self.speaks_2026() {
+            return None;
+        }
+        self.wire.load_full().filter(|w| w.is_open())
     }
 
     /// Lets the progress sent before an answer reach the client first.

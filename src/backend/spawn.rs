@@ -20,12 +20,12 @@ use process_wrap::tokio::{ChildWrapper, CommandWrap, ProcessGroup};
 use rmcp::RoleClient;
 use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
 use rmcp::transport::Transport;
-use rmcp::transport::async_rw::AsyncRwTransport;
 use tokio::io::{AsyncRead, ReadBuf};
-use tokio::process::{ChildStdin, ChildStdout};
+use tokio::process::ChildStdout;
 
 use super::extras::ListTap;
 use super::lines::{Lines, Read, invalid_request};
+use super::wire::Wire;
 use crate::config::InheritEnv;
 use crate::config::redact::redact;
 
@@ -128,10 +128,11 @@ pub(super) async fn stdio(spec: StdioSpec<'_>) -> Result<(StdioTransport, Option
         inner: stdout,
         exit: exit.clone(),
     };
+    let lines = Lines::new(stdout, spec.tap);
     Ok((
         StdioTransport {
-            writer: AsyncRwTransport::new_client(tokio::io::empty(), stdin),
-            lines: Lines::new(stdout, spec.tap),
+            wire: Wire::new(stdin, lines.calls.clone()),
+            lines,
             exit,
         },
         pid,
@@ -309,13 +310,20 @@ impl AsyncRead for UntilExit {
 }
 
 /// The connection to a stdio child: our line reader over its stdout
-/// (`lines.rs`), rmcp's line writer over its stdin, and a `close` that
-/// gives the child a moment to exit on its own.
+/// (`lines.rs`), our writer over its stdin (`wire.rs`, shared with the calls
+/// the gateway sends itself), and a `close` that gives the child a moment to
+/// exit on its own.
 pub(super) struct StdioTransport {
-    /// rmcp's transport, used to write only (its read half is empty).
-    writer: AsyncRwTransport<RoleClient, tokio::io::Empty, ChildStdin>,
+    wire: Arc<Wire>,
     lines: Lines<UntilExit>,
     exit: Arc<ExitFlag>,
+}
+
+impl StdioTransport {
+    /// The write half, for calls sent without rmcp's service loop.
+    pub(super) fn wire(&self) -> Arc<Wire> {
+        self.wire.clone()
+    }
 }
 
 impl Transport<RoleClient> for StdioTransport {
@@ -325,23 +333,27 @@ impl Transport<RoleClient> for StdioTransport {
         &mut self,
         item: TxJsonRpcMessage<RoleClient>,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
-        self.lines.calls.sent(&item);
-        self.writer.send(item)
+        std::future::ready(self.wire.write(&item))
     }
 
     async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleClient>> {
         loop {
             match self.lines.next().await {
-                Read::Message(message) => return Some(message),
+                Read::Message(message) => {
+                    if let Some(message) = self.wire.claim(message) {
+                        return Some(message);
+                    }
+                }
                 Read::Invalid => {
-                    // Boxed: rmcp makes this future anew on each turn of its
-                    // loop, so everything in it is moved each time; the reply's
-                    // send (a message and a lock) is rare and would triple it.
-                    if Box::pin(self.writer.send(invalid_request())).await.is_err() {
+                    if self.wire.write(&invalid_request()).is_err() {
+                        self.wire.shut();
                         return None;
                     }
                 }
-                Read::End => return None,
+                Read::End => {
+                    self.wire.shut();
+                    return None;
+                }
             }
         }
     }
@@ -349,9 +361,17 @@ impl Transport<RoleClient> for StdioTransport {
     async fn close(&mut self) -> Result<(), Self::Error> {
         // Closing stdin asks an MCP server to exit (the stdio shutdown of
         // the specification); the supervisor signals the group afterwards.
-        let closed = self.writer.close().await;
+        self.wire.shut();
+        let closed = self.wire.close(EXIT_GRACE).await;
         let _ = tokio::time::timeout(EXIT_GRACE, self.exit.wait()).await;
         closed
+    }
+}
+
+impl Drop for StdioTransport {
+    fn drop(&mut self) {
+        // Calls still waiting fail as closed instead of timing out.
+        self.wire.shut();
     }
 }
 

@@ -417,9 +417,18 @@ fn read(
     method: &str,
     body: &[u8],
 ) -> Option<rmcp::model::JsonRpcRequest<rmcp::model::ClientRequest>> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let request = super::params::typed_request(method, &mut de)?.ok()?;
-    de.end().ok()?;
+    let fast = (method == "tools/call")
+        .then(|| super::params::call_request(body))
+        .flatten();
+    let request = match fast {
+        Some(request) => request,
+        None => {
+            let mut de = serde_json::Deserializer::from_slice(body);
+            let request = super::params::typed_request(method, &mut de)?.ok()?;
+            de.end().ok()?;
+            request
+        }
+    };
     request
         .request
         .get_meta()

@@ -83,6 +83,38 @@ pub fn typed_request<'de, D: Deserializer<'de>>(
     })
 }
 
+/// A `tools/call` read as [`typed_request`] reads it, but in one pass: rmcp's
+/// request type takes `_meta` out of the params through a flattened wrapper,
+/// which first buffers every param (the arguments too) into serde's generic
+/// content and then reads them again. Here the params are read into their
+/// own type, whose `_meta` field takes `_meta`, and it is moved to the
+/// request's extensions, where rmcp puts it. `None` when anything does not
+/// read; the caller then takes the general parse, which says why.
+pub fn call_request(body: &[u8]) -> Option<JsonRpcRequest<ClientRequest>> {
+    #[derive(Deserialize)]
+    struct Call {
+        jsonrpc: JsonRpcVersion2_0,
+        id: RequestId,
+        #[allow(dead_code)] // checked by reading it
+        method: CallToolRequestMethod,
+        params: CallToolRequestParams,
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let call = Call::deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    let mut params = call.params;
+    let meta = params.meta.take();
+    let mut request = CallToolRequest::new(params);
+    if let Some(meta) = meta {
+        request.extensions.insert(meta);
+    }
+    Some(JsonRpcRequest {
+        jsonrpc: call.jsonrpc,
+        id: call.id,
+        request: ClientRequest::CallToolRequest(request),
+    })
+}
+
 /// Checks an `initialize` request (`body` is the whole JSON-RPC message);
 /// other methods' params are checked by the session (see [`misfit`]).
 pub fn check_initialize(body: &[u8]) -> Result<(), ParamsError> {
@@ -145,6 +177,48 @@ mod tests {
         );
         assert!(misfit("resources/read", None).is_some());
         assert!(misfit("x/custom", Some(&serde_json::json!({"a": 1}))).is_none());
+    }
+
+    #[test]
+    fn a_call_reads_in_one_pass_as_the_general_parse_reads_it() {
+        let bodies = [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fx__echo","arguments":{"message":"hi"}}}"#,
+            r#"{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"t","_meta":{"progressToken":7,"x":{"y":[1,2]}},"arguments":{"a":{"b":null}}}}"#,
+            r#"{"params":{"requestState":"s","name":"t","extra":1},"method":"tools/call","id":2,"jsonrpc":"2.0","other":true}"#,
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"t","_meta":null}}"#,
+        ];
+        for body in bodies {
+            let mut de = serde_json::Deserializer::from_slice(body.as_bytes());
+            let general = typed_request("tools/call", &mut de).unwrap().unwrap();
+            let fast = call_request(body.as_bytes()).expect(body);
+            assert_eq!(fast.id, general.id, "{body}");
+            let (ClientRequest::CallToolRequest(f), ClientRequest::CallToolRequest(g)) =
+                (&fast.request, &general.request)
+            else {
+                panic!("not calls: {body}");
+            };
+            assert_eq!(f.params, g.params, "{body}");
+            assert_eq!(
+                fast.request.get_meta().0.0,
+                general.request.get_meta().0.0,
+                "{body}"
+            );
+            assert_eq!(
+                serde_json::to_value(&fast).unwrap(),
+                serde_json::to_value(&general).unwrap(),
+                "{body}"
+            );
+        }
+        // What the general parse refuses, this does not read either.
+        for body in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":5}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#,
+            r#"{"jsonrpc":"1.0","id":1,"method":"tools/call","params":{"name":"t"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"name":"t"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t"}} x"#,
+        ] {
+            assert!(call_request(body.as_bytes()).is_none(), "{body}");
+        }
     }
 
     #[test]
