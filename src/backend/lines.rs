@@ -17,7 +17,6 @@
 //! notification), and reads are cancel-safe (rmcp drops `receive` whenever it
 //! has something to send; a partial line stays in the buffer).
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use rmcp::RoleClient;
@@ -39,12 +38,13 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Ids of calls never answered (cancelled, timed out) are forgotten past this.
 const MAX_OPEN_CALLS: usize = 4096;
 
-/// The ids of `tools/call` requests sent and not yet answered.
+/// The ids of `tools/call` requests sent and not yet answered (ids the
+/// gateway or rmcp chose: the fast hasher is enough).
 #[derive(Default)]
-pub(super) struct CallIds(Mutex<HashSet<RequestId>>);
+pub(super) struct CallIds(Mutex<foldhash::HashSet<RequestId>>);
 
 impl CallIds {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<RequestId>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, foldhash::HashSet<RequestId>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -21,7 +21,6 @@
 //! The calls' ids and progress tokens are numbers from 2³² up: rmcp's own
 //! (counters of 32 bits from 0) can never meet them.
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -48,6 +47,8 @@ const FIRST_ID: i64 = 1 << 32;
 const TIMEOUT_REASON: &str = "request timeout";
 
 type Answer = Result<ServerResult, ErrorData>;
+
+type Waiting = foldhash::HashMap<RequestId, Waiter>;
 
 /// A call sent here and not yet answered.
 struct Waiter {
@@ -93,8 +94,9 @@ impl Outbox {
 /// the calls the gateway sends itself.
 pub(crate) struct Wire {
     out: Mutex<Outbox>,
-    /// The calls sent here, by id; `None` once the connection has ended.
-    waiting: Mutex<Option<HashMap<RequestId, Waiter>>>,
+    /// The calls sent here, by the id the gateway gave each; `None` once the
+    /// connection has ended.
+    waiting: Mutex<Option<Waiting>>,
     next: AtomicU64,
     /// The `tools/call` ids the reader decodes straight into their result.
     calls: Arc<CallIds>,
@@ -108,13 +110,13 @@ impl Wire {
                 buf: Vec::new(),
                 flushing: false,
             }),
-            waiting: Mutex::new(Some(HashMap::new())),
+            waiting: Mutex::new(Some(Waiting::default())),
             next: AtomicU64::new(0),
             calls,
         })
     }
 
-    fn waiting(&self) -> std::sync::MutexGuard<'_, Option<HashMap<RequestId, Waiter>>> {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, Option<Waiting>> {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -90,8 +90,10 @@ pub enum Attribution {
 #[derive(Default)]
 struct Inner {
     /// Per backend instance, in start order.
-    by_backend: HashMap<u64, Vec<Arc<Call>>>,
-    by_token: HashMap<(u64, ProgressToken), Arc<Call>>,
+    /// Both keyed by what the gateway chose (backend ids, and the tokens it
+    /// or rmcp sent): the fast hasher is enough.
+    by_backend: foldhash::HashMap<u64, Vec<Arc<Call>>>,
+    by_token: foldhash::HashMap<(u64, ProgressToken), Arc<Call>>,
 }
 
 #[derive(Default)]

@@ -51,9 +51,12 @@ pub struct Sessions {
     /// The JSON-RPC ids of the requests in flight in each session (see
     /// [`Sessions::claim`]).
     in_flight: Arc<Mutex<HashSet<(SessionId, RequestId)>>>,
-    /// What the direct path needs of each session held here (see [`Held`]).
-    held: Arc<Mutex<HashMap<SessionId, Arc<Held>>>>,
+    /// What the direct path needs of each session held here (see [`Held`]),
+    /// by the ids this instance made (the fast hasher is enough).
+    held: Arc<Mutex<HeldTable>>,
 }
+
+type HeldTable = foldhash::HashMap<SessionId, Arc<Held>>;
 
 /// A session held here, as the direct path calls it (decision 0020): its
 /// handler and client handle once it is initialized, the calls it is
@@ -195,7 +198,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct SessionTransport {
     inner: LocalTransport,
     held: Arc<Held>,
-    table: Weak<Mutex<HashMap<SessionId, Arc<Held>>>>,
+    table: Weak<Mutex<HeldTable>>,
     id: SessionId,
 }
 
