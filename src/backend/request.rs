@@ -75,24 +75,29 @@ impl Backend {
                 (None, (events, unused), Some((client, registered)))
             }
         };
+        // Registers the call under the token and id the backend is sent.
+        let (parked, registered) = parked.unzip();
+        let register = |token, id| {
+            let (route, call) = self.hub.calls.register(
+                self.id,
+                token,
+                id,
+                origin.session,
+                origin.progress_token.clone(),
+                events_tx,
+                parked,
+            );
+            if let Some(registered) = registered {
+                let _ = registered.set(call);
+            }
+            route
+        };
         let (sent, _route) = match self.direct_wire(&request) {
             // Sent here: the route is registered before the request is
             // written, so nothing the backend sends about it finds none.
             Some(wire) => {
                 let id = wire.next_id();
-                let (parked, registered) = parked.unzip();
-                let (route, call) = self.hub.calls.register(
-                    self.id,
-                    rmcp::model::ProgressToken(id.clone()),
-                    id.clone(),
-                    origin.session,
-                    origin.progress_token.clone(),
-                    events_tx,
-                    parked,
-                );
-                if let Some(registered) = registered {
-                    let _ = registered.set(call);
-                }
+                let route = register(rmcp::model::ProgressToken(id.clone()), id.clone());
                 let pending = wire.call(request, id).map_err(|e| self.map_error(e))?;
                 (Sent::Direct(pending), route)
             }
@@ -102,19 +107,7 @@ impl Backend {
                     .send_request_with_option(request, options)
                     .await
                     .map_err(|e| self.map_error(e))?;
-                let (parked, registered) = parked.unzip();
-                let (route, call) = self.hub.calls.register(
-                    self.id,
-                    handle.progress_token.clone(),
-                    handle.id.clone(),
-                    origin.session,
-                    origin.progress_token.clone(),
-                    events_tx,
-                    parked,
-                );
-                if let Some(registered) = registered {
-                    let _ = registered.set(call);
-                }
+                let route = register(handle.progress_token.clone(), handle.id.clone());
                 (Sent::Rmcp(handle), route)
             }
         };
