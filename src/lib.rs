@@ -31,7 +31,8 @@
 //!   the raw list answers are tapped for the item fields rmcp's model drops ([`backend::extras`]);
 //!   a task a backend makes for a client that cannot take one is waited for, and the call
 //!   answered inline; a stdio backend's calls are written and answered by our own write
-//!   half and reader, without rmcp's service loop (decision 0022).
+//!   half and reader, without rmcp's service loop (decision 0022), and a streamable-HTTP
+//!   backend's calls are POSTed and their answers read by the calling task (decision 0023).
 //! - [`router`]: the [`router::Snapshot`] of mounted backends: routing of exposed names
 //!   (`{prefix}{sep}{name}`, `{prefix}+{uri}`) and the aggregated lists.
 //! - [`gateway`]: the running [`gateway::Gateway`]: the swappable snapshot, the hub, the live

@@ -115,7 +115,7 @@ async fn a_backend_that_never_answers_times_out_with_a_tool_error() {
 #[tokio::test(flavor = "multi_thread")]
 async fn progress_keeps_a_call_alive_past_its_timeout_and_a_silent_call_is_cancelled_at_the_backend()
  {
-    let http = fixture("http", &[]);
+    let http = fixture("http", &["--meta-tool"]);
     let config = format!(
         "{}{}",
         stdio_backend("fx", "timeout = \"1s\"\nargs = [\"--meta-tool\"]"),
@@ -123,17 +123,20 @@ async fn progress_keeps_a_call_alive_past_its_timeout_and_a_silent_call_is_cance
     );
     let (gw, _cfg) = gateway(&config);
     let client = client(&gw.url).await;
-    // A stdio call is sent by the gateway itself (decision 0022): its id
-    // and progress token are numbers from 2^32 up, never rmcp's.
-    let meta = client
-        .call_tool(CallToolRequestParams::new("fx__meta"))
-        .await
-        .unwrap();
-    let meta: serde_json::Value = serde_json::from_str(&first_text(&meta)).unwrap();
-    assert!(
-        meta["progressToken"].as_i64().is_some_and(|t| t >= 1 << 32),
-        "{meta}"
-    );
+    // A call to a stdio or streamable-HTTP backend is sent by the gateway
+    // itself (decisions 0022, 0023): its id and progress token are numbers
+    // from 2^32 up, never rmcp's.
+    for tool in ["fx__meta", "web__meta"] {
+        let meta = client
+            .call_tool(CallToolRequestParams::new(tool))
+            .await
+            .unwrap();
+        let meta: serde_json::Value = serde_json::from_str(&first_text(&meta)).unwrap();
+        assert!(
+            meta["progressToken"].as_i64().is_some_and(|t| t >= 1 << 32),
+            "{tool}: {meta}"
+        );
+    }
     for prefix in ["fx", "web"] {
         // Six steps 400 ms apart: 2.4 s in all, never 1 s without progress.
         let started = Instant::now();
@@ -170,6 +173,39 @@ async fn progress_keeps_a_call_alive_past_its_timeout_and_a_silent_call_is_cance
         }
     }
     client.cancel().await.unwrap();
+}
+
+/// A streamable-HTTP backend that ends a call's stream before answering
+/// (SEP-1699) is asked for the rest with `Last-Event-ID`, and one that
+/// forgets the session (404) gets a new one, the call sent again on it and
+/// run once: both on the calls the gateway POSTs itself (decision 0023).
+/// The backend is `tests/backends/resuming_http.py` (Python's standard
+/// library).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http_backend_that_ends_a_call_stream_early_or_forgets_the_session_still_answers() {
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(repo().join("tests/backends/resuming_http.py"));
+    let backend = spawn_listening(cmd);
+    let (gw, _cfg) = gateway(&url_backend("rs", "http", &backend.url, ""));
+    let client = client(&gw.url).await;
+    let call = async |tool: &str, arguments: serde_json::Value| {
+        let r = client
+            .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(args(arguments)))
+            .await
+            .unwrap();
+        first_text(&r)
+    };
+    assert_eq!(call("rs__closes_stream", json!({})).await, "resumed");
+    assert_eq!(call("rs__forget_session", json!({})).await, "forgotten");
+    assert_eq!(call("rs__echo", json!({"message": "after"})).await, "after");
+    assert_eq!(call("rs__closes_stream", json!({})).await, "resumed");
+    let (code, calls) = common::http::get_json(&backend.url, "/calls", None).await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        calls,
+        json!({"closes_stream": 2, "forget_session": 1, "echo": 1}),
+        "each call ran once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -181,7 +181,14 @@ async fn run_once(
     let failed = Outcome::Failed {
         connected_for: Duration::ZERO,
     };
-    let (Opened { running, wire }, shutdown) = match connect(weak, env, capabilities, pid).await {
+    let (
+        Opened {
+            running,
+            wire,
+            post,
+        },
+        shutdown,
+    ) = match connect(weak, env, capabilities, pid).await {
         Ok(connected) => connected,
         Err(outcome) => return outcome,
     };
@@ -198,6 +205,7 @@ async fn run_once(
     backend.server_info.store(peer.peer_info());
     backend.peer.store(Some(Arc::new(peer.clone())));
     backend.wire.store(wire);
+    backend.post.store(post);
     let fill = tokio::time::timeout(env.connect_timeout, backend.refresh(ListKinds::ALL)).await;
     let up = match fill {
         Ok(Ok(())) => Ok(()),
@@ -207,6 +215,7 @@ async fn run_once(
     if let Err(reason) = up {
         backend.peer.store(None);
         backend.wire.store(None);
+        backend.post.store(None);
         backend.set_state(BackendState::Down(reason));
         ct.cancel();
         let _ = tokio::time::timeout(CLOSE_GRACE * 3, &mut waiting).await;
@@ -314,6 +323,7 @@ fn ended(
     };
     backend.peer.store(None);
     backend.wire.store(None);
+    backend.post.store(None);
     match reason {
         None => {
             backend.catalog.store(Arc::new(Catalog::default()));

@@ -35,6 +35,8 @@ const SESSION_ID: &str = "mcp-session-id";
 pub(super) struct TappedHttp {
     pub http: reqwest::Client,
     pub tap: Option<Arc<ListTap>>,
+    /// The connection's direct calls, told where and how rmcp's client sends.
+    pub post: Option<Arc<super::post::Post>>,
 }
 
 impl TappedHttp {
@@ -137,6 +139,15 @@ impl StreamableHttpClient for TappedHttp {
         auth_header: Option<String>,
         custom_headers: HashMap<HeaderName, HeaderValue>,
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
+        if let Some(post) = &self.post {
+            post.note(
+                &message,
+                &uri,
+                session_id.as_ref(),
+                auth_header.as_ref(),
+                &custom_headers,
+            );
+        }
         if let Some(tap) = &self.tap
             && ListTap::is_list_request(&message)
             && let Some(answer) = self
@@ -170,6 +181,15 @@ impl StreamableHttpClient for TappedHttp {
             return self
                 .post_message(uri, message, session_id, auth_header, custom_headers)
                 .await;
+        }
+        if let Some(post) = &self.post {
+            post.note(
+                &message,
+                &uri,
+                session_id.as_ref(),
+                auth_header.as_ref(),
+                &custom_headers,
+            );
         }
         self.http
             .post_message_with_max_sse_event_size(

@@ -192,24 +192,31 @@ impl<R: AsyncRead + Unpin> Lines<R> {
     /// The answer to a `tools/call`, read straight into its result; `None`
     /// for anything else, left to the general parse.
     fn call_answer(&self, line: &[u8]) -> Option<RxJsonRpcMessage<RoleClient>> {
-        #[derive(Deserialize)]
-        struct Answer<'a> {
-            jsonrpc: &'a str,
-            id: RequestId,
-            #[serde(borrow)]
-            result: &'a RawValue,
-        }
-        memchr::memmem::find(line, b"\"result\"")?;
-        let answer = serde_json::from_slice::<Answer>(line).ok()?;
-        if answer.jsonrpc != "2.0" || !self.calls.answered(&answer.id) {
+        let (id, result) = answer_parts(line)?;
+        if !self.calls.answered(&id) {
             return None;
         }
-        let result = serde_json::from_str::<CallToolResult>(answer.result.get()).ok()?;
+        let result = serde_json::from_str::<CallToolResult>(result.get()).ok()?;
         Some(ServerJsonRpcMessage::response(
             ServerResult::CallToolResult(result),
-            answer.id,
+            id,
         ))
     }
+}
+
+/// The id and the unread result of a JSON-RPC answer; `None` for any other
+/// message (left to the general parse).
+pub(super) fn answer_parts(line: &[u8]) -> Option<(RequestId, &RawValue)> {
+    #[derive(Deserialize)]
+    struct Answer<'a> {
+        jsonrpc: &'a str,
+        id: RequestId,
+        #[serde(borrow)]
+        result: &'a RawValue,
+    }
+    memchr::memmem::find(line, b"\"result\"")?;
+    let answer = serde_json::from_slice::<Answer>(line).ok()?;
+    (answer.jsonrpc == "2.0").then_some((answer.id, answer.result))
 }
 
 /// A JSON object with a `method` and no `id`.

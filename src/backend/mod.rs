@@ -19,6 +19,7 @@ mod lines;
 mod needs;
 mod open;
 mod ordering;
+mod post;
 mod request;
 pub mod spawn;
 pub mod sse;
@@ -204,6 +205,9 @@ pub struct Backend {
     /// without rmcp's service loop (decision 0022); `None` for the other
     /// transports and while not connected.
     wire: ArcSwapOption<wire::Wire>,
+    /// The live streamable-HTTP connection's direct calls (decision 0023);
+    /// `None` for the other transports and while not connected.
+    post: ArcSwapOption<post::Post>,
     catalog: ArcSwap<Catalog>,
     /// The lists as the backend sent them, so one kind can be refreshed alone.
     raw: Mutex<RawLists>,
@@ -261,6 +265,7 @@ impl Backend {
             state,
             peer: ArcSwapOption::empty(),
             wire: ArcSwapOption::empty(),
+            post: ArcSwapOption::empty(),
             catalog: ArcSwap::from_pointee(Catalog::default()),
             raw: Mutex::new(RawLists::default()),
             refresh_lock: tokio::sync::Mutex::new(()),

@@ -15,16 +15,19 @@ use super::BackendEnv;
 use super::BackendRef;
 use super::client::BackendClient;
 use super::ordering::Ordered;
+use super::post::{Injected, Post};
 use super::wire::Wire;
 use crate::config::{BackendConfig, Lifecycle, Secret, TransportConfig};
 
 pub(super) type Running = RunningService<RoleClient, BackendClient>;
 
 /// An open connection: rmcp's service, and for a stdio backend the write
-/// half the gateway sends calls on itself (`wire.rs`).
+/// half the gateway sends calls on itself (`wire.rs`), for a
+/// streamable-HTTP one the calls it POSTs itself (`post.rs`).
 pub(super) struct Opened {
     pub running: Running,
     pub wire: Option<Arc<Wire>>,
+    pub post: Option<Arc<Post>>,
 }
 
 /// Opens the connection. The error becomes the backend's `down` reason,
@@ -114,9 +117,10 @@ async fn open_transport(
     handler: impl Fn() -> BackendClient,
     on_pid: impl Fn(u32),
 ) -> Result<Opened, String> {
-    let running = |running| Opened {
+    let without_direct = |running| Opened {
         running,
         wire: None,
+        post: None,
     };
     match &config.transport {
         TransportConfig::Stdio {
@@ -148,24 +152,40 @@ async fn open_transport(
             };
             let running = serve_either(config.lifecycle, backend, handler, spawn).await?;
             let wire = wire.lock().unwrap_or_else(|p| p.into_inner()).take();
-            Ok(Opened { running, wire })
+            Ok(Opened {
+                running,
+                wire,
+                post: None,
+            })
         }
         TransportConfig::Http { url, headers } => {
             let headers = header_map(headers)?;
+            // The last connection made is the one served, as for stdio.
+            let post = Mutex::new(None);
             let connect = || async {
                 let cfg = StreamableHttpClientTransportConfig::with_uri(url.as_str())
                     .custom_headers(headers.clone())
                     .max_concurrent_requests(256)
                     .reinit_on_expired_session(true);
+                let (direct, injected) = Post::new(env.http.clone());
                 let client = super::http_tap::TappedHttp {
                     http: env.http.clone(),
                     tap: backend.upgrade().map(|b| b.list_tap.clone()),
+                    post: Some(direct.clone()),
                 };
-                Ok(StreamableHttpClientTransport::with_client(client, cfg))
+                *post.lock().unwrap_or_else(|p| p.into_inner()) = Some(direct);
+                Ok(Injected::new(
+                    StreamableHttpClientTransport::with_client(client, cfg),
+                    injected,
+                ))
             };
-            serve_either(config.lifecycle, backend, handler, connect)
-                .await
-                .map(running)
+            let running = serve_either(config.lifecycle, backend, handler, connect).await?;
+            let post = post.lock().unwrap_or_else(|p| p.into_inner()).take();
+            Ok(Opened {
+                running,
+                wire: None,
+                post,
+            })
         }
         TransportConfig::Builtin { set } => {
             let handler = handler();
@@ -179,7 +199,7 @@ async fn open_transport(
             handler
                 .serve((ours.to_server, ours.from_server))
                 .await
-                .map(running)
+                .map(without_direct)
                 .map_err(|e| format!("initialize failed: {e}"))
         }
         TransportConfig::Sse { url, headers } => {
@@ -199,7 +219,7 @@ async fn open_transport(
             handler
                 .serve(Ordered::new(transport, backend.clone()))
                 .await
-                .map(running)
+                .map(without_direct)
                 .map_err(|e| format!("initialize failed: {e}"))
         }
     }

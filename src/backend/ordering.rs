@@ -90,19 +90,7 @@ impl<T: Transport<RoleClient>> Transport<RoleClient> for Ordered<T> {
             return Some(message);
         };
         let message = self.held.insert(message);
-        let _gate = backend.routing_gate.read().await;
-        if let ServerJsonRpcMessage::Notification(n) = message {
-            match &mut n.notification {
-                ServerNotification::ProgressNotification(p) => {
-                    backend.route_progress(p.params.clone());
-                    p.extensions.insert(Routed);
-                }
-                ServerNotification::LoggingMessageNotification(l) => {
-                    l.extensions.insert(LogCaller(backend.log_caller()));
-                }
-                _ => {}
-            }
-        }
+        route_on_arrival(&backend, message).await;
         self.held.take()
     }
 
@@ -111,14 +99,39 @@ impl<T: Transport<RoleClient>> Transport<RoleClient> for Ordered<T> {
     }
 }
 
-/// Whether `message` is routed as it arrives: progress and log messages.
+/// Routes a progress notification to its call and attributes a log message
+/// to its caller, marking each so it is not routed again (a call POSTed by
+/// the gateway routes what its stream brings before rmcp's client sees it).
+pub(super) async fn route_on_arrival(backend: &super::Backend, message: &mut ServerJsonRpcMessage) {
+    if !routed_on_arrival(message) {
+        return;
+    }
+    let _gate = backend.routing_gate.read().await;
+    if let ServerJsonRpcMessage::Notification(n) = message {
+        match &mut n.notification {
+            ServerNotification::ProgressNotification(p) => {
+                backend.route_progress(p.params.clone());
+                p.extensions.insert(Routed);
+            }
+            ServerNotification::LoggingMessageNotification(l) => {
+                l.extensions.insert(LogCaller(backend.log_caller()));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Whether `message` is routed as it arrives: progress and log messages
+/// not routed yet.
 fn routed_on_arrival(message: &RxJsonRpcMessage<RoleClient>) -> bool {
-    matches!(
-        message,
-        ServerJsonRpcMessage::Notification(n) if matches!(
-            n.notification,
-            ServerNotification::ProgressNotification(_)
-                | ServerNotification::LoggingMessageNotification(_)
-        )
-    )
+    let ServerJsonRpcMessage::Notification(n) = message else {
+        return false;
+    };
+    match &n.notification {
+        ServerNotification::ProgressNotification(p) => p.extensions.get::<Routed>().is_none(),
+        ServerNotification::LoggingMessageNotification(l) => {
+            l.extensions.get::<LogCaller>().is_none()
+        }
+        _ => false,
+    }
 }

@@ -12,6 +12,7 @@ use rmcp::service::{PeerRequestOptions, ServiceError};
 use rmcp::{Peer, RoleServer};
 use tokio_util::sync::CancellationToken;
 
+use super::post::Post;
 use super::task_bridge::Waiting;
 use super::wire::{Sent, Wire};
 use super::{Backend, CallError, Origin, Sink};
@@ -23,6 +24,12 @@ tokio::task_local! {
     /// 0020). The requests relayed to the client name it, as rmcp names the
     /// request of the task it runs, so they travel with that request's answer.
     pub static CLIENT_REQUEST: rmcp::model::RequestId;
+}
+
+/// A connection a request is sent on without rmcp's service loop.
+enum Direct {
+    Wire(Arc<Wire>),
+    Post(Arc<Post>),
 }
 
 /// The wait for a task made for a client that cannot take one.
@@ -92,14 +99,20 @@ impl Backend {
             }
             route
         };
-        let (sent, _route) = match self.direct_wire(&request) {
+        let (sent, _route) = match self.direct(&request) {
             // Sent here: the route is registered before the request is
             // written, so nothing the backend sends about it finds none.
-            Some(wire) => {
+            Some(Direct::Wire(wire)) => {
                 let id = wire.next_id();
                 let route = register(rmcp::model::ProgressToken(id.clone()), id.clone());
                 let pending = wire.call(request, id).map_err(|e| self.map_error(e))?;
                 (Sent::Direct(pending), route)
+            }
+            Some(Direct::Post(post)) => {
+                let id = post.next_id();
+                let route = register(rmcp::model::ProgressToken(id.clone()), id.clone());
+                let posted = post.call(request, id).map_err(|e| self.map_error(e))?;
+                (Sent::Posted(posted), route)
             }
             None => {
                 let _gate = self.routing_gate.write().await;
@@ -112,7 +125,7 @@ impl Backend {
             }
         };
         let id = sent.id().clone();
-        let response = sent.answer(&peer, self.timeout());
+        let response = sent.answer(self, &peer, self.timeout());
         tokio::pin!(response);
         // Boxed: the set keeps a stub of its future type, made even when
         // empty, and most calls relay nothing (an unboxed relay future made
@@ -192,12 +205,13 @@ impl Backend {
         }
     }
 
-    /// The stdio connection to send `request` on without rmcp's service
-    /// loop (decision 0022), if it can be: a stdio backend that connected
-    /// with `initialize` (a 2026-07-28 one gets rmcp's per-request `_meta`),
-    /// and a request whose answer needs nothing of rmcp's (lists feed the
-    /// backend's list tap, which watches rmcp's sends).
-    fn direct_wire(&self, request: &ClientRequest) -> Option<Arc<Wire>> {
+    /// How to send `request` without rmcp's service loop, if it can be
+    /// (decisions 0022 and 0023): on a stdio or streamable-HTTP backend
+    /// that connected with `initialize` (a 2026-07-28 one gets rmcp's
+    /// per-request `_meta` and headers), a request whose answer needs
+    /// nothing of rmcp's (lists feed the backend's list tap, which watches
+    /// rmcp's sends).
+    fn direct(&self, request: &ClientRequest) -> Option<Direct> {
         let direct = matches!(
             request,
             ClientRequest::CallToolRequest(_)
@@ -208,7 +222,13 @@ impl Backend {
         if !direct || self.speaks_2026() {
             return None;
         }
-        self.wire.load_full().filter(|w| w.is_open())
+        if let Some(wire) = self.wire.load_full().filter(|w| w.is_open()) {
+            return Some(Direct::Wire(wire));
+        }
+        self.post
+            .load_full()
+            .filter(|p| p.ready())
+            .map(Direct::Post)
     }
 
     /// Lets the progress sent before an answer reach the client first.

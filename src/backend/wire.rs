@@ -41,7 +41,7 @@ use tokio::sync::{Notify, oneshot};
 use super::lines::CallIds;
 
 /// The first id (and progress token) of a call sent here.
-const FIRST_ID: i64 = 1 << 32;
+pub(super) const FIRST_ID: i64 = 1 << 32;
 
 /// What rmcp tells a backend when a request times out, said the same way.
 const TIMEOUT_REASON: &str = "request timeout";
@@ -295,7 +295,10 @@ impl Wire {
 /// its arguments into a tree of maps and a second pass over it. This merges
 /// the two `_meta` maps alone, as rmcp does (the extensions' keys win), and
 /// writes the params straight out, fields in rmcp's order.
-fn call_line(request: &mut ClientRequest, id: &RequestId) -> Option<serde_json::Result<Vec<u8>>> {
+pub(super) fn call_line(
+    request: &mut ClientRequest,
+    id: &RequestId,
+) -> Option<serde_json::Result<Vec<u8>>> {
     let ClientRequest::CallToolRequest(call) = request else {
         return None;
     };
@@ -374,10 +377,12 @@ impl Drop for Pending {
     }
 }
 
-/// A request sent one way or the other: by rmcp, or by the gateway itself.
+/// A request sent one way or another: by rmcp, or by the gateway itself on
+/// a stdio connection's pipe or as its own POST to an HTTP backend.
 pub(super) enum Sent {
     Rmcp(RequestHandle<RoleClient>),
     Direct(Pending),
+    Posted(super::post::Posted),
 }
 
 impl Sent {
@@ -385,17 +390,23 @@ impl Sent {
         match self {
             Self::Rmcp(handle) => &handle.id,
             Self::Direct(pending) => &pending.id,
+            Self::Posted(posted) => &posted.id,
         }
     }
 
     pub(super) async fn answer(
         self,
+        backend: &super::Backend,
         peer: &Peer<RoleClient>,
         timeout: Duration,
     ) -> Result<ServerResult, ServiceError> {
         match self {
             Self::Rmcp(handle) => handle.await_response().await,
             Self::Direct(pending) => pending.answer(peer, timeout).await,
+            // Boxed: an HTTP exchange's future (reqwest's, the SSE reader's)
+            // is several kilobytes, and unboxed it would size every call's
+            // future, stdio ones too, which rmcp boxes and copies per call.
+            Self::Posted(posted) => Box::pin(posted.answer(backend, peer, timeout)).await,
         }
     }
 }
