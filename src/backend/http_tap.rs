@@ -76,13 +76,9 @@ impl TappedHttp {
             .get(SESSION_ID)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let kind = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .map(|v| v.as_bytes().to_ascii_lowercase())
-            .unwrap_or_default();
+        let kind = content_type(&response);
         if kind.starts_with(b"application/json") {
-            let body = read_capped(response).await?;
+            let body = read_capped(response, MAX_LIST_ANSWER).await.ok()?;
             tap.read(&body);
             let message = serde_json::from_slice::<ServerJsonRpcMessage>(&body).ok()?;
             return Some(StreamableHttpPostResponse::Json(message, session));
@@ -114,18 +110,46 @@ impl TappedHttp {
     }
 }
 
-/// The body, or `None` past [`MAX_LIST_ANSWER`] or on a read error.
-async fn read_capped(response: reqwest::Response) -> Option<Bytes> {
+/// An answer's content type, lowercased (empty when it has none).
+pub(super) fn content_type(response: &reqwest::Response) -> Vec<u8> {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.as_bytes().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+/// The body, or why not: over `limit` bytes, or a read error.
+pub(super) async fn read_capped(
+    response: reqwest::Response,
+    limit: usize,
+) -> Result<Bytes, String> {
     let mut body = BytesMut::new();
     let mut chunks = response.bytes_stream();
     while let Some(chunk) = chunks.next().await {
-        let chunk = chunk.ok()?;
-        if body.len() + chunk.len() > MAX_LIST_ANSWER {
-            return None;
+        let chunk = chunk.map_err(|e| e.to_string())?;
+        if body.len() + chunk.len() > limit {
+            return Err("over the size limit".into());
         }
         body.extend_from_slice(&chunk);
     }
-    Some(body.freeze())
+    Ok(body.freeze())
+}
+
+impl TappedHttp {
+    /// Tells the connection's direct calls where and how rmcp's client sends.
+    fn note(
+        &self,
+        message: &ClientJsonRpcMessage,
+        uri: &Arc<str>,
+        session: &Option<Arc<str>>,
+        auth: &Option<String>,
+        headers: &HashMap<HeaderName, HeaderValue>,
+    ) {
+        if let Some(post) = &self.post {
+            post.note(message, uri, session.as_ref(), auth.as_ref(), headers);
+        }
+    }
 }
 
 impl StreamableHttpClient for TappedHttp {
@@ -139,15 +163,7 @@ impl StreamableHttpClient for TappedHttp {
         auth_header: Option<String>,
         custom_headers: HashMap<HeaderName, HeaderValue>,
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
-        if let Some(post) = &self.post {
-            post.note(
-                &message,
-                &uri,
-                session_id.as_ref(),
-                auth_header.as_ref(),
-                &custom_headers,
-            );
-        }
+        self.note(&message, &uri, &session_id, &auth_header, &custom_headers);
         if let Some(tap) = &self.tap
             && ListTap::is_list_request(&message)
             && let Some(answer) = self
@@ -182,15 +198,7 @@ impl StreamableHttpClient for TappedHttp {
                 .post_message(uri, message, session_id, auth_header, custom_headers)
                 .await;
         }
-        if let Some(post) = &self.post {
-            post.note(
-                &message,
-                &uri,
-                session_id.as_ref(),
-                auth_header.as_ref(),
-                &custom_headers,
-            );
-        }
+        self.note(&message, &uri, &session_id, &auth_header, &custom_headers);
         self.http
             .post_message_with_max_sse_event_size(
                 uri,

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::StreamExt;
 use http::{HeaderName, HeaderValue, StatusCode, header};
 use rmcp::model::{
@@ -280,13 +280,11 @@ impl Posted {
         if !status.is_success() || status == StatusCode::ACCEPTED {
             return Err(failed(format!("the backend answered HTTP {status}")));
         }
-        let kind = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .map(|v| v.as_bytes().to_ascii_lowercase())
-            .unwrap_or_default();
+        let kind = super::http_tap::content_type(&response);
         if kind.starts_with(b"application/json") {
-            let body = read_capped(response).await?;
+            let body = super::http_tap::read_capped(response, MAX_MESSAGE)
+                .await
+                .map_err(|e| failed(format!("reading the backend's answer: {e}")))?;
             let message = self
                 .read(&body)
                 .map_err(|e| failed(format!("the backend's answer is not JSON-RPC: {e}")))?;
@@ -444,20 +442,6 @@ impl Posted {
         }
         None
     }
-}
-
-/// The body, up to [`MAX_MESSAGE`].
-async fn read_capped(response: reqwest::Response) -> Result<Bytes, ServiceError> {
-    let mut body = BytesMut::new();
-    let mut chunks = response.bytes_stream();
-    while let Some(chunk) = chunks.next().await {
-        let chunk = chunk.map_err(|e| failed(format!("reading the backend's answer: {e}")))?;
-        if body.len() + chunk.len() > MAX_MESSAGE {
-            return Err(failed("the backend's answer is over the size limit"));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
 }
 
 /// A failure to send or read, as rmcp reports its transport's.
